@@ -1,0 +1,32 @@
+//! The admin API: JSON over HTTP on its own (loopback) listener, bearer tokens.
+
+mod auth;
+mod health;
+mod json;
+mod rooms;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+pub use self::{auth::AdminUser, json::AdminJson};
+use crate::{error::ApiError, service::AppState};
+
+/// The admin listener's routes.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/rooms", post(rooms::create).get(rooms::list))
+        .route("/rooms/{room_id}", get(rooms::show))
+        .fallback(not_found);
+    Router::new()
+        .nest(knockd_shared::ADMIN_PREFIX, api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::BadRequest("M_UNRECOGNIZED", "unrecognized request".to_owned())
+}

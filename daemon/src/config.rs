@@ -1,0 +1,381 @@
+//! Configuration: defaults → TOML file → `KNOCKD_*` environment → command-line flags.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+use crate::store::DatabaseUrl;
+
+/// The config file format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Log filter when none is configured: ruma's per-event auth logs stay quiet.
+pub const DEFAULT_LOG: &str = "info,ruma_state_res=warn";
+
+/// The commented example printed by `knockd config example`. A test keeps it valid.
+pub const EXAMPLE: &str = r#"# knockd configuration. Every key is optional except `version`.
+# Precedence: built-in defaults < this file < KNOCKD_* environment variables < command-line flags.
+version = 1
+
+# The Matrix server name of this knockd (users are @name:<server_name>). Env: KNOCKD_SERVER_NAME
+server_name = "localhost:8448"
+
+# Where knockd keeps its signing key, admin token, self-signed certificate and SQLite database.
+# Env: KNOCKD_DATA_DIR
+data_dir = "./knockd-data"
+
+# postgres://user:password@host/db for production, or sqlite://PATH.
+# Default: sqlite://<data_dir>/knockd.db. Env: KNOCKD_DATABASE_URL
+# database_url = "postgres://knockd@127.0.0.1/knockd"
+
+# Log filter (tracing EnvFilter syntax). Env: KNOCKD_LOG (RUST_LOG also works)
+log = "info,ruma_state_res=warn"
+
+[federation]
+# The public listener for other homeservers. Env: KNOCKD_FEDERATION_LISTEN
+listen = "127.0.0.1:8448"
+# "self-signed" (generated into data_dir; only for loopback and tests: real homeservers verify
+# certificates), "files" (set cert and key below), or "off" (plain HTTP behind a reverse proxy
+# that must not normalise request URIs). Env: KNOCKD_FEDERATION_TLS
+tls = "self-signed"
+# cert = "/etc/knockd/fullchain.pem"
+# key = "/etc/knockd/privkey.pem"
+# Verify other servers' certificates. Env: KNOCKD_FEDERATION_VERIFY_CERTIFICATES
+verify_certificates = true
+
+[admin]
+# The admin API listener (bearer tokens). Env: KNOCKD_ADMIN_LISTEN
+listen = "127.0.0.1:8449"
+# The admin API refuses non-loopback addresses unless this is true.
+allow_remote = false
+"#;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    version: Option<u32>,
+    server_name: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    log: Option<String>,
+    #[serde(default)]
+    federation: FileFederation,
+    #[serde(default)]
+    admin: FileAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFederation {
+    listen: Option<String>,
+    tls: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    verify_certificates: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: Option<String>,
+    allow_remote: Option<bool>,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub server_name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub federation_listen: Option<String>,
+    pub admin_listen: Option<String>,
+}
+
+/// How the federation listener speaks TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// A certificate generated into the data dir on first start.
+    SelfSigned,
+    /// Operator-provided PEM files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP, behind a TLS-terminating proxy.
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct FederationConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsMode,
+    pub verify_certificates: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub allow_remote: bool,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub log: String,
+    pub federation: FederationConfig,
+    pub admin: AdminConfig,
+}
+
+/// A configuration problem, said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads from an optional file, an environment lookup and flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let parsed = match file {
+            Some(path) => read_file(path)?,
+            None => FileConfig { version: Some(CONFIG_VERSION), ..FileConfig::default() },
+        };
+        let origin = file.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        match parsed.version {
+            Some(CONFIG_VERSION) => {}
+            Some(v) => {
+                return Err(ConfigError(format!(
+                    "{origin}: config version {v} is not supported (this knockd reads version {CONFIG_VERSION})"
+                )));
+            }
+            None => {
+                return Err(ConfigError(format!("{origin}: missing `version = {CONFIG_VERSION}`")));
+            }
+        }
+        let pick = |flag: &Option<String>, var: &str, file: Option<String>| -> Option<String> {
+            flag.clone().or_else(|| env(var).filter(|v| !v.is_empty())).or(file)
+        };
+
+        let server_name = pick(&flags.server_name, "KNOCKD_SERVER_NAME", parsed.server_name)
+            .unwrap_or_else(|| "localhost:8448".to_owned());
+        let server_name = OwnedServerName::try_from(server_name.as_str()).map_err(|e| {
+            ConfigError(format!("server_name {server_name:?} is not a valid server name: {e}"))
+        })?;
+
+        let data_dir = flags
+            .data_dir
+            .clone()
+            .or_else(|| env("KNOCKD_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or(parsed.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./knockd-data"));
+
+        let database_url =
+            match pick(&flags.database_url, "KNOCKD_DATABASE_URL", parsed.database_url) {
+                Some(url) => DatabaseUrl::parse(&url)
+                    .map_err(|e| ConfigError(format!("database_url: {e}")))?,
+                None => DatabaseUrl::sqlite(&data_dir.join("knockd.db")),
+            };
+
+        let log = env("KNOCKD_LOG").or(parsed.log).unwrap_or_else(|| DEFAULT_LOG.to_owned());
+
+        let fed_listen =
+            pick(&flags.federation_listen, "KNOCKD_FEDERATION_LISTEN", parsed.federation.listen)
+                .unwrap_or_else(|| "127.0.0.1:8448".to_owned());
+        let fed_listen = parse_addr("federation.listen", &fed_listen)?;
+        let tls_name = env("KNOCKD_FEDERATION_TLS")
+            .or(parsed.federation.tls)
+            .unwrap_or_else(|| "self-signed".to_owned());
+        let tls = match tls_name.as_str() {
+            "self-signed" => TlsMode::SelfSigned,
+            "off" => TlsMode::Off,
+            "files" => match (parsed.federation.cert, parsed.federation.key) {
+                (Some(cert), Some(key)) => TlsMode::Files { cert, key },
+                _ => {
+                    return Err(ConfigError(
+                        "federation.tls = \"files\" needs both federation.cert and federation.key"
+                            .to_owned(),
+                    ));
+                }
+            },
+            other => {
+                return Err(ConfigError(format!(
+                    "federation.tls = {other:?}: expected \"self-signed\", \"files\" or \"off\""
+                )));
+            }
+        };
+        let verify_certificates = match env("KNOCKD_FEDERATION_VERIFY_CERTIFICATES") {
+            Some(v) => parse_bool("KNOCKD_FEDERATION_VERIFY_CERTIFICATES", &v)?,
+            None => parsed.federation.verify_certificates.unwrap_or(true),
+        };
+
+        let admin_listen = pick(&flags.admin_listen, "KNOCKD_ADMIN_LISTEN", parsed.admin.listen)
+            .unwrap_or_else(|| "127.0.0.1:8449".to_owned());
+        let admin_listen = parse_addr("admin.listen", &admin_listen)?;
+        let allow_remote = parsed.admin.allow_remote.unwrap_or(false);
+        if !admin_listen.ip().is_loopback() && !allow_remote {
+            return Err(ConfigError(format!(
+                "admin.listen = {admin_listen} is not a loopback address; the admin API stays on loopback \
+                 unless the config file sets admin.allow_remote = true"
+            )));
+        }
+
+        Ok(Self {
+            server_name,
+            data_dir,
+            database_url,
+            log,
+            federation: FederationConfig { listen: fed_listen, tls, verify_certificates },
+            admin: AdminConfig { listen: admin_listen, allow_remote },
+        })
+    }
+
+    /// The local admin user created on first start.
+    pub fn admin_user(&self) -> String {
+        format!("@admin:{}", self.server_name)
+    }
+
+    /// True when the server name is a loopback address or `localhost`.
+    pub fn server_name_is_local(&self) -> bool {
+        let host = self.server_name.host();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!("cannot read config file {}: {}", path.display(), describe_io(&e)))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let message = e.message().to_owned();
+        let at = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].lines().count().max(1);
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        ConfigError(format!("config file {}{at}: {message}", path.display()))
+    })
+}
+
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (check the file's owner and mode)".to_owned()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn parse_addr(name: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError(format!("{name} = {value:?} is not an address like 127.0.0.1:8448"))
+    })
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!("{name} = {value:?}: expected true or false"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server_name.as_str(), "localhost:8448");
+        assert_eq!(c.federation.listen.to_string(), "127.0.0.1:8448");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8449");
+        assert_eq!(c.federation.tls, TlsMode::SelfSigned);
+        assert!(c.federation.verify_certificates);
+        assert_eq!(c.database_url.sqlite_path(), Some("./knockd-data/knockd.db"));
+        assert!(c.server_name_is_local());
+    }
+
+    #[test]
+    fn example_parses_and_precedence_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("knockd.toml");
+        std::fs::write(
+            &path,
+            EXAMPLE.replace("server_name = \"localhost:8448\"", "server_name = \"file.example\""),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server_name.as_str(), "file.example");
+        let env = env_of(&[
+            ("KNOCKD_SERVER_NAME", "env.example"),
+            ("KNOCKD_FEDERATION_VERIFY_CERTIFICATES", "false"),
+        ]);
+        let c = Config::load(Some(&path), &env, &Overrides::default()).unwrap();
+        assert_eq!(c.server_name.as_str(), "env.example");
+        assert!(!c.federation.verify_certificates);
+        let flags = Overrides { server_name: Some("flag.example".into()), ..Default::default() };
+        let c = Config::load(Some(&path), &env, &flags).unwrap();
+        assert_eq!(c.server_name.as_str(), "flag.example");
+        assert!(!c.server_name_is_local());
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "version = 1\nsevrer_name = \"x\"\n").unwrap();
+        let err =
+            Config::load(Some(&path), &env_of(&[]), &Overrides::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("sevrer_name") && err.contains("line 2"),
+            "{err}"
+        );
+
+        std::fs::write(&path, "server_name = \"x\"\n").unwrap();
+        let err =
+            Config::load(Some(&path), &env_of(&[]), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(Some(&missing), &env_of(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml") && err.contains("no such file"), "{err}");
+
+        let err = Config::load(
+            None,
+            &env_of(&[("KNOCKD_ADMIN_LISTEN", "0.0.0.0:8449")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("loopback"), "{err}");
+
+        let err = Config::load(
+            None,
+            &env_of(&[("KNOCKD_DATABASE_URL", "mysql://u:pw@h/db")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database_url") && !err.contains("pw@"), "{err}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error leaves as a Matrix-style `{"errcode", "error"}` body. Internal causes are logged,
+//! never sent.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use knockd_shared::ErrorBody;
+
+use crate::store::StoreError;
+
+/// An error that an endpoint answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 401 with a specific code (`M_MISSING_TOKEN`, `M_UNKNOWN_TOKEN`).
+    #[error("{1}")]
+    Token(&'static str, String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn bad_json(msg: impl Into<String>) -> Self {
+        Self::BadRequest("M_BAD_JSON", msg.into())
+    }
+
+    pub fn invalid_param(msg: impl Into<String>) -> Self {
+        Self::BadRequest("M_INVALID_PARAM", msg.into())
+    }
+
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(code, _) => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED"),
+            Self::Token(code, _) => (StatusCode::UNAUTHORIZED, code),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "M_CONFLICT"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound("not found".to_owned()),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Rejected(m) => Self::Forbidden(m),
+            StoreError::Pool(m) | StoreError::Connect(m) => {
+                Self::Unavailable(format!("database unavailable: {m}"))
+            }
+            e => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, errcode) = self.status_and_code();
+        let error = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                "internal server error".to_owned()
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(%cause, "service unavailable");
+                "service temporarily unavailable".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody { errcode: errcode.to_owned(), error })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_are_not_sent() {
+        let response = ApiError::Internal("password=hunter2".to_owned()).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn mapping_table() {
+        assert_eq!(
+            ApiError::bad_json("x").status_and_code(),
+            (StatusCode::BAD_REQUEST, "M_BAD_JSON")
+        );
+        assert_eq!(ApiError::Unauthorized("x".into()).status_and_code().1, "M_UNAUTHORIZED");
+        assert_eq!(
+            ApiError::TooLarge("x".into()).status_and_code().0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(ApiError::from(StoreError::NotFound).status_and_code().0, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,13 @@
+//! knockd: the resident homeserver of knock-gated Matrix rooms.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod federation;
+pub mod matrix;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;
+
+pub use server::{Listeners, StartError, prepare, serve};

@@ -1,0 +1,155 @@
+//! knockd command line: run the daemon, check or print configuration.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use knockd::{
+    config::{Config, EXAMPLE, Overrides},
+    server::{Listeners, prepare, serve},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "knockd", version, about = "Resident Matrix homeserver for knock-gated rooms")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "KNOCKD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Matrix server name (overrides KNOCKD_SERVER_NAME and the file).
+    #[arg(long, global = true)]
+    server_name: Option<String>,
+    /// Data directory (key, token, certificate, SQLite database).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Database URL: postgres://… or sqlite://PATH.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Federation listen address.
+    #[arg(long, global = true)]
+    federation_listen: Option<String>,
+    /// Admin API listen address (loopback).
+    #[arg(long, global = true)]
+    admin_listen: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration without binding ports or touching the database.
+    Check,
+    /// Print a commented example configuration.
+    Example,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        server_name: cli.server_name.clone(),
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+        federation_listen: cli.federation_listen.clone(),
+        admin_listen: cli.admin_listen.clone(),
+    };
+    if let Some(Command::Config { command: ConfigCommand::Example }) = &cli.command {
+        print!("{EXAMPLE}");
+        return ExitCode::SUCCESS;
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    let config = match Config::load(cli.config.as_deref(), &env, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("knockd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Config { command: ConfigCommand::Check }) = &cli.command {
+        println!(
+            "configuration ok: server_name {}, federation {} (tls {:?}), admin {}, database {}",
+            config.server_name,
+            config.federation.listen,
+            config.federation.tls,
+            config.admin.listen,
+            config.database_url
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("knockd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knockd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), knockd::StartError> {
+    let listeners = Listeners::bind(&config)?;
+    let app = prepare(&config).await?;
+    if !config.server_name_is_local()
+        && config.federation.tls == knockd::config::TlsMode::SelfSigned
+    {
+        tracing::warn!(
+            server_name = %config.server_name,
+            "federation uses a SELF-SIGNED certificate, but the server name is public: real homeservers \
+             verify certificates and will refuse to talk to knockd. Configure federation.tls = \"files\" \
+             with a real certificate, or \"off\" behind a TLS-terminating reverse proxy."
+        );
+    }
+    tracing::info!(
+        server_name = %config.server_name,
+        federation = %config.federation.listen,
+        admin = %config.admin.listen,
+        database = %config.database_url,
+        key_id = %app.keys.key_id(),
+        "knockd started; admin token in {}",
+        config.data_dir.join(knockd_shared::ADMIN_TOKEN_FILE).display()
+    );
+    serve(app, listeners, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| filter.to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

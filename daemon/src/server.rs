@@ -1,0 +1,171 @@
+//! Start-up and the two listeners.
+
+use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Duration};
+
+use crate::{
+    admin,
+    config::Config,
+    federation,
+    matrix::{KeyRing, keys::write_private_file, now_ms},
+    service::AppState,
+    store::{Backend, Db, users},
+    tls,
+};
+
+/// Name of the signing key file in the data dir.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
+/// A start-up failure, said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The two bound listeners. Bind them first so "port in use" fails before anything is created.
+pub struct Listeners {
+    pub federation: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let bind = |what: &str, addr| {
+            let l = TcpListener::bind(addr)
+                .map_err(|e| StartError(format!("cannot listen on {addr} ({what}): {e}")))?;
+            l.set_nonblocking(true).map_err(|e| StartError(format!("{what} listener: {e}")))?;
+            Ok::<_, StartError>(l)
+        };
+        Ok(Self {
+            federation: bind("federation", config.federation.listen)?,
+            admin: bind("admin API", config.admin.listen)?,
+        })
+    }
+}
+
+/// Creates the data dir, loads or makes the key, opens and migrates the database and makes sure
+/// the local admin user and its token file exist. If it fails, what it created is removed.
+pub async fn prepare(config: &Config) -> Result<AppState, StartError> {
+    let dir = &config.data_dir;
+    let created_dir = !dir.exists();
+    let result = prepare_inner(config).await;
+    if result.is_err() && created_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+async fn prepare_inner(config: &Config) -> Result<AppState, StartError> {
+    // PostgreSQL first: an unreachable database should fail before anything is written.
+    let mut db = None;
+    if config.database_url.backend() == Backend::Postgres {
+        db = Some(Db::connect(&config.database_url).await.map_err(|e| StartError(e.to_string()))?);
+    }
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", dir.display())))?;
+    check_writable(dir)?;
+    let keys = KeyRing::load_or_generate(config.server_name.clone(), &dir.join(SIGNING_KEY_FILE))
+        .map_err(|e| StartError(e.to_string()))?;
+    let db = match db {
+        Some(db) => db,
+        None => Db::connect(&config.database_url).await.map_err(|e| StartError(e.to_string()))?,
+    };
+    ensure_admin(&db, config).await?;
+    tls::ensure_certificate(config).map_err(StartError)?;
+    Ok(AppState { config: Arc::new(config.clone()), db, keys: Arc::new(keys) })
+}
+
+fn check_writable(dir: &Path) -> Result<(), StartError> {
+    let probe = dir.join(".knockd-write-test");
+    std::fs::write(&probe, b"")
+        .map_err(|e| StartError(format!("data dir {} is not writable: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The local admin user `@admin:<server_name>` and the token in `<data_dir>/admin.token`.
+async fn ensure_admin(db: &Db, config: &Config) -> Result<(), StartError> {
+    let user = config.admin_user();
+    let path = config.data_dir.join(knockd_shared::ADMIN_TOKEN_FILE);
+    let token = match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = new_token().map_err(StartError)?;
+            write_private_file(&path, format!("{token}\n").as_bytes())
+                .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))?;
+            token
+        }
+        Err(e) => return Err(StartError(format!("cannot read {}: {e}", path.display()))),
+    };
+    if token.is_empty() {
+        return Err(StartError(format!(
+            "{} is empty; delete it to get a new token",
+            path.display()
+        )));
+    }
+    db.write(move |conn| {
+        let now = now_ms();
+        users::ensure_user(conn, &user, now)?;
+        if users::user_for_token(conn, &token)?.is_none() {
+            users::add_token(conn, &token, &user, Some("admin.token"), now)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StartError(format!("storing the admin token: {e}")))
+}
+
+/// A fresh random bearer token.
+pub fn new_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("random token: {e}"))?;
+    Ok(format!("kd_{}", hex::encode(bytes)))
+}
+
+/// Serves both listeners until `shutdown` resolves, then drains for up to 10 seconds.
+pub async fn serve(
+    app: AppState,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = app.config.clone();
+    let fed_handle = axum_server::Handle::new();
+    let admin_handle = axum_server::Handle::new();
+    let fed_router = federation::router(app.clone());
+    let admin_router = admin::router(app.clone());
+
+    let stoppers = (fed_handle.clone(), admin_handle.clone());
+    let federation = async move {
+        let server = axum_server::from_tcp(listeners.federation)
+            .map_err(|e| StartError(format!("federation listener: {e}")))?;
+        let service = fed_router.into_make_service();
+        match tls::ensure_certificate(&config).map_err(StartError)? {
+            Some((cert, key)) => {
+                let tls_config = tls::rustls_config(&cert, &key).await.map_err(StartError)?;
+                server
+                    .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls_config))
+                    .handle(fed_handle)
+                    .serve(service)
+                    .await
+            }
+            None => server.handle(fed_handle).serve(service).await,
+        }
+        .map_err(|e| StartError(format!("federation listener: {e}")))
+    };
+    let admin = async move {
+        axum_server::from_tcp(listeners.admin)
+            .map_err(|e| StartError(format!("admin listener: {e}")))?
+            .handle(admin_handle)
+            .serve(admin_router.into_make_service())
+            .await
+            .map_err(|e| StartError(format!("admin listener: {e}")))
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stoppers.0.graceful_shutdown(Some(Duration::from_secs(10)));
+        stoppers.1.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    tokio::try_join!(federation, admin)?;
+    Ok(())
+}

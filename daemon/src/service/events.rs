@@ -1,0 +1,172 @@
+//! Creating our own events: cite the right state, sign, check with ruma's auth rules, persist.
+
+use std::collections::HashMap;
+
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, RoomVersionId,
+    UInt, events::StateEventType, room_version_rules::RoomVersionRules,
+};
+
+use crate::{
+    matrix::{EventTemplate, KeyRing, Pdu, Placement, auth, event},
+    store::{DbConn, StoreError, events as ev, state},
+};
+
+/// A room as the event code needs it.
+#[derive(Clone, Debug)]
+pub struct RoomCtx {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+}
+
+impl RoomCtx {
+    pub fn load(conn: &mut DbConn, room_id: &str) -> Result<Option<Self>, StoreError> {
+        let Some(row) = crate::store::rooms::get(conn, room_id)? else { return Ok(None) };
+        let version = RoomVersionId::try_from(row.room_version.as_str())
+            .map_err(|e| StoreError::Corrupt(format!("room {room_id} version: {e}")))?;
+        let rules = event::rules(&version).map_err(StoreError::Corrupt)?;
+        let room_id =
+            OwnedRoomId::try_from(row.room_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(Self { room_id, version, rules }))
+    }
+}
+
+/// Reads stored PDUs by event ID.
+pub fn load_pdus(conn: &mut DbConn, ids: &[String]) -> Result<Vec<Pdu>, StoreError> {
+    ev::pdus(conn, ids)?.into_iter().map(|(id, text)| parse_stored(&id, &text)).collect()
+}
+
+pub fn parse_stored(id: &str, text: &str) -> Result<Pdu, StoreError> {
+    let json: CanonicalJsonObject =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+    let event_id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Pdu::from_canonical(event_id, json).map_err(StoreError::Corrupt)
+}
+
+/// The current-state events an event of this template is checked against: its auth types plus
+/// the create event (which v12 never cites but the rules still read).
+fn auth_state(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    template: &EventTemplate,
+) -> Result<HashMap<(StateEventType, String), Pdu>, StoreError> {
+    let mut keys =
+        auth::auth_types(template, &room.rules.authorization).map_err(StoreError::Rejected)?;
+    let create = (StateEventType::RoomCreate, String::new());
+    if !keys.contains(&create) {
+        keys.push(create);
+    }
+    let mut ids = Vec::with_capacity(keys.len());
+    let mut by_id = HashMap::new();
+    for (t, k) in &keys {
+        if let Some(id) = ev::current(conn, room.room_id.as_str(), &t.to_string(), k)? {
+            by_id.insert(id.clone(), (t.clone(), k.clone()));
+            ids.push(id);
+        }
+    }
+    let mut out = HashMap::new();
+    for pdu in load_pdus(conn, &ids)? {
+        if let Some(key) = by_id.remove(pdu.event_id.as_str()) {
+            out.insert(key, pdu);
+        }
+    }
+    Ok(out)
+}
+
+/// Builds, signs, auth-checks and stores a new event of ours in the room's current state.
+/// Call inside a write transaction holding the room lock.
+pub fn append_local(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    room: &RoomCtx,
+    template: &EventTemplate,
+    now_ms: i64,
+) -> Result<Pdu, StoreError> {
+    let state = auth_state(conn, room, template)?;
+    let wanted =
+        auth::auth_types(template, &room.rules.authorization).map_err(StoreError::Rejected)?;
+    let auth_events: Vec<OwnedEventId> =
+        wanted.iter().filter_map(|k| state.get(k)).map(|p| p.event_id.clone()).collect();
+    let prev_events = ev::extremities(conn, room.room_id.as_str(), event::MAX_PREV_EVENTS as i64)?
+        .into_iter()
+        .map(|(id, depth)| OwnedEventId::try_from(id).map(|id| (id, depth)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let placement = Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
+    let pdu = build(keys, room, template, &placement, now_ms)?;
+
+    let by_id: HashMap<&str, &Pdu> = state.values().map(|p| (p.event_id.as_str(), p)).collect();
+    auth::check_against_auth_events(&room.rules.authorization, &pdu, |id| {
+        by_id.get(id.as_str()).map(|p| (*p).clone())
+    })
+    .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))?;
+    auth::check_against_state(&room.rules.authorization, &pdu, |t, k| {
+        state.get(&(t.clone(), k.to_owned())).cloned()
+    })
+    .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))?;
+    persist_accepted(conn, room.room_id.as_str(), &pdu)?;
+    Ok(pdu)
+}
+
+/// Builds and signs an event.
+pub fn build(
+    keys: &KeyRing,
+    room: &RoomCtx,
+    template: &EventTemplate,
+    placement: &Placement,
+    now_ms: i64,
+) -> Result<Pdu, StoreError> {
+    let ts = MilliSecondsSinceUnixEpoch(UInt::try_from(now_ms.max(0) as u64).unwrap_or_default());
+    let unsigned = event::unsigned_pdu(template, placement, ts).map_err(StoreError::Rejected)?;
+    event::hash_and_sign(keys, unsigned, &room.rules).map_err(StoreError::Rejected)
+}
+
+/// Stores an accepted event that extends the room's current state: a new state group for state
+/// events, the event row, forward extremities and current state. Constant work per event.
+pub fn persist_accepted(conn: &mut DbConn, room_id: &str, pdu: &Pdu) -> Result<(), StoreError> {
+    let current_group = crate::store::rooms::current_group(conn, room_id)?;
+    let event_type = pdu.event_type.to_string();
+    let state_after = match &pdu.state_key {
+        Some(key) => Some(state::new_group(
+            conn,
+            room_id,
+            current_group,
+            &[((event_type.clone(), key.clone()), pdu.event_id.to_string())],
+        )?),
+        None => current_group,
+    };
+    let text = pdu.to_json_string();
+    ev::insert(
+        conn,
+        &ev::NewEventRow {
+            event_id: pdu.event_id.as_str(),
+            room_id,
+            event_type: &event_type,
+            state_key: pdu.state_key.as_deref(),
+            sender: pdu.sender.as_str(),
+            origin_server_ts: i64::from(pdu.origin_server_ts.0),
+            depth: pdu.depth,
+            status: ev::ACCEPTED,
+            state_before: current_group,
+            state_after,
+            pdu: &text,
+        },
+    )?;
+    let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
+    ev::advance_extremities(conn, room_id, pdu.event_id.as_str(), pdu.depth, &prev)?;
+    if let Some(key) = &pdu.state_key {
+        let membership = pdu.membership();
+        let membership = (event_type == "m.room.member").then_some(membership).flatten();
+        ev::set_current(
+            conn,
+            room_id,
+            &event_type,
+            key,
+            pdu.event_id.as_str(),
+            membership.as_deref(),
+        )?;
+        crate::store::rooms::set_current_group(conn, room_id, state_after)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Creating rooms and reading them back.
+
+use knockd_shared::{CreateRoomRequest, CreateRoomResponse, RoomDetail, RoomSummary, StateEntry};
+use ruma::{OwnedRoomAliasId, RoomId, RoomVersionId, UserId};
+use serde_json::{Value, json};
+
+use super::{
+    AppState, ServiceError,
+    events::{RoomCtx, append_local, build, load_pdus, persist_accepted},
+};
+use crate::{
+    matrix::{EventTemplate, Placement, auth, event, now_ms},
+    store::{StoreError, events as ev, rooms as room_store},
+};
+
+/// The room version used when a request names none.
+pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V10;
+
+/// A validated room-creation request.
+struct RoomPlan {
+    version: RoomVersionId,
+    events: Vec<(&'static str, Value)>,
+}
+
+fn plan(
+    req: &CreateRoomRequest,
+    creator: &UserId,
+    server_name: &str,
+) -> Result<RoomPlan, ServiceError> {
+    let version = match &req.room_version {
+        Some(v) => event::parse_room_version(v).map_err(ServiceError::Invalid)?,
+        None => DEFAULT_ROOM_VERSION,
+    };
+    let rules = event::rules(&version).map_err(ServiceError::Invalid)?;
+    let join_rule = req.join_rule.as_deref().unwrap_or("knock");
+    let join_rules = match join_rule {
+        "knock" | "invite" | "public" => {
+            if !req.allow.is_empty() {
+                return Err(ServiceError::Invalid(format!(
+                    "`allow` only applies to join_rule knock_restricted, not {join_rule}"
+                )));
+            }
+            json!({ "join_rule": join_rule })
+        }
+        "knock_restricted" => {
+            if !rules.authorization.knock_restricted_join_rule {
+                return Err(ServiceError::Invalid(format!(
+                    "join_rule knock_restricted needs room version 10 or later; room version {version} does not have it"
+                )));
+            }
+            let allow = req
+                .allow
+                .iter()
+                .map(|r| {
+                    RoomId::parse(r)
+                        .map(|id| json!({ "type": "m.room_membership", "room_id": id }))
+                        .map_err(|_| {
+                            ServiceError::Invalid(format!("`allow` entry {r:?} is not a room ID"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            json!({ "join_rule": "knock_restricted", "allow": allow })
+        }
+        other => {
+            return Err(ServiceError::Invalid(format!(
+                "join_rule {other:?} is not one of knock, knock_restricted, invite, public"
+            )));
+        }
+    };
+    let history = req.history_visibility.as_deref().unwrap_or("shared");
+    if !["world_readable", "shared", "invited", "joined"].contains(&history) {
+        return Err(ServiceError::Invalid(format!(
+            "history_visibility {history:?} is not one of world_readable, shared, invited, joined"
+        )));
+    }
+
+    let mut create = json!({ "room_version": version.as_str() });
+    if !rules.authorization.use_room_create_sender {
+        create["creator"] = creator.as_str().into();
+    }
+    let mut users = serde_json::Map::new();
+    if !rules.authorization.explicitly_privilege_room_creators {
+        users.insert(creator.to_string(), 100.into());
+    }
+    let power_levels = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50, "m.room.topic": 50, "m.room.avatar": 50,
+            "m.room.canonical_alias": 50, "m.room.power_levels": 100,
+            "m.room.history_visibility": 100, "m.room.encryption": 100,
+            "m.room.server_acl": 100, "m.room.tombstone": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 50,
+    });
+    let mut events = vec![
+        ("m.room.create", create),
+        ("m.room.member", json!({ "membership": "join" })),
+        ("m.room.power_levels", power_levels),
+        ("m.room.join_rules", join_rules),
+        ("m.room.history_visibility", json!({ "history_visibility": history })),
+    ];
+    if let Some(alias) = &req.alias {
+        let parsed = OwnedRoomAliasId::try_from(alias.as_str()).map_err(|e| {
+            ServiceError::Invalid(format!("alias {alias:?} is not a room alias: {e}"))
+        })?;
+        if parsed.server_name().as_str() != server_name {
+            return Err(ServiceError::Invalid(format!(
+                "alias {alias} is not on this server ({server_name}): knockd can only publish its own aliases"
+            )));
+        }
+        events.push(("m.room.canonical_alias", json!({ "alias": alias })));
+    }
+    if let Some(name) = &req.name {
+        events.push(("m.room.name", json!({ "name": name })));
+    }
+    if let Some(topic) = &req.topic {
+        events.push(("m.room.topic", json!({ "topic": topic })));
+    }
+    if let Some(url) = &req.avatar_url {
+        if !url.starts_with("mxc://") {
+            return Err(ServiceError::Invalid(format!("avatar_url {url:?} is not an mxc:// URL")));
+        }
+        events.push(("m.room.avatar", json!({ "url": url })));
+    }
+    Ok(RoomPlan { version, events })
+}
+
+/// Creates a room of real signed PDUs, all in one transaction.
+pub async fn create_room(
+    app: &AppState,
+    creator: &UserId,
+    req: CreateRoomRequest,
+) -> Result<CreateRoomResponse, ServiceError> {
+    let server_name = app.keys.server_name().clone();
+    if creator.server_name() != server_name {
+        return Err(ServiceError::Forbidden(format!("{creator} is not a user of this server")));
+    }
+    let plan = plan(&req, creator, server_name.as_str())?;
+    let room_version = plan.version.to_string();
+    let keys = app.keys.clone();
+    let creator = creator.to_owned();
+    let room_id = app
+        .db
+        .write(move |conn| {
+            let now = now_ms();
+            let rules = event::rules(&plan.version).map_err(StoreError::Rejected)?;
+            let mut events = plan.events.into_iter();
+            let Some((_, create_content)) = events.next() else {
+                return Err(StoreError::Rejected("empty room plan".to_owned()));
+            };
+            let create = EventTemplate::state("m.room.create", "", &creator, create_content);
+            let provisional = (!rules.authorization.room_create_event_id_as_room_id)
+                .then(|| RoomId::new_v1(&server_name));
+            let mut room = RoomCtx {
+                room_id: provisional.clone().unwrap_or_else(|| RoomId::new_v1(&server_name)),
+                version: plan.version.clone(),
+                rules,
+            };
+            let placement = Placement { room_id: provisional, ..Placement::default() };
+            let create_pdu = build(&keys, &room, &create, &placement, now)?;
+            if room.rules.authorization.room_create_event_id_as_room_id {
+                room.room_id = event::room_id_from_create(&create_pdu.event_id)
+                    .map_err(StoreError::Rejected)?;
+            }
+            auth::check_against_auth_events(&room.rules.authorization, &create_pdu, |_| None)
+                .map_err(|e| StoreError::Rejected(format!("create event: {e}")))?;
+            room_store::insert(
+                conn,
+                &room_store::RoomRow {
+                    room_id: room.room_id.to_string(),
+                    room_version: room.version.to_string(),
+                    creator: creator.to_string(),
+                    created_ms: now,
+                    is_public: false,
+                    current_group: None,
+                },
+            )?;
+            persist_accepted(conn, room.room_id.as_str(), &create_pdu)?;
+            for (event_type, content) in events {
+                let state_key = if event_type == "m.room.member" { creator.as_str() } else { "" };
+                let template = EventTemplate::state(event_type, state_key, &creator, content);
+                append_local(conn, &keys, &room, &template, now)?;
+            }
+            Ok(room.room_id)
+        })
+        .await?;
+    Ok(CreateRoomResponse { room_id: room_id.to_string(), room_version })
+}
+
+const SUMMARY_TYPES: [&str; 6] = [
+    "m.room.name",
+    "m.room.topic",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.join_rules",
+    "m.room.history_visibility",
+];
+
+fn summary(
+    conn: &mut crate::store::DbConn,
+    row: room_store::RoomRow,
+) -> Result<RoomSummary, StoreError> {
+    let entries = ev::current_of_types(conn, &row.room_id, &SUMMARY_TYPES)?;
+    let ids: Vec<String> = entries.iter().map(|(_, _, id)| id.clone()).collect();
+    let pdus = load_pdus(conn, &ids)?;
+    let content_of = |t: &str| -> Option<Value> {
+        pdus.iter()
+            .find(|p| p.event_type.to_string() == t && p.state_key.as_deref() == Some(""))
+            .and_then(|p| serde_json::from_str(p.content.get()).ok())
+    };
+    let text = |t: &str, field: &str| {
+        content_of(t).and_then(|c| c.get(field).and_then(Value::as_str).map(str::to_owned))
+    };
+    let join_rules = content_of("m.room.join_rules").unwrap_or(Value::Null);
+    let allow = join_rules
+        .get("allow")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.get("room_id").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (joined, knocking) = crate::store::rooms::membership_counts(conn, &row.room_id)?;
+    Ok(RoomSummary {
+        name: text("m.room.name", "name"),
+        topic: text("m.room.topic", "topic"),
+        avatar_url: text("m.room.avatar", "url"),
+        alias: text("m.room.canonical_alias", "alias"),
+        join_rule: join_rules
+            .get("join_rule")
+            .and_then(Value::as_str)
+            .unwrap_or("invite")
+            .to_owned(),
+        allow,
+        history_visibility: text("m.room.history_visibility", "history_visibility"),
+        joined_members: joined,
+        knocking_members: knocking,
+        forward_extremities: ev::extremity_count(conn, &row.room_id)?,
+        room_id: row.room_id,
+        room_version: row.room_version,
+        creator: row.creator,
+        created_ms: row.created_ms,
+    })
+}
+
+/// One page of rooms, oldest first. The cursor is opaque to callers.
+pub async fn list_rooms(
+    app: &AppState,
+    from: Option<String>,
+    limit: i64,
+) -> Result<(Vec<RoomSummary>, Option<String>), ServiceError> {
+    let after = match from {
+        None => None,
+        Some(cursor) => Some(
+            cursor
+                .split_once('_')
+                .and_then(|(ms, id)| ms.parse::<i64>().ok().map(|ms| (ms, id.to_owned())))
+                .ok_or_else(|| ServiceError::Invalid(format!("invalid cursor {cursor:?}")))?,
+        ),
+    };
+    let limit = limit.clamp(1, 500);
+    Ok(app
+        .db
+        .read(move |conn| {
+            let rows = room_store::list(conn, after, limit + 1)?;
+            let more = rows.len() as i64 > limit;
+            let mut out = Vec::new();
+            for row in rows.into_iter().take(limit as usize) {
+                out.push(summary(conn, row)?);
+            }
+            let next = more
+                .then(|| out.last().map(|r| format!("{}_{}", r.created_ms, r.room_id)))
+                .flatten();
+            Ok((out, next))
+        })
+        .await?)
+}
+
+/// A room with its full current state.
+pub async fn show_room(app: &AppState, room_id: String) -> Result<RoomDetail, ServiceError> {
+    let shown = room_id.clone();
+    app.db
+        .read(move |conn| {
+            let Some(row) = room_store::get(conn, &room_id)? else { return Ok(None) };
+            let summary = summary(conn, row)?;
+            let ids = crate::store::rooms::current_state_ids(conn, &room_id)?;
+            let mut state: Vec<StateEntry> = load_pdus(conn, &ids)?
+                .into_iter()
+                .map(|p| StateEntry {
+                    event_type: p.event_type.to_string(),
+                    state_key: p.state_key.clone().unwrap_or_default(),
+                    event_id: p.event_id.to_string(),
+                    sender: p.sender.to_string(),
+                    content: serde_json::from_str(p.content.get()).unwrap_or(Value::Null),
+                })
+                .collect();
+            state.sort_by(|a, b| (&a.event_type, &a.state_key).cmp(&(&b.event_type, &b.state_key)));
+            Ok(Some(RoomDetail { summary, state }))
+        })
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("no room {shown} is hosted here")))
+}

@@ -1,0 +1,176 @@
+//! Events, forward extremities and current state.
+
+use diesel::prelude::*;
+
+use super::{DbConn, StoreError, optional, schema::*};
+use crate::with_backend;
+
+/// Event status values.
+pub const ACCEPTED: &str = "accepted";
+
+/// One stored event.
+#[derive(Clone, Debug)]
+pub struct NewEventRow<'a> {
+    pub event_id: &'a str,
+    pub room_id: &'a str,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub sender: &'a str,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub status: &'a str,
+    pub state_before: Option<i64>,
+    pub state_after: Option<i64>,
+    pub pdu: &'a str,
+}
+
+pub fn insert(conn: &mut DbConn, row: &NewEventRow<'_>) -> Result<(), StoreError> {
+    diesel::insert_into(events::table)
+        .values((
+            events::event_id.eq(row.event_id),
+            events::room_id.eq(row.room_id),
+            events::event_type.eq(row.event_type),
+            events::state_key.eq(row.state_key),
+            events::sender.eq(row.sender),
+            events::origin_server_ts.eq(row.origin_server_ts),
+            events::depth.eq(row.depth),
+            events::status.eq(row.status),
+            events::state_before.eq(row.state_before),
+            events::state_after.eq(row.state_after),
+            events::pdu.eq(row.pdu),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A stored event's PDU text, status and state group after it.
+#[derive(Clone, Debug, Queryable)]
+pub struct EventRow {
+    pub event_id: String,
+    pub room_id: String,
+    pub depth: i64,
+    pub status: String,
+    pub state_after: Option<i64>,
+    pub pdu: String,
+}
+
+pub fn get(conn: &mut DbConn, event_id: &str) -> Result<Option<EventRow>, StoreError> {
+    optional(
+        events::table
+            .filter(events::event_id.eq(event_id))
+            .select((
+                events::event_id,
+                events::room_id,
+                events::depth,
+                events::status,
+                events::state_after,
+                events::pdu,
+            ))
+            .first(conn),
+    )
+}
+
+/// Up to `limit` forward extremities, deepest first.
+pub fn extremities(
+    conn: &mut DbConn,
+    room_id: &str,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(forward_extremities::table
+        .filter(forward_extremities::room_id.eq(room_id))
+        .order((forward_extremities::depth.desc(), forward_extremities::event_id.asc()))
+        .select((forward_extremities::event_id, forward_extremities::depth))
+        .limit(limit)
+        .load(conn)?)
+}
+
+pub fn extremity_count(conn: &mut DbConn, room_id: &str) -> Result<i64, StoreError> {
+    Ok(forward_extremities::table
+        .filter(forward_extremities::room_id.eq(room_id))
+        .count()
+        .get_result(conn)?)
+}
+
+/// A new event becomes an extremity; the events it cites stop being ones.
+pub fn advance_extremities(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_id: &str,
+    depth: i64,
+    prev_events: &[String],
+) -> Result<(), StoreError> {
+    diesel::delete(
+        forward_extremities::table
+            .filter(forward_extremities::room_id.eq(room_id))
+            .filter(forward_extremities::event_id.eq_any(prev_events)),
+    )
+    .execute(conn)?;
+    diesel::insert_into(forward_extremities::table)
+        .values((
+            forward_extremities::room_id.eq(room_id),
+            forward_extremities::event_id.eq(event_id),
+            forward_extremities::depth.eq(depth),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The event holding `(type, state_key)` in the room's current state.
+pub fn current(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Option<String>, StoreError> {
+    optional(
+        current_state::table
+            .find((room_id, event_type, state_key))
+            .select(current_state::event_id)
+            .first(conn),
+    )
+}
+
+/// Every `(type, state_key, event_id)` of the room's current state whose type is in `types`.
+pub fn current_of_types(
+    conn: &mut DbConn,
+    room_id: &str,
+    types: &[&str],
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(current_state::table
+        .filter(current_state::room_id.eq(room_id))
+        .filter(current_state::event_type.eq_any(types))
+        .select((current_state::event_type, current_state::state_key, current_state::event_id))
+        .load(conn)?)
+}
+
+/// Sets one entry of the current state.
+pub fn set_current(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    event_id: &str,
+    membership: Option<&str>,
+) -> Result<(), StoreError> {
+    with_backend!(conn, |c| diesel::insert_into(current_state::table)
+        .values((
+            current_state::room_id.eq(room_id),
+            current_state::event_type.eq(event_type),
+            current_state::state_key.eq(state_key),
+            current_state::event_id.eq(event_id),
+            current_state::membership.eq(membership),
+        ))
+        .on_conflict((current_state::room_id, current_state::event_type, current_state::state_key))
+        .do_update()
+        .set((current_state::event_id.eq(event_id), current_state::membership.eq(membership)))
+        .execute(c))?;
+    Ok(())
+}
+
+/// The PDU texts of the given events.
+pub fn pdus(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(events::table
+        .filter(events::event_id.eq_any(event_ids))
+        .select((events::event_id, events::pdu))
+        .load(conn)?)
+}

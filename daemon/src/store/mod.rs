@@ -1,0 +1,123 @@
+//! Storage: Diesel over PostgreSQL or SQLite, blocking work on a thread pool.
+
+mod conn;
+pub mod events;
+pub mod rooms;
+pub mod schema;
+pub mod state;
+pub mod users;
+
+use std::sync::Arc;
+
+pub use conn::{Backend, DatabaseUrl, DbConn, redact_url};
+use diesel::Connection;
+
+/// Storage errors, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Connect(String),
+    #[error("database migration: {0}")]
+    Migration(String),
+    #[error("database: {0}")]
+    Backend(#[from] diesel::result::Error),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error("invalid stored data: {0}")]
+    Corrupt(String),
+    /// A domain check inside a transaction failed; the transaction was rolled back.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// The database handle: a connection pool plus, for SQLite, the single-writer lock.
+#[derive(Clone)]
+pub struct Db {
+    pool: conn::Pool,
+    backend: Backend,
+    /// SQLite has one writer: serialising write transactions here avoids busy errors on lock
+    /// upgrades. PostgreSQL uses row locks instead.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Connects (surfacing the real connection error), applies migrations, then opens the pool.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut first = conn::establish(&url)?;
+            conn::migrate(&mut first)?;
+            drop(first);
+            Ok(Self {
+                pool: conn::pool(&url),
+                backend: url.backend(),
+                write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))?
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs read-only work on a pooled connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Pool(e.to_string()))?
+    }
+
+    /// Runs work in one transaction: all of it commits or none of it does.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _guard = match self.backend {
+            Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        self.read(move |conn| conn.transaction(f)).await
+    }
+
+    /// Readiness: the database answers and every migration is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            if conn::migrations_applied(conn)? {
+                Ok(())
+            } else {
+                Err(StoreError::Migration("migrations pending".to_owned()))
+            }
+        })
+        .await
+    }
+}
+
+/// Turns "no row" into `None`.
+pub fn optional<T>(r: Result<T, diesel::result::Error>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(diesel::result::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,91 @@
+//! Rooms we host.
+
+use diesel::prelude::*;
+
+use super::{DbConn, StoreError, optional, schema::rooms};
+
+#[derive(Clone, Debug, Queryable)]
+pub struct RoomRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub created_ms: i64,
+    pub is_public: bool,
+    pub current_group: Option<i64>,
+}
+
+pub fn insert(conn: &mut DbConn, room: &RoomRow) -> Result<(), StoreError> {
+    diesel::insert_into(rooms::table)
+        .values((
+            rooms::room_id.eq(&room.room_id),
+            rooms::room_version.eq(&room.room_version),
+            rooms::creator.eq(&room.creator),
+            rooms::created_ms.eq(room.created_ms),
+            rooms::is_public.eq(room.is_public),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn get(conn: &mut DbConn, room_id: &str) -> Result<Option<RoomRow>, StoreError> {
+    optional(rooms::table.find(room_id).first(conn))
+}
+
+/// Rooms ordered by creation, after the cursor `(created_ms, room_id)`.
+pub fn list(
+    conn: &mut DbConn,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<RoomRow>, StoreError> {
+    let mut query = rooms::table.into_boxed();
+    if let Some((ms, id)) = after {
+        query = query.filter(
+            rooms::created_ms.gt(ms).or(rooms::created_ms.eq(ms).and(rooms::room_id.gt(id))),
+        );
+    }
+    Ok(query.order((rooms::created_ms.asc(), rooms::room_id.asc())).limit(limit).load(conn)?)
+}
+
+/// Takes the room's row lock for the rest of the transaction (PostgreSQL; SQLite has one writer).
+pub fn lock(conn: &mut DbConn, room_id: &str) -> Result<(), StoreError> {
+    match conn {
+        super::DbConn::Pg(c) => {
+            rooms::table.find(room_id).select(rooms::room_id).for_update().first::<String>(c)?;
+        }
+        super::DbConn::Sqlite(_) => {}
+    }
+    Ok(())
+}
+
+/// The state group equal to the room's current state.
+pub fn current_group(conn: &mut DbConn, room_id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(rooms::table.find(room_id).select(rooms::current_group).first(conn)?)
+}
+
+pub fn set_current_group(
+    conn: &mut DbConn,
+    room_id: &str,
+    group: Option<i64>,
+) -> Result<(), StoreError> {
+    diesel::update(rooms::table.find(room_id)).set(rooms::current_group.eq(group)).execute(conn)?;
+    Ok(())
+}
+
+/// `(joined, knocking)` member counts from current state.
+pub fn membership_counts(conn: &mut DbConn, room_id: &str) -> Result<(i64, i64), StoreError> {
+    use super::schema::current_state as cs;
+    let count = |conn: &mut DbConn, m: &str| -> Result<i64, StoreError> {
+        Ok(cs::table
+            .filter(cs::room_id.eq(room_id))
+            .filter(cs::membership.eq(m))
+            .count()
+            .get_result(conn)?)
+    };
+    Ok((count(conn, "join")?, count(conn, "knock")?))
+}
+
+/// Every event ID in the room's current state.
+pub fn current_state_ids(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>, StoreError> {
+    use super::schema::current_state as cs;
+    Ok(cs::table.filter(cs::room_id.eq(room_id)).select(cs::event_id).load(conn)?)
+}

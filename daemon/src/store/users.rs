@@ -1,0 +1,60 @@
+//! Local users and their admin tokens (stored as SHA-256 hashes).
+
+use diesel::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::{DbConn, StoreError, optional, schema::*};
+use crate::with_backend;
+
+pub fn ensure_user(conn: &mut DbConn, user_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    with_backend!(conn, |c| diesel::insert_into(local_users::table)
+        .values((local_users::user_id.eq(user_id), local_users::created_ms.eq(now_ms)))
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn user_exists(conn: &mut DbConn, user_id: &str) -> Result<bool, StoreError> {
+    Ok(optional(
+        local_users::table.find(user_id).select(local_users::user_id).first::<String>(conn),
+    )?
+    .is_some())
+}
+
+/// Hex SHA-256 of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Stores a token for a user; the token itself is never stored.
+pub fn add_token(
+    conn: &mut DbConn,
+    token: &str,
+    user_id: &str,
+    label: Option<&str>,
+    now_ms: i64,
+) -> Result<String, StoreError> {
+    let hash = hash_token(token);
+    let token_id = hash[..12].to_owned();
+    diesel::insert_into(admin_tokens::table)
+        .values((
+            admin_tokens::token_id.eq(&token_id),
+            admin_tokens::token_hash.eq(&hash),
+            admin_tokens::user_id.eq(user_id),
+            admin_tokens::label.eq(label),
+            admin_tokens::created_ms.eq(now_ms),
+        ))
+        .execute(conn)?;
+    Ok(token_id)
+}
+
+/// The user a live token belongs to.
+pub fn user_for_token(conn: &mut DbConn, token: &str) -> Result<Option<String>, StoreError> {
+    optional(
+        admin_tokens::table
+            .filter(admin_tokens::token_hash.eq(hash_token(token)))
+            .filter(admin_tokens::revoked_ms.is_null())
+            .select(admin_tokens::user_id)
+            .first(conn),
+    )
+}

@@ -1,0 +1,13 @@
+DROP TABLE outbox;
+DROP TABLE decisions;
+DROP TABLE knocks;
+DROP TABLE server_keys;
+DROP TABLE admin_tokens;
+DROP TABLE local_users;
+DROP TABLE current_state;
+DROP TABLE state_deltas;
+DROP TABLE state_groups;
+DROP TABLE state_chains;
+DROP TABLE forward_extremities;
+DROP TABLE events;
+DROP TABLE rooms;

@@ -1,0 +1,163 @@
+//! A typed client for the admin API.
+
+use reqwest::{Method, StatusCode};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{ADMIN_PREFIX, CreateRoomRequest, CreateRoomResponse, ErrorBody, RoomDetail, RoomList};
+
+/// What can go wrong talking to knockd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// knockd could not be reached.
+    #[error("cannot reach knockd at {url}: {message}")]
+    Unreachable {
+        /// The base URL tried.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// knockd answered with an error.
+    #[error("{status}: {} ({})", body.error, body.errcode)]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+    /// knockd answered something this client does not understand.
+    #[error("unexpected answer from knockd: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The Matrix errcode, for API errors.
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            Self::Api { body, .. } => Some(&body.errcode),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Admin API client: a base URL and a bearer token.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8449`) with a bearer token.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        // reqwest is built without a default TLS provider; install ring once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{ADMIN_PREFIX}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+            errcode: "M_UNKNOWN".to_owned(),
+            error: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        });
+        Err(ClientError::Api { status: status.as_u16(), body })
+    }
+
+    /// `POST /rooms`
+    pub async fn create_room(
+        &self,
+        request: &CreateRoomRequest,
+    ) -> Result<CreateRoomResponse, ClientError> {
+        self.call(Method::POST, "/rooms", Some(request)).await
+    }
+
+    /// `GET /rooms`
+    pub async fn list_rooms(
+        &self,
+        from: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<RoomList, ClientError> {
+        let mut query = Vec::new();
+        if let Some(from) = from {
+            query.push(format!("from={}", encode(from)));
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let path = if query.is_empty() {
+            "/rooms".to_owned()
+        } else {
+            format!("/rooms?{}", query.join("&"))
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
+    /// `GET /rooms/{roomId}`
+    pub async fn room(&self, room_id: &str) -> Result<RoomDetail, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/rooms/{}", encode(room_id)), None).await
+    }
+
+    /// A raw GET, for endpoints without a typed method yet.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.call::<(), _>(Method::GET, path, None).await
+    }
+
+    /// Whether the status means "not found".
+    pub fn is_not_found(err: &ClientError) -> bool {
+        err.status() == Some(StatusCode::NOT_FOUND.as_u16())
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
