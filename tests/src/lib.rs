@@ -1,1 +1,25 @@
+//! End-to-end test harness: start knockd in-process on ephemeral ports, on SQLite or PostgreSQL,
+//! and talk to it the way remote homeservers and admins do.
 
+pub mod db;
+pub mod knockd;
+
+pub use db::{TestBackend, TestDb, backends};
+pub use knockd::TestKnockd;
+
+/// The team's reference data, beside the repository.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+/// Installs the ring crypto provider (reqwest and axum-server are built without a default one).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A random lowercase hex string.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("random bytes");
+    hex::encode(buf)
+}

@@ -145,10 +145,7 @@ impl KeyRing {
             "old_verify_keys": {},
             "valid_until_ts": valid_until,
         });
-        let mut object: CanonicalJsonObject = match serde_json::from_value(value) {
-            Ok(o) => o,
-            Err(_) => CanonicalJsonObject::new(),
-        };
+        let mut object: CanonicalJsonObject = serde_json::from_value(value).unwrap_or_default();
         // Signing a freshly built object cannot fail: it has no `signatures` of a wrong type.
         let _ = self.sign_json(&mut object);
         object

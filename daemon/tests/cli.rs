@@ -1,0 +1,199 @@
+//! The real `knockd` binary: config commands and start-up failures give one-line errors, a
+//! non-zero exit, and leave nothing half-created.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn knockd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_knockd"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KNOCKD_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = knockd(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("knockd {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// The last stderr line (tracing may print before the error).
+fn error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn config_example_passes_config_check() {
+    let out = run(&["config", "example"], &[]);
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("knockd.toml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let out = run(&["--config", path.to_str().unwrap(), "config", "check"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration ok"));
+    // config check neither binds nor creates anything.
+    assert!(!dir.path().join("knockd-data").exists());
+}
+
+#[test]
+fn malformed_config_is_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "version = 1\n[federation]\nlisten = 8448\n").unwrap();
+    let out = run(&["--config", path.to_str().unwrap(), "config", "check"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+}
+
+fn start_env<'a>(data: &'a str, fed: &'a str, adm: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("KNOCKD_DATA_DIR", data),
+        ("KNOCKD_FEDERATION_LISTEN", fed),
+        ("KNOCKD_ADMIN_LISTEN", adm),
+        ("KNOCKD_LOG", "warn"),
+    ]
+}
+
+#[test]
+fn unreachable_database_fails_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let mut env = start_env(data.to_str().unwrap(), &fed, &adm);
+    env.push(("KNOCKD_DATABASE_URL", "postgres://knockd:secret@127.0.0.1:1/knockd"));
+    let out = run(&[], &env);
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(line.contains("PostgreSQL") && line.contains("127.0.0.1:1"), "{line}");
+    assert!(!line.contains("secret"), "password leaked: {line}");
+    assert!(!data.exists(), "data dir must not be created");
+}
+
+#[test]
+fn port_in_use_fails_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fed = taken.local_addr().unwrap().to_string();
+    let adm = free_port();
+    let out = run(&[], &start_env(data.to_str().unwrap(), &fed, &adm));
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(line.contains("cannot listen on") && line.contains(&fed), "{line}");
+    assert!(!data.exists());
+}
+
+#[test]
+fn unwritable_data_dir_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let data = file.join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let out = run(&[], &start_env(data.to_str().unwrap(), &fed, &adm));
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(line.contains("data dir") && line.contains("a-file"), "{line}");
+}
+
+#[test]
+fn database_from_a_newer_knockd_is_refused() {
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("knockd.db");
+    let url = format!("sqlite://{}", db.display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(knockd::store::Db::connect(&knockd::store::DatabaseUrl::parse(&url).unwrap()))
+        .unwrap();
+    let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    diesel::sql_query(
+        "INSERT INTO __diesel_schema_migrations (version, run_on) VALUES ('29991231000000', CURRENT_TIMESTAMP)",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    drop(conn);
+    let (fed, adm) = (free_port(), free_port());
+    let out = run(&[], &start_env(data.to_str().unwrap(), &fed, &adm));
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(line.contains("newer knockd"), "{line}");
+}
+
+#[test]
+fn first_start_creates_key_and_token_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let mut child = knockd(&[], &start_env(data.to_str().unwrap(), &fed, &adm))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !healthy(&adm) {
+        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for file in ["signing.key", "admin.token", "knockd.db"] {
+        assert!(data.join(file).exists(), "{file}");
+    }
+    #[cfg(unix)]
+    for file in ["signing.key", "admin.token", "federation.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Path::new(&data).exists());
+}
+
+fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}

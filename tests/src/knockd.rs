@@ -1,0 +1,129 @@
+//! knockd started in-process on 127.0.0.1 with ephemeral ports.
+
+use std::{net::TcpListener, path::PathBuf, time::Duration};
+
+use knockd::{config::{Config, Overrides}, server::Listeners, service::AppState};
+use knockd_shared::AdminClient;
+use tokio::sync::oneshot;
+
+use crate::{TestBackend, TestDb};
+
+/// A running knockd. Stops when dropped.
+pub struct TestKnockd {
+    pub backend: TestBackend,
+    pub admin: AdminClient,
+    pub admin_url: String,
+    pub federation_url: String,
+    pub server_name: String,
+    pub data_dir: PathBuf,
+    pub app: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _data: tempfile::TempDir,
+    _db: TestDb,
+}
+
+impl TestKnockd {
+    /// Starts knockd on a fresh database of the given backend.
+    pub async fn start(backend: TestBackend) -> Self {
+        Self::start_with(TestDb::new(backend), &[]).await
+    }
+
+    /// Starts knockd with extra environment-style settings (`KNOCKD_*` names).
+    pub async fn start_with(db: TestDb, extra_env: &[(&str, &str)]) -> Self {
+        crate::install_crypto();
+        let data = tempfile::tempdir().expect("temp dir");
+        let fed = TcpListener::bind("127.0.0.1:0").expect("bind federation");
+        let adm = TcpListener::bind("127.0.0.1:0").expect("bind admin");
+        fed.set_nonblocking(true).expect("nonblocking");
+        adm.set_nonblocking(true).expect("nonblocking");
+        let fed_addr = fed.local_addr().expect("addr");
+        let adm_addr = adm.local_addr().expect("addr");
+        let server_name = fed_addr.to_string();
+        let mut env: Vec<(String, String)> = vec![
+            ("KNOCKD_SERVER_NAME".into(), server_name.clone()),
+            ("KNOCKD_DATABASE_URL".into(), db.url.clone()),
+            ("KNOCKD_DATA_DIR".into(), data.path().display().to_string()),
+            ("KNOCKD_FEDERATION_LISTEN".into(), fed_addr.to_string()),
+            ("KNOCKD_ADMIN_LISTEN".into(), adm_addr.to_string()),
+            ("KNOCKD_FEDERATION_VERIFY_CERTIFICATES".into(), "false".into()),
+        ];
+        env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let lookup = move |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let config = Config::load(None, &lookup, &Overrides::default()).expect("config");
+        let app = knockd::prepare(&config).await.expect("knockd prepare");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners { federation: fed, admin: adm };
+        let serving = app.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = knockd::serve(serving, listeners, shutdown).await {
+                panic!("knockd stopped: {e}");
+            }
+        });
+        let admin_url = format!("http://{adm_addr}");
+        let token = std::fs::read_to_string(data.path().join(knockd_shared::ADMIN_TOKEN_FILE))
+            .expect("admin.token written on first start");
+        let admin = AdminClient::new(admin_url.clone(), token.trim());
+        let this = Self {
+            backend: db.backend,
+            admin,
+            admin_url: admin_url.clone(),
+            federation_url: format!("https://{fed_addr}"),
+            server_name,
+            data_dir: data.path().to_owned(),
+            app,
+            stop: Some(stop),
+            task: Some(task),
+            _data: data,
+            _db: db,
+        };
+        this.wait_healthy().await;
+        this
+    }
+
+    async fn wait_healthy(&self) {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/healthz", self.admin_url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("knockd did not become healthy");
+    }
+
+    /// An HTTPS client for the federation listener (self-signed certificate accepted).
+    pub fn federation_http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("client")
+    }
+
+    /// Stops knockd and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for TestKnockd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
