@@ -24,7 +24,8 @@ fn knockd(args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = knockd(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        knockd(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {

@@ -39,7 +39,12 @@ impl TestDb {
             TestBackend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path: PathBuf = dir.path().join("knockd.db");
-                Self { backend, url: format!("sqlite://{}", path.display()), schema: None, _dir: Some(dir) }
+                Self {
+                    backend,
+                    url: format!("sqlite://{}", path.display()),
+                    schema: None,
+                    _dir: Some(dir),
+                }
             }
             TestBackend::Postgres => {
                 let base = pg_base_url().expect("KNOCKD_TEST_DATABASE_URL");

@@ -2,7 +2,11 @@
 
 use std::{net::TcpListener, path::PathBuf, time::Duration};
 
-use knockd::{config::{Config, Overrides}, server::Listeners, service::AppState};
+use knockd::{
+    config::{Config, Overrides},
+    server::Listeners,
+    service::AppState,
+};
 use knockd_shared::AdminClient;
 use tokio::sync::oneshot;
 
@@ -49,7 +53,8 @@ impl TestKnockd {
             ("KNOCKD_FEDERATION_VERIFY_CERTIFICATES".into(), "false".into()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let lookup = move |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let lookup =
+            move |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = Config::load(None, &lookup, &Overrides::default()).expect("config");
         let app = knockd::prepare(&config).await.expect("knockd prepare");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -99,10 +104,7 @@ impl TestKnockd {
 
     /// An HTTPS client for the federation listener (self-signed certificate accepted).
     pub fn federation_http(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .expect("client")
+        reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().expect("client")
     }
 
     /// Stops knockd and waits for it.

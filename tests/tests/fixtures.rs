@@ -25,8 +25,9 @@ fn canonical(value: &Value) -> CanonicalJsonObject {
 
 fn spec_key() -> (KeyRing, Value) {
     let vectors = read_json("spec-vectors.json");
-    let seed = decode_base64_lenient(vectors["signing_key"]["seed_unpadded_base64"].as_str().unwrap())
-        .expect("lenient base64 decode of the spec seed");
+    let seed =
+        decode_base64_lenient(vectors["signing_key"]["seed_unpadded_base64"].as_str().unwrap())
+            .expect("lenient base64 decode of the spec seed");
     let seed: [u8; 32] = seed.try_into().expect("32-byte seed");
     let keys = KeyRing::from_seed("domain".try_into().unwrap(), "1", &seed).unwrap();
     (keys, vectors)
@@ -61,8 +62,18 @@ fn spec_event_signing_vectors_reproduce() {
         ruma::signatures::hash_and_sign_event("domain", keys.pair(), &mut object, &rules.redaction)
             .unwrap();
         let hash = object["hashes"].as_object().unwrap()["sha256"].as_str().unwrap().to_owned();
-        assert_eq!(hash, case["expected_content_hash_sha256"].as_str().unwrap(), "{}", case["note"]);
-        assert_eq!(signature_of(&object), case["expected_signature"].as_str().unwrap(), "{}", case["note"]);
+        assert_eq!(
+            hash,
+            case["expected_content_hash_sha256"].as_str().unwrap(),
+            "{}",
+            case["note"]
+        );
+        assert_eq!(
+            signature_of(&object),
+            case["expected_signature"].as_str().unwrap(),
+            "{}",
+            case["note"]
+        );
     }
 }
 
@@ -74,11 +85,15 @@ fn synapse_keys() -> PublicKeyMap {
         let name = server["server_name"].as_str().unwrap().to_owned();
         let mut set = BTreeMap::new();
         for (id, key) in server["verify_keys"].as_object().unwrap() {
-            set.insert(id.clone(), Base64::<Standard>::parse(key["key"].as_str().unwrap()).unwrap());
+            set.insert(
+                id.clone(),
+                Base64::<Standard>::parse(key["key"].as_str().unwrap()).unwrap(),
+            );
         }
         let mut own = PublicKeyMap::new();
         own.insert(name.clone(), set.clone());
-        ruma::signatures::verify_json(&own, &canonical(server)).expect("key response self-signature");
+        ruma::signatures::verify_json(&own, &canonical(server))
+            .expect("key response self-signature");
         map.insert(name, set);
     }
     map
@@ -113,7 +128,11 @@ fn synapse_events_verify_and_ids_recompute() {
         let room = synapse_room(v);
         let rules = event::rules(&room.version).unwrap();
         for (id, pdu) in &room.events {
-            assert_eq!(event::event_id(pdu, &rules).unwrap().as_str(), id, "v{v}: event ID of {id}");
+            assert_eq!(
+                event::event_id(pdu, &rules).unwrap().as_str(),
+                id,
+                "v{v}: event ID of {id}"
+            );
             assert_eq!(event::verify(pdu, &keys, &rules), Ok(Verified::All), "v{v}: {id}");
         }
         if rules.authorization.room_create_event_id_as_room_id {
@@ -175,10 +194,11 @@ fn tampered_knocks_fail_as_the_spec_says() {
 
         // Content changed, signature still valid over the redacted form: use the redacted event.
         let mut changed = knock.clone();
-        changed.get_mut("content").and_then(CanonicalJsonValue::as_object_mut).unwrap().insert(
-            "reason".into(),
-            CanonicalJsonValue::String("something else".into()),
-        );
+        changed
+            .get_mut("content")
+            .and_then(CanonicalJsonValue::as_object_mut)
+            .unwrap()
+            .insert("reason".into(), CanonicalJsonValue::String("something else".into()));
         assert_eq!(event::verify(&changed, &keys, &rules), Ok(Verified::Signatures), "v{v}");
         let redacted = event::redact(changed, &rules).unwrap();
         let content = redacted["content"].as_object().unwrap();
@@ -194,7 +214,8 @@ fn tampered_knocks_fail_as_the_spec_says() {
 
         // A corrupted signature: rejected.
         let mut forged = knock.clone();
-        let sigs = forged.get_mut("signatures").and_then(CanonicalJsonValue::as_object_mut).unwrap();
+        let sigs =
+            forged.get_mut("signatures").and_then(CanonicalJsonValue::as_object_mut).unwrap();
         let server = sigs.values_mut().next().and_then(CanonicalJsonValue::as_object_mut).unwrap();
         let sig = server.values_mut().next().unwrap();
         let mut bytes = decode_base64_lenient(sig.as_str().unwrap()).unwrap();

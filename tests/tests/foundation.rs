@@ -88,12 +88,19 @@ fn check_room_events(version: &RoomVersionId, room_id: &str, events: &[Pdu], key
     for pdu in events {
         let json = (*pdu.json).clone();
         assert_eq!(event::event_id(&json, &rules).unwrap(), pdu.event_id, "v{version}");
-        assert_eq!(event::verify(&json, keys, &rules), Ok(Verified::All), "v{version}: {}", pdu.event_id);
+        assert_eq!(
+            event::verify(&json, keys, &rules),
+            Ok(Verified::All),
+            "v{version}: {}",
+            pdu.event_id
+        );
         assert!(!json.contains_key("event_id") && !json.contains_key("unsigned"));
         auth::check_against_auth_events(&rules.authorization, pdu, |e| seen.get(e).cloned())
             .unwrap_or_else(|e| panic!("v{version} {}: {e}", pdu.event_type));
-        auth::check_against_state(&rules.authorization, pdu, |t, k| state.get(&(t.clone(), k.to_owned())).cloned())
-            .unwrap_or_else(|e| panic!("v{version} {}: {e}", pdu.event_type));
+        auth::check_against_state(&rules.authorization, pdu, |t, k| {
+            state.get(&(t.clone(), k.to_owned())).cloned()
+        })
+        .unwrap_or_else(|e| panic!("v{version} {}: {e}", pdu.event_type));
         if let Some(key) = &pdu.state_key {
             state.insert((pdu.event_type.to_string().into(), key.clone()), pdu.clone());
         }
@@ -145,7 +152,13 @@ async fn rooms_of_every_version_are_real_signed_pdus() {
                 assert_eq!(detail.summary.alias.as_deref(), Some(alias.as_str()));
             }
             let types: Vec<&str> = detail.state.iter().map(|s| s.event_type.as_str()).collect();
-            for t in ["m.room.create", "m.room.member", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility"] {
+            for t in [
+                "m.room.create",
+                "m.room.member",
+                "m.room.power_levels",
+                "m.room.join_rules",
+                "m.room.history_visibility",
+            ] {
                 assert!(types.contains(&t), "v{v} state lacks {t}");
             }
             let version = RoomVersionId::try_from(v).unwrap();
@@ -160,7 +173,10 @@ async fn rooms_of_every_version_are_real_signed_pdus() {
                 assert_eq!(create.content["creator"], creator.as_str());
             }
             if v == "12" {
-                assert!(pl.content["users"].get(&creator).is_none(), "v12 creators are not in users");
+                assert!(
+                    pl.content["users"].get(&creator).is_none(),
+                    "v12 creators are not in users"
+                );
             } else {
                 assert_eq!(pl.content["users"][&creator], 100);
             }
@@ -199,7 +215,10 @@ async fn knock_restricted_and_other_join_rules() {
         for rule in ["invite", "public"] {
             let r = k
                 .admin
-                .create_room(&CreateRoomRequest { join_rule: Some(rule.into()), ..Default::default() })
+                .create_room(&CreateRoomRequest {
+                    join_rule: Some(rule.into()),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             assert_eq!(k.admin.room(&r.room_id).await.unwrap().summary.join_rule, rule);
@@ -226,19 +245,29 @@ async fn bad_room_requests_get_clear_errors_and_write_nothing() {
             ..CreateRoomRequest::default()
         };
         for v in ["7", "8", "9"] {
-            let (status, code, msg) =
-                api_error(k.admin.create_room(&bad(Some(v), Some("knock_restricted"), None)).await.unwrap_err());
+            let (status, code, msg) = api_error(
+                k.admin
+                    .create_room(&bad(Some(v), Some("knock_restricted"), None))
+                    .await
+                    .unwrap_err(),
+            );
             assert_eq!((status, code.as_str()), (400, "M_INVALID_PARAM"));
             assert!(msg.contains("knock_restricted") && msg.contains("10"), "{msg}");
         }
-        let (status, _, msg) = api_error(k.admin.create_room(&bad(Some("6"), None, None)).await.unwrap_err());
+        let (status, _, msg) =
+            api_error(k.admin.create_room(&bad(Some("6"), None, None)).await.unwrap_err());
         assert_eq!(status, 400);
         assert!(msg.contains("not supported"), "{msg}");
-        let (status, _, msg) = api_error(k.admin.create_room(&bad(None, Some("private"), None)).await.unwrap_err());
+        let (status, _, msg) =
+            api_error(k.admin.create_room(&bad(None, Some("private"), None)).await.unwrap_err());
         assert_eq!(status, 400);
         assert!(msg.contains("private"), "{msg}");
-        let (status, _, msg) =
-            api_error(k.admin.create_room(&bad(None, None, Some("#a:elsewhere.example".into()))).await.unwrap_err());
+        let (status, _, msg) = api_error(
+            k.admin
+                .create_room(&bad(None, None, Some("#a:elsewhere.example".into())))
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(status, 400);
         assert!(msg.contains("not on this server"), "{msg}");
 
@@ -273,7 +302,8 @@ async fn bad_room_requests_get_clear_errors_and_write_nothing() {
         let (status, code, _) = api_error(k.admin.room("!nope:example.org").await.unwrap_err());
         assert_eq!((status, code.as_str()), (404, "M_NOT_FOUND"));
         assert!(k.admin.list_rooms(None, None).await.unwrap().rooms.is_empty(), "nothing written");
-        let (status, _, _) = api_error(k.admin.list_rooms(Some("garbage"), None).await.unwrap_err());
+        let (status, _, _) =
+            api_error(k.admin.list_rooms(Some("garbage"), None).await.unwrap_err());
         assert_eq!(status, 400);
 
         let ready = http.get(format!("{}/readyz", k.admin_url)).send().await.unwrap();

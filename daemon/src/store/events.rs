@@ -176,7 +176,12 @@ pub fn pdus(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<(String, Stri
 }
 
 /// A room's accepted events in the order they were stored, from `after` on (stream ordering).
-pub fn room_events(conn: &mut DbConn, room_id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String, String)>, StoreError> {
+pub fn room_events(
+    conn: &mut DbConn,
+    room_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
     Ok(events::table
         .filter(events::room_id.eq(room_id))
         .filter(events::stream_ordering.gt(after))
