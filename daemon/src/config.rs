@@ -257,7 +257,7 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         let at = e
             .span()
             .map(|span| {
-                let line = text[..span.start].lines().count().max(1);
+                let line = text[..span.start].matches('\n').count() + 1;
                 format!(" (line {line})")
             })
             .unwrap_or_default();

@@ -23,8 +23,9 @@ pub struct TestKnockd {
     pub app: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _data: tempfile::TempDir,
-    _db: TestDb,
+    extra_env: Vec<(String, String)>,
+    data: Option<tempfile::TempDir>,
+    db: Option<TestDb>,
 }
 
 impl TestKnockd {
@@ -35,8 +36,23 @@ impl TestKnockd {
 
     /// Starts knockd with extra environment-style settings (`KNOCKD_*` names).
     pub async fn start_with(db: TestDb, extra_env: &[(&str, &str)]) -> Self {
-        crate::install_crypto();
         let data = tempfile::tempdir().expect("temp dir");
+        Self::start_in(db, data, extra_env).await
+    }
+
+    /// Stops knockd and starts it again on the same data dir and database (new ports).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        let (db, data) = (self.db.take().expect("db"), self.data.take().expect("data dir"));
+        let env = self.extra_env.clone();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_in(db, data, &env).await
+    }
+
+    async fn start_in(db: TestDb, data: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Self {
+        crate::install_crypto();
+        let saved_env: Vec<(String, String)> =
+            extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let fed = TcpListener::bind("127.0.0.1:0").expect("bind federation");
         let adm = TcpListener::bind("127.0.0.1:0").expect("bind admin");
         fed.set_nonblocking(true).expect("nonblocking");
@@ -82,8 +98,9 @@ impl TestKnockd {
             app,
             stop: Some(stop),
             task: Some(task),
-            _data: data,
-            _db: db,
+            extra_env: saved_env,
+            data: Some(data),
+            db: Some(db),
         };
         this.wait_healthy().await;
         this
