@@ -46,6 +46,12 @@ tls = "self-signed"
 # key = "/etc/knockd/privkey.pem"
 # Verify other servers' certificates. Env: KNOCKD_FEDERATION_VERIFY_CERTIFICATES
 verify_certificates = true
+# Notary servers asked for a server's keys when the server itself cannot be reached.
+trusted_key_servers = []
+
+[knock]
+# State events (full PDUs) returned to knockers in `knock_room_state`.
+room_state = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.canonical_alias", "m.room.encryption"]
 
 [admin]
 # The admin API listener (bearer tokens). Env: KNOCKD_ADMIN_LISTEN
@@ -66,7 +72,26 @@ struct FileConfig {
     federation: FileFederation,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    knock: FileKnock,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKnock {
+    room_state: Option<Vec<String>>,
+}
+
+/// The state types a knocker is shown by default (spec 1.16: full PDUs, create always).
+pub const DEFAULT_KNOCK_ROOM_STATE: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +101,7 @@ struct FileFederation {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     verify_certificates: Option<bool>,
+    trusted_key_servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +137,7 @@ pub struct FederationConfig {
     pub listen: SocketAddr,
     pub tls: TlsMode,
     pub verify_certificates: bool,
+    pub trusted_key_servers: Vec<OwnedServerName>,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +155,8 @@ pub struct Config {
     pub log: String,
     pub federation: FederationConfig,
     pub admin: AdminConfig,
+    /// State types returned in `knock_room_state` (create is always included).
+    pub knock_room_state: Vec<String>,
 }
 
 /// A configuration problem, said in one line.
@@ -214,6 +243,24 @@ impl Config {
             None => parsed.federation.verify_certificates.unwrap_or(true),
         };
 
+        let trusted_key_servers = parsed
+            .federation
+            .trusted_key_servers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                OwnedServerName::try_from(s.as_str())
+                    .map_err(|e| ConfigError(format!("federation.trusted_key_servers: {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut knock_room_state = parsed
+            .knock
+            .room_state
+            .unwrap_or_else(|| DEFAULT_KNOCK_ROOM_STATE.iter().map(|s| s.to_string()).collect());
+        if !knock_room_state.iter().any(|t| t == "m.room.create") {
+            knock_room_state.insert(0, "m.room.create".to_owned());
+        }
+
         let admin_listen = pick(&flags.admin_listen, "KNOCKD_ADMIN_LISTEN", parsed.admin.listen)
             .unwrap_or_else(|| "127.0.0.1:8449".to_owned());
         let admin_listen = parse_addr("admin.listen", &admin_listen)?;
@@ -230,8 +277,14 @@ impl Config {
             data_dir,
             database_url,
             log,
-            federation: FederationConfig { listen: fed_listen, tls, verify_certificates },
+            federation: FederationConfig {
+                listen: fed_listen,
+                tls,
+                verify_certificates,
+                trusted_key_servers,
+            },
             admin: AdminConfig { listen: admin_listen, allow_remote },
+            knock_room_state,
         })
     }
 

@@ -10,7 +10,7 @@ use axum::{
 };
 use knockd_shared::ErrorBody;
 
-use crate::store::StoreError;
+use crate::{service::ServiceError, store::StoreError};
 
 /// An error that an endpoint answers with.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +26,16 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// 404 `M_UNRECOGNIZED`: no such endpoint.
+    #[error("unrecognized request")]
+    Unrecognized,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// 400 `M_INCOMPATIBLE_ROOM_VERSION` with a top-level `room_version`.
+    #[error("the room's version ({0}) is not one the requesting server supports")]
+    IncompatibleRoomVersion(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("{0}")]
@@ -52,8 +58,12 @@ impl ApiError {
             Self::Token(code, _) => (StatusCode::UNAUTHORIZED, code),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "M_FORBIDDEN"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND"),
+            Self::Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "M_CONFLICT"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Self::IncompatibleRoomVersion(_) => {
+                (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
         }
@@ -74,6 +84,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => Self::BadRequest("M_INVALID_PARAM", m),
+            ServiceError::BadJson(m) => Self::BadRequest("M_BAD_JSON", m),
+            ServiceError::MissingParam(m) => Self::BadRequest("M_MISSING_PARAM", m),
+            ServiceError::IncompatibleRoomVersion(v) => Self::IncompatibleRoomVersion(v),
+            ServiceError::TooLarge(m) => Self::TooLarge(m),
+            ServiceError::Forbidden(m) => Self::Forbidden(m),
+            ServiceError::NotFound(m) => Self::NotFound(m),
+            ServiceError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, errcode) = self.status_and_code();
@@ -88,6 +113,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        if let Self::IncompatibleRoomVersion(version) = &self {
+            let body =
+                serde_json::json!({ "errcode": errcode, "error": error, "room_version": version });
+            return (status, Json(body)).into_response();
+        }
         (status, Json(ErrorBody { errcode: errcode.to_owned(), error })).into_response()
     }
 }

@@ -1,6 +1,6 @@
 //! Start-up and the two listeners.
 
-use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Duration};
+use std::{future::Future, net::TcpListener, path::Path, time::Duration};
 
 use crate::{
     admin,
@@ -8,7 +8,7 @@ use crate::{
     federation,
     matrix::{KeyRing, keys::write_private_file, now_ms},
     service::AppState,
-    store::{Backend, Db, users},
+    store::{Backend, Db, StoreError, users},
     tls,
 };
 
@@ -71,7 +71,7 @@ async fn prepare_inner(config: &Config) -> Result<AppState, StartError> {
     };
     ensure_admin(&db, config).await?;
     tls::ensure_certificate(config).map_err(StartError)?;
-    Ok(AppState { config: Arc::new(config.clone()), db, keys: Arc::new(keys) })
+    AppState::new(config.clone(), db, keys).map_err(StartError)
 }
 
 fn check_writable(dir: &Path) -> Result<(), StartError> {
@@ -108,7 +108,7 @@ async fn ensure_admin(db: &Db, config: &Config) -> Result<(), StartError> {
         if users::user_for_token(conn, &token)?.is_none() {
             users::add_token(conn, &token, &user, Some("admin.token"), now)?;
         }
-        Ok(())
+        Ok::<_, StoreError>(())
     })
     .await
     .map_err(|e| StartError(format!("storing the admin token: {e}")))

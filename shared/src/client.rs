@@ -3,7 +3,10 @@
 use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{ADMIN_PREFIX, CreateRoomRequest, CreateRoomResponse, ErrorBody, RoomDetail, RoomList};
+use crate::{
+    ADMIN_PREFIX, CreateRoomRequest, CreateRoomResponse, ErrorBody, KnockList, KnockQuery,
+    RoomDetail, RoomList,
+};
 
 /// What can go wrong talking to knockd.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,30 @@ impl AdminClient {
     /// `GET /rooms/{roomId}`
     pub async fn room(&self, room_id: &str) -> Result<RoomDetail, ClientError> {
         self.call::<(), _>(Method::GET, &format!("/rooms/{}", encode(room_id)), None).await
+    }
+
+    /// `GET /knocks` with filters.
+    pub async fn list_knocks(&self, query: &KnockQuery) -> Result<KnockList, ClientError> {
+        let mut params = Vec::new();
+        let mut push = |name: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                params.push(format!("{name}={}", encode(v)));
+            }
+        };
+        push("status", &query.status);
+        push("room_id", &query.room_id);
+        push("server", &query.server);
+        push("user_id", &query.user_id);
+        push("from", &query.from);
+        if let Some(limit) = query.limit {
+            params.push(format!("limit={limit}"));
+        }
+        let path = if params.is_empty() {
+            "/knocks".to_owned()
+        } else {
+            format!("/knocks?{}", params.join("&"))
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
     }
 
     /// A raw GET, for endpoints without a typed method yet.

@@ -123,3 +123,68 @@ pub struct RoomList {
     /// Cursor for the next page, if any.
     pub next: Option<String>,
 }
+
+/// One knock in the moderation queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnockSummary {
+    /// Queue id (use it with show/approve/deny).
+    pub id: i64,
+    /// The room knocked on.
+    pub room_id: String,
+    /// Its name, if it has one.
+    #[serde(default)]
+    pub room_name: Option<String>,
+    /// The knocker.
+    pub user_id: String,
+    /// The knocker's display name from the knock event.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The knocker's avatar URL from the knock event.
+    #[serde(default)]
+    pub avatar_url: Option<String>,
+    /// The knock event.
+    pub event_id: String,
+    /// The reason the knocker gave (untrusted text).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The server that delivered the knock.
+    pub origin_server: String,
+    /// `pending`, `replaced`, …
+    pub status: String,
+    /// When knockd accepted it, ms since the epoch.
+    pub received_at_ms: i64,
+    /// The content hash did not match, so the event was redacted (reason and name lost).
+    pub content_redacted: bool,
+}
+
+/// `GET /knocks` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnockList {
+    /// Knocks, oldest first.
+    pub knocks: Vec<KnockSummary>,
+    /// Cursor for the next page, if any.
+    pub next: Option<String>,
+}
+
+/// Filters for `GET /knocks`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnockQuery {
+    /// A status, or `all`; default `pending`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<String>,
+    /// Only knocks delivered by this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Only this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Cursor from a previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}

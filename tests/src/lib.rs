@@ -3,9 +3,11 @@
 
 pub mod db;
 pub mod knockd;
+pub mod sim;
 
 pub use db::{TestBackend, TestDb, backends};
 pub use knockd::TestKnockd;
+pub use sim::SimServer;
 
 /// The team's reference data, beside the repository.
 pub fn fixtures_dir() -> std::path::PathBuf {

@@ -2,7 +2,7 @@
 //! restart.
 
 use knockd::store::{
-    DatabaseUrl, Db,
+    DatabaseUrl, Db, StoreError,
     rooms::{self, RoomRow},
     state,
 };
@@ -18,7 +18,7 @@ async fn state_groups_resolve_lookups_through_forks() {
     for backend in backends() {
         let test_db = TestDb::new(backend);
         let db = Db::connect(&DatabaseUrl::parse(&test_db.url).unwrap()).await.unwrap();
-        db.write(|conn| {
+        db.write(|conn| -> Result<(), StoreError> {
             rooms::insert(
                 conn,
                 &RoomRow {
@@ -117,7 +117,7 @@ async fn a_failed_transaction_leaves_nothing() {
         let test_db = TestDb::new(backend);
         let db = Db::connect(&DatabaseUrl::parse(&test_db.url).unwrap()).await.unwrap();
         let result = db
-            .write(|conn| {
+            .write(|conn| -> Result<(), StoreError> {
                 rooms::insert(
                     conn,
                     &RoomRow {
@@ -129,11 +129,12 @@ async fn a_failed_transaction_leaves_nothing() {
                         current_group: None,
                     },
                 )?;
-                Err::<(), _>(knockd::store::StoreError::Rejected("stop".into()))
+                Err(StoreError::Rejected("stop".into()))
             })
             .await;
         assert!(result.is_err());
-        let left = db.read(|conn| rooms::get(conn, "!r:example.org")).await.unwrap();
+        let left = db.read(|conn| rooms::get(conn, "!r:example.org")).await;
+        let left: Option<_> = left.map_err(|e: StoreError| e).unwrap();
         assert!(left.is_none(), "{backend:?}: rolled back");
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod health;
 mod json;
+mod knocks;
 mod rooms;
 
 use axum::{
@@ -18,6 +19,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/rooms", post(rooms::create).get(rooms::list))
         .route("/rooms/{room_id}", get(rooms::show))
+        .route("/knocks", get(knocks::list))
         .fallback(not_found);
     Router::new()
         .nest(knockd_shared::ADMIN_PREFIX, api)
@@ -28,5 +30,5 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::BadRequest("M_UNRECOGNIZED", "unrecognized request".to_owned())
+    ApiError::Unrecognized
 }

@@ -1,9 +1,14 @@
 //! Our thin layer over ruma: keys, events, auth rules.
 
+pub mod acl;
 pub mod auth;
+pub mod client;
+pub mod discovery;
 pub mod event;
+pub mod json;
 pub mod keys;
 pub mod pdu;
+pub mod remote_keys;
 
 pub use event::{EventTemplate, Placement, SUPPORTED_ROOM_VERSIONS};
 pub use keys::KeyRing;

@@ -46,7 +46,7 @@ pub fn parse_stored(id: &str, text: &str) -> Result<Pdu, StoreError> {
 
 /// The current-state events an event of this template is checked against: its auth types plus
 /// the create event (which v12 never cites but the rules still read).
-fn auth_state(
+pub fn auth_state(
     conn: &mut DbConn,
     room: &RoomCtx,
     template: &EventTemplate,
@@ -122,19 +122,38 @@ pub fn build(
     event::hash_and_sign(keys, unsigned, &room.rules).map_err(StoreError::Rejected)
 }
 
-/// Stores an accepted event that extends the room's current state: a new state group for state
-/// events, the event row, forward extremities and current state. Constant work per event.
+/// Stores an accepted event of ours that extends the room's current state.
 pub fn persist_accepted(conn: &mut DbConn, room_id: &str, pdu: &Pdu) -> Result<(), StoreError> {
     let current_group = crate::store::rooms::current_group(conn, room_id)?;
+    persist_with_state(conn, room_id, pdu, current_group)
+}
+
+/// Stores an accepted event whose state before is the group `before`: a new state group for
+/// state events, the event row, forward extremities and current state. Constant work per event.
+pub fn persist_received_state(
+    conn: &mut DbConn,
+    room_id: &str,
+    pdu: &Pdu,
+    before: i64,
+) -> Result<(), StoreError> {
+    persist_with_state(conn, room_id, pdu, Some(before))
+}
+
+fn persist_with_state(
+    conn: &mut DbConn,
+    room_id: &str,
+    pdu: &Pdu,
+    before: Option<i64>,
+) -> Result<(), StoreError> {
+    let current_group = crate::store::rooms::current_group(conn, room_id)?;
     let event_type = pdu.event_type.to_string();
-    let state_after = match &pdu.state_key {
-        Some(key) => Some(state::new_group(
-            conn,
-            room_id,
-            current_group,
-            &[((event_type.clone(), key.clone()), pdu.event_id.to_string())],
-        )?),
-        None => current_group,
+    let delta = pdu
+        .state_key
+        .as_ref()
+        .map(|key| vec![((event_type.clone(), key.clone()), pdu.event_id.to_string())]);
+    let state_after = match &delta {
+        Some(delta) => Some(state::new_group(conn, room_id, before, delta)?),
+        None => before,
     };
     let text = pdu.to_json_string();
     ev::insert(
@@ -148,16 +167,15 @@ pub fn persist_accepted(conn: &mut DbConn, room_id: &str, pdu: &Pdu) -> Result<(
             origin_server_ts: i64::from(pdu.origin_server_ts.0),
             depth: pdu.depth,
             status: ev::ACCEPTED,
-            state_before: current_group,
+            state_before: before,
             state_after,
             pdu: &text,
         },
     )?;
     let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
     ev::advance_extremities(conn, room_id, pdu.event_id.as_str(), pdu.depth, &prev)?;
-    if let Some(key) = &pdu.state_key {
-        let membership = pdu.membership();
-        let membership = (event_type == "m.room.member").then_some(membership).flatten();
+    if let (Some(key), Some(delta)) = (&pdu.state_key, delta) {
+        let membership = (event_type == "m.room.member").then(|| pdu.membership()).flatten();
         ev::set_current(
             conn,
             room_id,
@@ -166,7 +184,14 @@ pub fn persist_accepted(conn: &mut DbConn, room_id: &str, pdu: &Pdu) -> Result<(
             pdu.event_id.as_str(),
             membership.as_deref(),
         )?;
-        crate::store::rooms::set_current_group(conn, room_id, state_after)?;
+        // The current state gains the event: follow the event's own group when it extends the
+        // current state, else add the event on top of the current state.
+        let new_current = if before == current_group {
+            state_after
+        } else {
+            Some(state::new_group(conn, room_id, current_group, &delta)?)
+        };
+        crate::store::rooms::set_current_group(conn, room_id, new_current)?;
     }
     Ok(())
 }

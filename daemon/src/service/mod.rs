@@ -1,13 +1,16 @@
-//! Domain logic: rooms and their events. No HTTP types here.
+//! Domain logic: rooms, knocks and their events. No HTTP types here.
 
 pub mod events;
+pub mod knocks;
+pub mod queue;
 pub mod rooms;
+pub mod state;
 
 use std::sync::Arc;
 
 use crate::{
     config::Config,
-    matrix::KeyRing,
+    matrix::{KeyRing, client::FederationClient, remote_keys::RemoteKeys},
     store::{Db, StoreError},
 };
 
@@ -17,29 +20,54 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub keys: Arc<KeyRing>,
+    pub federation: Arc<FederationClient>,
+    pub remote_keys: Arc<RemoteKeys>,
 }
 
-/// Domain errors.
+impl AppState {
+    pub fn new(config: Config, db: Db, keys: KeyRing) -> Result<Self, String> {
+        let keys = Arc::new(keys);
+        let federation =
+            Arc::new(FederationClient::new(keys.clone(), config.federation.verify_certificates)?);
+        let remote_keys = Arc::new(RemoteKeys::new(
+            db.clone(),
+            federation.clone(),
+            config.federation.trusted_key_servers.clone(),
+        ));
+        Ok(Self { config: Arc::new(config), db, keys, federation, remote_keys })
+    }
+}
+
+/// Domain errors; `error.rs` maps them to HTTP.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// 400 `M_INVALID_PARAM`
     #[error("{0}")]
     Invalid(String),
+    /// 400 `M_BAD_JSON`
+    #[error("{0}")]
+    BadJson(String),
+    /// 400 `M_MISSING_PARAM`
+    #[error("{0}")]
+    MissingParam(String),
+    /// 400 `M_INCOMPATIBLE_ROOM_VERSION` with the room's version
+    #[error("the room's version {0} is not one the requesting server supports")]
+    IncompatibleRoomVersion(String),
+    /// 413 `M_TOO_LARGE`
+    #[error("{0}")]
+    TooLarge(String),
+    /// 403 `M_FORBIDDEN`
     #[error("{0}")]
     Forbidden(String),
+    /// 404 `M_NOT_FOUND`
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<ServiceError> for crate::error::ApiError {
-    fn from(e: ServiceError) -> Self {
-        use crate::error::ApiError;
-        match e {
-            ServiceError::Invalid(m) => ApiError::BadRequest("M_INVALID_PARAM", m),
-            ServiceError::Forbidden(m) => ApiError::Forbidden(m),
-            ServiceError::NotFound(m) => ApiError::NotFound(m),
-            ServiceError::Store(s) => s.into(),
-        }
+impl From<diesel::result::Error> for ServiceError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Store(e.into())
     }
 }

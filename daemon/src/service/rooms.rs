@@ -147,7 +147,7 @@ pub async fn create_room(
     let creator = creator.to_owned();
     let room_id = app
         .db
-        .write(move |conn| {
+        .write(move |conn| -> Result<_, StoreError> {
             let now = now_ms();
             let rules = event::rules(&plan.version).map_err(StoreError::Rejected)?;
             let mut events = plan.events.into_iter();
@@ -268,7 +268,7 @@ pub async fn list_rooms(
     let limit = limit.clamp(1, 500);
     Ok(app
         .db
-        .read(move |conn| {
+        .read(move |conn| -> Result<_, StoreError> {
             let rows = room_store::list(conn, after, limit + 1)?;
             let more = rows.len() as i64 > limit;
             let mut out = Vec::new();
@@ -287,7 +287,7 @@ pub async fn list_rooms(
 pub async fn show_room(app: &AppState, room_id: String) -> Result<RoomDetail, ServiceError> {
     let shown = room_id.clone();
     app.db
-        .read(move |conn| {
+        .read(move |conn| -> Result<_, StoreError> {
             let Some(row) = room_store::get(conn, &room_id)? else { return Ok(None) };
             let summary = summary(conn, row)?;
             let ids = crate::store::rooms::current_state_ids(conn, &room_id)?;

@@ -2,8 +2,10 @@
 
 mod conn;
 pub mod events;
+pub mod knocks;
 pub mod rooms;
 pub mod schema;
+pub mod server_keys;
 pub mod state;
 pub mod users;
 
@@ -73,25 +75,27 @@ impl Db {
     }
 
     /// Runs read-only work on a pooled connection.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| StoreError::Pool(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| E::from(StoreError::Pool(e.to_string())))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Pool(e.to_string()))?
+        .map_err(|e| E::from(StoreError::Pool(e.to_string())))?
     }
 
     /// Runs work in one transaction: all of it commits or none of it does.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+        E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
         let _guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
@@ -102,7 +106,7 @@ impl Db {
 
     /// Readiness: the database answers and every migration is applied.
     pub async fn ready(&self) -> Result<(), StoreError> {
-        self.read(|conn| {
+        self.read(|conn| -> Result<(), StoreError> {
             if conn::migrations_applied(conn)? {
                 Ok(())
             } else {

@@ -149,3 +149,29 @@ pub fn full_state(conn: &mut DbConn, group: i64) -> Result<StateMap, StoreError>
     }
     Ok(state)
 }
+
+/// `(chain_id, position)` of every chain a group's state draws on, from the group up to the root.
+pub fn ancestry(conn: &mut DbConn, group: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut out = Vec::new();
+    let mut at = Some(group_pos(conn, group)?);
+    while let Some(pos) = at {
+        out.push((pos.chain_id, pos.chain_pos));
+        at = chain_base(conn, pos.chain_id)?;
+    }
+    Ok(out)
+}
+
+/// The keys changed in a chain at positions `lo < pos <= hi`.
+pub fn keys_changed(
+    conn: &mut DbConn,
+    chain_id: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<StateKey>, StoreError> {
+    Ok(state_deltas::table
+        .filter(state_deltas::chain_id.eq(chain_id))
+        .filter(state_deltas::chain_pos.gt(lo))
+        .filter(state_deltas::chain_pos.le(hi))
+        .select((state_deltas::event_type, state_deltas::state_key))
+        .load(conn)?)
+}

@@ -1,0 +1,183 @@
+//! Inbound request authentication: `Authorization: X-Matrix …`, verified over the raw request
+//! target exactly as received, with the origin's key (KNOCK-SPEC A.2).
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{FromRequest, Request},
+    http::{HeaderMap, Method, Uri, header},
+};
+use http_body_util::BodyExt;
+use ruma::{OwnedServerName, api::federation::authentication::XMatrix};
+
+use crate::{
+    error::ApiError,
+    matrix::{json, now_ms},
+    service::AppState,
+};
+
+/// Body limit of the single-event endpoints (the spec's PDU size limit).
+pub const MAX_PDU_BODY: usize = 65_536;
+
+/// An authenticated federation request: who sent it, its raw query and its body.
+/// `LIMIT` caps the body; more gives 413 `M_TOO_LARGE` without reading the rest.
+pub struct Signed<const LIMIT: usize> {
+    pub origin: OwnedServerName,
+    pub query: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl<const LIMIT: usize> Signed<LIMIT> {
+    /// Every value of a query parameter, in order (`?ver=9&ver=10`).
+    pub fn query_all(&self, name: &str) -> Vec<String> {
+        self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// The body as a canonical-JSON object.
+    pub fn json(&self) -> Result<ruma::CanonicalJsonObject, ApiError> {
+        json::parse_object(&self.body).map_err(json_error)
+    }
+}
+
+pub fn json_error(e: json::JsonError) -> ApiError {
+    match e {
+        json::JsonError::NotJson(m) => ApiError::BadRequest("M_NOT_JSON", m),
+        json::JsonError::BadJson(m) => ApiError::BadRequest("M_BAD_JSON", m),
+    }
+}
+
+impl<const LIMIT: usize> FromRequest<AppState> for Signed<LIMIT> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let body = read_limited::<LIMIT>(&parts.headers, body).await?;
+        let origin = authenticate(app, &parts.method, &parts.uri, &parts.headers, &body).await?;
+        Ok(Self { origin, query: parse_query(parts.uri.query().unwrap_or_default()), body })
+    }
+}
+
+async fn read_limited<const LIMIT: usize>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("request body over {LIMIT} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|l| l > LIMIT as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, LIMIT);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(too_large())
+        }
+        Err(e) => {
+            Err(ApiError::BadRequest("M_BAD_JSON", format!("cannot read the request body: {e}")))
+        }
+    }
+}
+
+async fn authenticate(
+    app: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<OwnedServerName, ApiError> {
+    let unauthorized = |m: String| ApiError::Unauthorized(m);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthorized("missing Authorization: X-Matrix header".to_owned()));
+    };
+    let x = XMatrix::try_from(value).map_err(|e| {
+        ApiError::BadRequest("M_UNAUTHORIZED", format!("malformed X-Matrix header: {e}"))
+    })?;
+    let ours = app.keys.server_name();
+    if x.destination.as_ref().is_some_and(|d| d != ours) {
+        return Err(unauthorized(format!("this request is for another server, not {ours}")));
+    }
+    if !body.is_empty() {
+        json::parse_value(body).map_err(json_error)?;
+    }
+    let map = app
+        .remote_keys
+        .key_map(&x.origin, x.key.as_str(), now_ms())
+        .await
+        .map_err(|e| unauthorized(format!("cannot check the signature: {e}")))?;
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let request = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(path_and_query)
+        .body(body.clone())
+        .map_err(|e| ApiError::BadRequest("M_UNRECOGNIZED", e.to_string()))?;
+    x.verify_http_request(&request, ours, &map)
+        .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
+    Ok(x.origin)
+}
+
+/// Splits a raw query string into decoded pairs, keeping repeated keys.
+pub fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_and_decoding() {
+        let q = parse_query("ver=9&ver=10&ver=org.matrix.msc%2Ex&a=b+c&empty&bad=%zz&tail=%4");
+        assert_eq!(q.iter().filter(|(k, _)| k == "ver").count(), 3);
+        assert_eq!(q[2].1, "org.matrix.msc.x");
+        assert_eq!(q[3].1, "b c");
+        assert_eq!(q[4], ("empty".to_owned(), String::new()));
+        assert_eq!(q[5].1, "%zz");
+        assert_eq!(q[6].1, "%4");
+    }
+
+    #[test]
+    fn x_matrix_header_parsing_is_lenient() {
+        for header in [
+            r#"X-Matrix origin="a.example:8448",destination="b.example",key="ed25519:k1",sig="ABCD""#,
+            r#"X-Matrix key="ed25519:k1", sig="ABCD", origin=a.example, unknown="x""#,
+            r#"x-matrix ORIGIN="a.example",Key="ed25519:k1",SIG=ABCD"#,
+        ] {
+            let x = XMatrix::parse(header).unwrap_or_else(|e| panic!("{header}: {e}"));
+            assert!(x.origin.as_str().starts_with("a.example"));
+            assert_eq!(x.key.as_str(), "ed25519:k1");
+        }
+        assert!(XMatrix::parse("Bearer abc").is_err());
+        assert!(XMatrix::parse(r#"X-Matrix origin="a.example""#).is_err());
+    }
+}

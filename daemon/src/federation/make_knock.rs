@@ -1,0 +1,25 @@
+//! `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=…` (KNOCK-SPEC B.5–B.13)
+
+use axum::{
+    Json,
+    extract::{Path, State, rejection::PathRejection},
+};
+use serde_json::{Value, json};
+
+use super::auth::{MAX_PDU_BODY, Signed};
+use crate::{
+    error::ApiError,
+    service::{AppState, knocks},
+};
+
+pub async fn make_knock(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    request: Signed<MAX_PDU_BODY>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
+    let versions = request.query_all("ver");
+    let (version, event) =
+        knocks::make_knock(&app, &request.origin, room_id, user_id, versions).await?;
+    Ok(Json(json!({ "room_version": version.as_str(), "event": event })))
+}

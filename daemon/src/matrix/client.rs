@@ -1,0 +1,325 @@
+//! The outbound federation client: discovery, TLS, X-Matrix signing, timeouts, size caps.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use hickory_resolver::{TokioResolver, proto::rr::RData};
+use reqwest::{
+    Method, StatusCode,
+    dns::{Addrs, Name, Resolve, Resolving},
+};
+use ruma::{
+    OwnedServerName, ServerName,
+    api::federation::authentication::{XMatrix, XMatrixSigningInput},
+};
+
+use super::{
+    discovery::{self, Destination, HostPort},
+    keys::KeyRing,
+};
+
+/// Largest response we read by default.
+pub const DEFAULT_MAX_RESPONSE: usize = 4 * 1024 * 1024;
+const DESTINATION_TTL: Duration = Duration::from_secs(3600);
+
+/// What went wrong talking to another server.
+#[derive(Debug, thiserror::Error)]
+pub enum FedError {
+    #[error("{server}: {message}")]
+    Network { server: String, message: String },
+    #[error("{server} answered {status}: {errcode}: {error}")]
+    Status { server: String, status: u16, errcode: String, error: String },
+    #[error("{server}: response over {limit} bytes")]
+    TooLarge { server: String, limit: usize },
+    #[error("{server}: {message}")]
+    BadResponse { server: String, message: String },
+}
+
+impl FedError {
+    /// Worth retrying later (network trouble, 429, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Network { .. } => true,
+            Self::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Maps discovered host names (SRV targets) to addresses; everything else resolves normally.
+#[derive(Default)]
+struct Overrides {
+    hosts: Mutex<HashMap<String, String>>,
+}
+
+struct FederationResolver {
+    overrides: Arc<Overrides>,
+}
+
+impl Resolve for FederationResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let target = self
+            .overrides
+            .hosts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name.as_str()).cloned())
+            .unwrap_or_else(|| name.as_str().to_owned());
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((target.as_str(), 0)).await?.collect();
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Client for other homeservers.
+pub struct FederationClient {
+    http: reqwest::Client,
+    keys: Arc<KeyRing>,
+    overrides: Arc<Overrides>,
+    dns: Option<TokioResolver>,
+    destinations: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
+}
+
+impl std::fmt::Debug for FederationClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FederationClient").finish_non_exhaustive()
+    }
+}
+
+impl FederationClient {
+    pub fn new(keys: Arc<KeyRing>, verify_certificates: bool) -> Result<Self, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let overrides = Arc::new(Overrides::default());
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(FederationResolver { overrides: overrides.clone() }))
+            .tls_danger_accept_invalid_certs(!verify_certificates)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("knockd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("federation client: {e}"))?;
+        let dns = hickory_resolver::Resolver::builder_tokio().and_then(|b| b.build()).ok();
+        Ok(Self { http, keys, overrides, dns, destinations: Mutex::new(HashMap::new()) })
+    }
+
+    /// Where requests to `server` go (cached for an hour).
+    pub async fn destination(&self, server: &ServerName) -> Destination {
+        if let Ok(cache) = self.destinations.lock()
+            && let Some((d, at)) = cache.get(server)
+            && at.elapsed() < DESTINATION_TTL
+        {
+            return d.clone();
+        }
+        let d = self.discover(server.as_str()).await;
+        if let Some(target) = &d.connect_host
+            && let Ok(mut o) = self.overrides.hosts.lock()
+        {
+            o.insert(d.tls_host.clone(), target.clone());
+        }
+        if let Ok(mut cache) = self.destinations.lock() {
+            cache.insert(server.to_owned(), (d.clone(), Instant::now()));
+        }
+        d
+    }
+
+    async fn discover(&self, name: &str) -> Destination {
+        if let Some(d) = discovery::direct(name) {
+            return d;
+        }
+        let host = HostPort::parse(name).map(|h| h.host).unwrap_or_else(|| name.to_owned());
+        if let Some(delegated) = self.well_known(&host).await {
+            if let Some(d) = discovery::direct(&delegated) {
+                return d;
+            }
+            return discovery::after_srv(&delegated, self.srv(&delegated).await);
+        }
+        discovery::after_srv(&host, self.srv(&host).await)
+    }
+
+    async fn well_known(&self, host: &str) -> Option<String> {
+        let url = format!("https://{host}/.well-known/matrix/server");
+        let response = self.http.get(url).timeout(Duration::from_secs(10)).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = read_capped(response, 64 * 1024).await.ok()?;
+        discovery::parse_well_known(&body)
+    }
+
+    async fn srv(&self, host: &str) -> Option<(String, u16)> {
+        let dns = self.dns.as_ref()?;
+        for prefix in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            if let Ok(lookup) = dns.srv_lookup(format!("{prefix}.{host}.")).await {
+                let mut records: Vec<(u16, u16, String, u16)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::SRV(srv) => Some((
+                            srv.priority,
+                            u16::MAX - srv.weight,
+                            srv.target.to_string(),
+                            srv.port,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                records.sort();
+                if let Some((_, _, target, port)) = records.into_iter().next() {
+                    return Some((target, port));
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends a request; signs it with X-Matrix unless `signed` is false. Returns the body of a
+    /// 2xx answer; other answers become [`FedError::Status`].
+    pub async fn request(
+        &self,
+        method: Method,
+        server: &ServerName,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        signed: bool,
+        max_bytes: usize,
+    ) -> Result<Bytes, FedError> {
+        let dest = self.destination(server).await;
+        let url = format!("{}{path_and_query}", dest.base_url());
+        let mut builder = self
+            .http
+            .request(method.clone(), &url)
+            .header(reqwest::header::HOST, &dest.host_header);
+        if signed {
+            let header =
+                self.sign(&method, server, path_and_query, body.as_deref().unwrap_or_default())?;
+            builder = builder.header(reqwest::header::AUTHORIZATION, header);
+        }
+        if let Some(body) = body {
+            builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| FedError::Network { server: server.to_string(), message: describe(&e) })?;
+        let status = response.status();
+        let bytes = read_capped(response, max_bytes).await.map_err(|e| match e {
+            ReadError::TooLarge => {
+                FedError::TooLarge { server: server.to_string(), limit: max_bytes }
+            }
+            ReadError::Network(message) => {
+                FedError::Network { server: server.to_string(), message }
+            }
+        })?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(status_error(server, status, &bytes))
+    }
+
+    /// GET and parse JSON.
+    pub async fn get_json(
+        &self,
+        server: &ServerName,
+        path: &str,
+        signed: bool,
+        max_bytes: usize,
+    ) -> Result<serde_json::Value, FedError> {
+        let bytes = self.request(Method::GET, server, path, None, signed, max_bytes).await?;
+        serde_json::from_slice(&bytes).map_err(|e| FedError::BadResponse {
+            server: server.to_string(),
+            message: format!("invalid JSON: {e}"),
+        })
+    }
+
+    fn sign(
+        &self,
+        method: &Method,
+        server: &ServerName,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<String, FedError> {
+        let request = http::Request::builder()
+            .method(method.as_str())
+            .uri(path_and_query)
+            .body(body.to_vec())
+            .map_err(|e| FedError::BadResponse {
+                server: server.to_string(),
+                message: format!("request: {e}"),
+            })?;
+        let input = XMatrixSigningInput::new(
+            self.keys.server_name().clone(),
+            server.to_owned(),
+            self.keys.pair(),
+        );
+        XMatrix::sign_http_request(&request, input).map(|x| x.to_string()).map_err(|e| {
+            FedError::BadResponse { server: server.to_string(), message: format!("signing: {e}") }
+        })
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+fn status_error(server: &ServerName, status: StatusCode, body: &[u8]) -> FedError {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    FedError::Status {
+        server: server.to_string(),
+        status: status.as_u16(),
+        errcode: value.get("errcode").and_then(|v| v.as_str()).unwrap_or("M_UNKNOWN").to_owned(),
+        error: value
+            .get("error")
+            .and_then(|v| v.as_str())
+            .map(|s| s.chars().take(500).collect())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Network(String),
+}
+
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Bytes, ReadError> {
+    if response.content_length().is_some_and(|l| l as usize > max) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| ReadError::Network(describe(&e)))? {
+        if out.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Percent-encodes one path segment the way Synapse does (everything but unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

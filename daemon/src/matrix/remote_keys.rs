@@ -1,0 +1,293 @@
+//! Other servers' signing keys: fetched from the server itself (or configured notaries), checked
+//! against its self-signature, cached in memory and in the database, refetched when a key ID is
+//! unknown or no longer valid. Concurrent requests for one server share one fetch.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+};
+
+use ruma::{
+    CanonicalJsonObject, OwnedServerName, ServerName,
+    serde::{Base64, base64::Standard},
+    signatures::PublicKeyMap,
+};
+use serde_json::Value;
+
+use super::{client::FederationClient, now_ms};
+use crate::store::{
+    Db, StoreError,
+    server_keys::{self, KeyRow},
+};
+
+/// How long we trust a key response at most, whatever its `valid_until_ts` says.
+const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Don't refetch one server's keys more often than this when a key ID stays unknown.
+const MIN_REFETCH_MS: i64 = 30 * 1000;
+const MAX_KEY_RESPONSE: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+struct CachedKey {
+    key: String,
+    /// Usable for signatures made up to this time.
+    valid_until_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFetchError {
+    #[error("no valid key {key_id} for {server}: {reason}")]
+    Unavailable { server: String, key_id: String, reason: String },
+}
+
+/// The remote key cache.
+pub struct RemoteKeys {
+    db: Db,
+    client: Arc<FederationClient>,
+    notaries: Vec<OwnedServerName>,
+    memory: RwLock<HashMap<(OwnedServerName, String), CachedKey>>,
+    locks: tokio::sync::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<i64>>>>,
+}
+
+impl std::fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKeys").finish_non_exhaustive()
+    }
+}
+
+impl RemoteKeys {
+    pub fn new(db: Db, client: Arc<FederationClient>, notaries: Vec<OwnedServerName>) -> Self {
+        Self {
+            db,
+            client,
+            notaries,
+            memory: RwLock::new(HashMap::new()),
+            locks: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, server: &ServerName, key_id: &str, at_ms: i64) -> Option<String> {
+        let memory = self.memory.read().ok()?;
+        memory
+            .get(&(server.to_owned(), key_id.to_owned()))
+            .filter(|k| k.valid_until_ms >= at_ms)
+            .map(|k| k.key.clone())
+    }
+
+    fn remember(&self, rows: &[KeyRow]) {
+        if let Ok(mut memory) = self.memory.write() {
+            for row in rows {
+                let Ok(server) = OwnedServerName::try_from(row.server_name.as_str()) else {
+                    continue;
+                };
+                let valid_until_ms = match row.expired_ms {
+                    Some(expired) => expired,
+                    None => row.valid_until_ms.min(row.fetched_ms + MAX_CACHE_MS),
+                };
+                memory.insert(
+                    (server, row.key_id.clone()),
+                    CachedKey { key: row.verify_key.clone(), valid_until_ms },
+                );
+            }
+        }
+    }
+
+    /// The key `key_id` of `server`, valid for signatures made at `at_ms`.
+    pub async fn key(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        at_ms: i64,
+    ) -> Result<String, KeyFetchError> {
+        if let Some(k) = self.cached(server, key_id, at_ms) {
+            return Ok(k);
+        }
+        let unavailable = |reason: String| KeyFetchError::Unavailable {
+            server: server.to_string(),
+            key_id: key_id.to_owned(),
+            reason,
+        };
+        // One fetch per server at a time; whoever waited re-checks what the fetch brought.
+        let lock = {
+            let mut locks = self.locks.lock().await;
+            locks.entry(server.to_owned()).or_default().clone()
+        };
+        let mut last_fetch = lock.lock().await;
+        if let Some(k) = self.cached(server, key_id, at_ms) {
+            return Ok(k);
+        }
+        let name = server.to_string();
+        let rows = self
+            .db
+            .read(move |conn| server_keys::for_server(conn, &name))
+            .await
+            .map_err(|e: StoreError| unavailable(e.to_string()))?;
+        self.remember(&rows);
+        if let Some(k) = self.cached(server, key_id, at_ms) {
+            return Ok(k);
+        }
+        if now_ms() - *last_fetch < MIN_REFETCH_MS {
+            return Err(unavailable("fetched recently and the key was not there".to_owned()));
+        }
+        *last_fetch = now_ms();
+        let fetched = match self.fetch_direct(server).await {
+            Ok(rows) => rows,
+            Err(direct) => self
+                .fetch_via_notaries(server)
+                .await
+                .map_err(|n| unavailable(format!("{direct}; {n}")))?,
+        };
+        let stored = fetched.clone();
+        self.db
+            .write(move |conn| {
+                for row in &stored {
+                    server_keys::upsert(conn, row)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e: StoreError| unavailable(e.to_string()))?;
+        self.remember(&fetched);
+        self.cached(server, key_id, at_ms)
+            .ok_or_else(|| unavailable("not in the server's key response".to_owned()))
+    }
+
+    /// A key map for ruma's verification functions.
+    pub async fn key_map(
+        &self,
+        server: &ServerName,
+        key_id: &str,
+        at_ms: i64,
+    ) -> Result<PublicKeyMap, KeyFetchError> {
+        let key = self.key(server, key_id, at_ms).await?;
+        let parsed = Base64::<Standard>::parse(&key).map_err(|e| KeyFetchError::Unavailable {
+            server: server.to_string(),
+            key_id: key_id.to_owned(),
+            reason: format!("stored key is not base64: {e}"),
+        })?;
+        let mut map = PublicKeyMap::new();
+        map.insert(server.to_string(), BTreeMap::from([(key_id.to_owned(), parsed)]));
+        Ok(map)
+    }
+
+    async fn fetch_direct(&self, server: &ServerName) -> Result<Vec<KeyRow>, String> {
+        let body = self
+            .client
+            .get_json(server, "/_matrix/key/v2/server", false, MAX_KEY_RESPONSE)
+            .await
+            .map_err(|e| format!("fetching keys: {e}"))?;
+        parse_key_response(server, &body, None)
+    }
+
+    async fn fetch_via_notaries(&self, server: &ServerName) -> Result<Vec<KeyRow>, String> {
+        if self.notaries.is_empty() {
+            return Err("no notary servers configured".to_owned());
+        }
+        let mut errors = Vec::new();
+        for notary in &self.notaries {
+            match self.fetch_from_notary(notary, server).await {
+                Ok(rows) => return Ok(rows),
+                Err(e) => errors.push(format!("{notary}: {e}")),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    async fn fetch_from_notary(
+        &self,
+        notary: &ServerName,
+        server: &ServerName,
+    ) -> Result<Vec<KeyRow>, String> {
+        let notary_keys = self.fetch_direct(notary).await?;
+        let path =
+            format!("/_matrix/key/v2/query/{}", super::client::encode_segment(server.as_str()));
+        let body = self
+            .client
+            .get_json(notary, &path, false, MAX_KEY_RESPONSE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let responses =
+            body.get("server_keys").and_then(Value::as_array).ok_or("no server_keys")?;
+        let notary_map = key_map_of(notary, &notary_keys);
+        for response in responses {
+            if response.get("server_name").and_then(Value::as_str) == Some(server.as_str()) {
+                return parse_key_response(server, response, Some(&notary_map));
+            }
+        }
+        Err("the notary does not know the server".to_owned())
+    }
+}
+
+fn key_map_of(server: &ServerName, rows: &[KeyRow]) -> PublicKeyMap {
+    let set = rows
+        .iter()
+        .filter(|r| r.expired_ms.is_none())
+        .filter_map(|r| {
+            Base64::<Standard>::parse(&r.verify_key).ok().map(|k| (r.key_id.clone(), k))
+        })
+        .collect();
+    PublicKeyMap::from([(server.to_string(), set)])
+}
+
+/// Checks a `/_matrix/key/v2/server` response: right server, self-signed, and (via a notary)
+/// also signed by the notary.
+pub fn parse_key_response(
+    server: &ServerName,
+    body: &Value,
+    notary: Option<&PublicKeyMap>,
+) -> Result<Vec<KeyRow>, String> {
+    if body.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
+        return Err("key response names another server".to_owned());
+    }
+    let valid_until = body
+        .get("valid_until_ts")
+        .and_then(Value::as_i64)
+        .ok_or("key response has no valid_until_ts")?;
+    let verify_keys = body
+        .get("verify_keys")
+        .and_then(Value::as_object)
+        .ok_or("key response has no verify_keys")?;
+    let now = now_ms();
+    let mut rows = Vec::new();
+    let mut own = BTreeMap::new();
+    for (key_id, v) in verify_keys {
+        let key = v.get("key").and_then(Value::as_str).ok_or("verify key without `key`")?;
+        let parsed =
+            Base64::<Standard>::parse(key).map_err(|e| format!("verify key {key_id}: {e}"))?;
+        own.insert(key_id.clone(), parsed);
+        rows.push(KeyRow {
+            server_name: server.to_string(),
+            key_id: key_id.clone(),
+            verify_key: key.to_owned(),
+            valid_until_ms: valid_until,
+            expired_ms: None,
+            fetched_ms: now,
+        });
+    }
+    if let Some(old) = body.get("old_verify_keys").and_then(Value::as_object) {
+        for (key_id, v) in old {
+            let (Some(key), Some(expired)) =
+                (v.get("key").and_then(Value::as_str), v.get("expired_ts").and_then(Value::as_i64))
+            else {
+                continue;
+            };
+            rows.push(KeyRow {
+                server_name: server.to_string(),
+                key_id: key_id.clone(),
+                verify_key: key.to_owned(),
+                valid_until_ms: expired,
+                expired_ms: Some(expired),
+                fetched_ms: now,
+            });
+        }
+    }
+    let object: CanonicalJsonObject = serde_json::from_value(body.clone())
+        .map_err(|e| format!("key response is not canonical JSON: {e}"))?;
+    let map = PublicKeyMap::from([(server.to_string(), own)]);
+    ruma::signatures::verify_json(&map, &object)
+        .map_err(|e| format!("key response self-signature: {e}"))?;
+    if let Some(notary) = notary {
+        ruma::signatures::verify_json(notary, &object)
+            .map_err(|e| format!("notary signature: {e}"))?;
+    }
+    Ok(rows)
+}

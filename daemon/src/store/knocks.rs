@@ -1,0 +1,124 @@
+//! The knock queue: one pending row per (room, user); earlier knocks stay as history.
+
+use diesel::prelude::*;
+
+use super::{DbConn, StoreError, optional, schema::knocks as k};
+use crate::with_backend;
+
+pub const PENDING: &str = "pending";
+/// A pending knock replaced by a newer knock of the same user.
+pub const REPLACED: &str = "replaced";
+
+#[derive(Clone, Debug, Queryable)]
+pub struct KnockRow {
+    pub knock_id: i64,
+    pub room_id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub origin_server: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub content_redacted: bool,
+    pub knock_room_state: String,
+    pub received_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewKnock<'a> {
+    pub room_id: &'a str,
+    pub user_id: &'a str,
+    pub event_id: &'a str,
+    pub origin_server: &'a str,
+    pub reason: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub avatar_url: Option<&'a str>,
+    pub content_redacted: bool,
+    pub knock_room_state: &'a str,
+    pub now_ms: i64,
+}
+
+/// Marks the user's pending knock in the room (if any) as replaced.
+pub fn replace_pending(
+    conn: &mut DbConn,
+    room_id: &str,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        k::table
+            .filter(k::room_id.eq(room_id))
+            .filter(k::user_id.eq(user_id))
+            .filter(k::status.eq(PENDING)),
+    )
+    .set((k::status.eq(REPLACED), k::updated_ms.eq(now_ms)))
+    .execute(conn)?)
+}
+
+/// Adds a pending knock and returns its id.
+pub fn insert_pending(conn: &mut DbConn, new: &NewKnock<'_>) -> Result<i64, StoreError> {
+    let id = with_backend!(conn, |c| diesel::insert_into(k::table)
+        .values((
+            k::room_id.eq(new.room_id),
+            k::user_id.eq(new.user_id),
+            k::event_id.eq(new.event_id),
+            k::origin_server.eq(new.origin_server),
+            k::status.eq(PENDING),
+            k::reason.eq(new.reason),
+            k::display_name.eq(new.display_name),
+            k::avatar_url.eq(new.avatar_url),
+            k::content_redacted.eq(new.content_redacted),
+            k::knock_room_state.eq(new.knock_room_state),
+            k::received_ms.eq(new.now_ms),
+            k::updated_ms.eq(new.now_ms),
+        ))
+        .returning(k::knock_id)
+        .get_result::<i64>(c))?;
+    Ok(id)
+}
+
+pub fn by_event(conn: &mut DbConn, event_id: &str) -> Result<Option<KnockRow>, StoreError> {
+    optional(k::table.filter(k::event_id.eq(event_id)).first(conn))
+}
+
+pub fn get(conn: &mut DbConn, knock_id: i64) -> Result<Option<KnockRow>, StoreError> {
+    optional(k::table.find(knock_id).first(conn))
+}
+
+/// Filters of the queue listing.
+#[derive(Clone, Debug, Default)]
+pub struct KnockFilter {
+    /// `None` means every status.
+    pub status: Option<String>,
+    pub room_id: Option<String>,
+    pub origin_server: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// Knocks oldest first, after the cursor (a knock id).
+pub fn list(
+    conn: &mut DbConn,
+    filter: &KnockFilter,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<KnockRow>, StoreError> {
+    let mut query = k::table.into_boxed();
+    if let Some(s) = &filter.status {
+        query = query.filter(k::status.eq(s.clone()));
+    }
+    if let Some(r) = &filter.room_id {
+        query = query.filter(k::room_id.eq(r.clone()));
+    }
+    if let Some(s) = &filter.origin_server {
+        query = query.filter(k::origin_server.eq(s.clone()));
+    }
+    if let Some(u) = &filter.user_id {
+        query = query.filter(k::user_id.eq(u.clone()));
+    }
+    if let Some(after) = after {
+        query = query.filter(k::knock_id.gt(after));
+    }
+    Ok(query.order(k::knock_id.asc()).limit(limit).load(conn)?)
+}

@@ -1,0 +1,239 @@
+//! A simulated remote homeserver: its own ed25519 key served over HTTPS on loopback, requests
+//! signed with X-Matrix, paths percent-encoded the way Synapse encodes them, `ver` repeated.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use axum::{Json, Router, routing::get};
+use knockd::matrix::{KeyRing, client::encode_segment, event};
+use reqwest::{Method, StatusCode};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    OwnedServerName, OwnedUserId, RoomVersionId,
+    api::federation::authentication::{XMatrix, XMatrixSigningInput},
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Every room version a modern Synapse announces on make_knock.
+pub const ALL_VERSIONS: [&str; 12] =
+    ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
+
+/// A remote homeserver on 127.0.0.1.
+pub struct SimServer {
+    pub server_name: OwnedServerName,
+    pub keys: Arc<KeyRing>,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl SimServer {
+    /// Starts the key server on an ephemeral port.
+    pub async fn start() -> Self {
+        crate::install_crypto();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let server_name = OwnedServerName::try_from(addr.to_string()).expect("server name");
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random");
+        let version = format!("sim{}", &crate::random_hex(2));
+        let keys = Arc::new(KeyRing::from_seed(server_name.clone(), &version, &seed).expect("key"));
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("cert");
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.cert.pem().into_bytes(),
+            cert.signing_key.serialize_pem().into_bytes(),
+        )
+        .await
+        .expect("tls config");
+        let served = keys.clone();
+        let app = Router::new().route(
+            "/_matrix/key/v2/server",
+            get(move || {
+                let keys = served.clone();
+                async move { Json(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())) }
+            }),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = axum_server::Handle::new();
+        let shutdown = handle.clone();
+        tokio::spawn(async move {
+            let _ = stopped.await;
+            shutdown.graceful_shutdown(Some(Duration::from_secs(1)));
+        });
+        let server = axum_server::from_tcp_rustls(listener, tls).expect("server").handle(handle);
+        tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+        let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        Self { server_name, keys, http, stop: Some(stop) }
+    }
+
+    /// `@local:<this server>`
+    pub fn user(&self, local: &str) -> OwnedUserId {
+        OwnedUserId::try_from(format!("@{local}:{}", self.server_name)).expect("user id")
+    }
+
+    /// Sends a request signed with X-Matrix to `dest` (a server name like `127.0.0.1:8448`).
+    pub async fn request(
+        &self,
+        method: Method,
+        dest: &str,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+    ) -> (StatusCode, Value) {
+        let authorization = self.x_matrix(&method, dest, path_and_query, body.unwrap_or_default());
+        self.raw(method, dest, path_and_query, body, Some(authorization)).await
+    }
+
+    /// The X-Matrix header value for a request.
+    pub fn x_matrix(
+        &self,
+        method: &Method,
+        dest: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> String {
+        let request = http::Request::builder()
+            .method(method.as_str())
+            .uri(path_and_query)
+            .body(body.to_vec())
+            .expect("request");
+        let input = XMatrixSigningInput::new(
+            self.server_name.clone(),
+            OwnedServerName::try_from(dest).expect("dest"),
+            self.keys.pair(),
+        );
+        XMatrix::sign_http_request(&request, input).expect("sign").to_string()
+    }
+
+    /// Sends a request with the given Authorization header (or none).
+    pub async fn raw(
+        &self,
+        method: Method,
+        dest: &str,
+        path_and_query: &str,
+        body: Option<&[u8]>,
+        authorization: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("https://{dest}{path_and_query}"));
+        if let Some(a) = authorization {
+            r = r.header("Authorization", a);
+        }
+        if let Some(b) = body {
+            r = r.header("Content-Type", "application/json").body(b.to_vec());
+        }
+        let response = r.send().await.expect("request sent");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// `GET make_knock`, announcing the given room versions.
+    pub async fn make_knock_with(
+        &self,
+        dest: &str,
+        room_id: &str,
+        user: &str,
+        versions: &[&str],
+    ) -> (StatusCode, Value) {
+        let query: Vec<String> = versions.iter().map(|v| format!("ver={v}")).collect();
+        let path = format!(
+            "/_matrix/federation/v1/make_knock/{}/{}?{}",
+            encode_segment(room_id),
+            encode_segment(user),
+            query.join("&")
+        );
+        self.request(Method::GET, dest, &path, None).await
+    }
+
+    pub async fn make_knock(&self, dest: &str, room_id: &str, user: &str) -> (StatusCode, Value) {
+        self.make_knock_with(dest, room_id, user, &ALL_VERSIONS).await
+    }
+
+    /// Fills in a template the way a knocking server does, hashes and signs it.
+    pub fn sign_template(
+        &self,
+        version: &str,
+        template: &Value,
+        reason: Option<&str>,
+    ) -> (OwnedEventId, CanonicalJsonObject) {
+        let mut event = template.clone();
+        if let Some(reason) = reason {
+            event["content"]["reason"] = reason.into();
+        }
+        self.sign_event(version, event)
+    }
+
+    /// Hashes and signs any event with this server's key.
+    pub fn sign_event(&self, version: &str, event: Value) -> (OwnedEventId, CanonicalJsonObject) {
+        let version = RoomVersionId::try_from(version).expect("version");
+        let rules = event::rules(&version).expect("rules");
+        let mut object: CanonicalJsonObject = serde_json::from_value(event).expect("canonical");
+        object.remove("signatures");
+        object.remove("hashes");
+        ruma::signatures::hash_and_sign_event(
+            self.server_name.as_str(),
+            self.keys.pair(),
+            &mut object,
+            &rules.redaction,
+        )
+        .expect("sign");
+        let id = event::event_id(&object, &rules).expect("event id");
+        (id, object)
+    }
+
+    /// `PUT send_knock` with a PDU.
+    pub async fn send_knock(
+        &self,
+        dest: &str,
+        room_id: &str,
+        event_id: &str,
+        pdu: &CanonicalJsonObject,
+    ) -> (StatusCode, Value) {
+        let body = serde_json::to_vec(pdu).expect("json");
+        let path = format!(
+            "/_matrix/federation/v1/send_knock/{}/{}",
+            encode_segment(room_id),
+            encode_segment(event_id)
+        );
+        self.request(Method::PUT, dest, &path, Some(&body)).await
+    }
+
+    /// make_knock, sign, send_knock: the whole knock of one user.
+    pub async fn knock(
+        &self,
+        dest: &str,
+        room_id: &str,
+        local: &str,
+        reason: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let user = self.user(local);
+        let (status, made) = self.make_knock(dest, room_id, user.as_str()).await;
+        if status != StatusCode::OK {
+            return (status, made);
+        }
+        let version = made["room_version"].as_str().expect("room_version").to_owned();
+        let (id, pdu) = self.sign_template(&version, &made["event"], reason);
+        self.send_knock(dest, room_id, id.as_str(), &pdu).await
+    }
+}
+
+/// Reads a field of a canonical object as a string.
+pub fn field<'a>(pdu: &'a CanonicalJsonObject, name: &str) -> Option<&'a str> {
+    pdu.get(name).and_then(CanonicalJsonValue::as_str)
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
