@@ -146,3 +146,47 @@ impl Drop for TestKnockd {
         }
     }
 }
+
+impl TestKnockd {
+    /// Seeds a state event built and signed by knockd (for memberships and settings a test needs
+    /// before the admin API can make them). Fails like knockd's own auth checks would.
+    pub async fn seed_state(
+        &self,
+        room_id: &str,
+        sender: &str,
+        event_type: &str,
+        state_key: &str,
+        content: serde_json::Value,
+    ) -> Result<String, String> {
+        use knockd::{
+            matrix::{EventTemplate, now_ms},
+            service::events::{RoomCtx, append_local},
+            store::{StoreError, rooms},
+        };
+        let keys = self.app.keys.clone();
+        let room_id = room_id.to_owned();
+        let sender = ruma::OwnedUserId::try_from(sender).map_err(|e| e.to_string())?;
+        let template = EventTemplate::state(event_type, state_key, &sender, content);
+        self.app
+            .db
+            .write(move |conn| -> Result<String, StoreError> {
+                rooms::lock(conn, &room_id)?;
+                let room = RoomCtx::load(conn, &room_id)?.ok_or(StoreError::NotFound)?;
+                let pdu = append_local(conn, &keys, &room, &template, now_ms())?;
+                Ok(pdu.event_id.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The room's forward extremities count and current-state size, to show nothing was written.
+    pub async fn room_footprint(&self, room_id: &str) -> (i64, usize) {
+        let detail = self.admin.room(room_id).await.expect("room");
+        (detail.summary.forward_extremities, detail.state.len())
+    }
+
+    /// `@admin:<server>`
+    pub fn admin_user(&self) -> String {
+        format!("@admin:{}", self.server_name)
+    }
+}

@@ -84,3 +84,282 @@ async fn knock_is_accepted_queued_and_answered_with_room_state() {
         k.stop().await;
     }
 }
+
+async fn pending(k: &TestKnockd, room_id: &str) -> Vec<knockd_shared::KnockSummary> {
+    k.admin
+        .list_knocks(&KnockQuery { room_id: Some(room_id.into()), ..KnockQuery::default() })
+        .await
+        .unwrap()
+        .knocks
+}
+
+async fn all_knocks(k: &TestKnockd, room_id: &str) -> Vec<knockd_shared::KnockSummary> {
+    k.admin
+        .list_knocks(&KnockQuery {
+            room_id: Some(room_id.into()),
+            status: Some("all".into()),
+            ..KnockQuery::default()
+        })
+        .await
+        .unwrap()
+        .knocks
+}
+
+// KNOCK-SPEC C.23; CPL-1.5: a re-knock replaces the pending row and keeps the history.
+#[tokio::test]
+async fn cpl_1_5_reknock_replaces_pending_row_and_keeps_history() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["7", "10", "12"] {
+            let room_id = room(&k, v).await;
+            let (s1, _) = sim.knock(&k.server_name, &room_id, "bob", Some("first")).await;
+            let (s2, _) = sim.knock(&k.server_name, &room_id, "bob", Some("second")).await;
+            assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{backend:?} v{v}");
+            let p = pending(&k, &room_id).await;
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[0].reason.as_deref(), Some("second"));
+            let all = all_knocks(&k, &room_id).await;
+            assert_eq!(all.len(), 2);
+            assert_eq!(all[0].status, "replaced");
+            assert_eq!(all[0].reason.as_deref(), Some("first"));
+            // CPL-1.9: no reason at all is fine.
+            let (s3, _) = sim.knock(&k.server_name, &room_id, "carol", None).await;
+            assert_eq!(s3, StatusCode::OK);
+            let carol = pending(&k, &room_id)
+                .await
+                .into_iter()
+                .find(|x| x.user_id.starts_with("@carol"))
+                .unwrap();
+            assert_eq!(carol.reason, None);
+        }
+        k.stop().await;
+    }
+}
+
+// KNOCK-SPEC C.26: the same knock twice gets the same answer and one row.
+#[tokio::test]
+async fn same_knock_twice_is_idempotent() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10").await;
+        let user = sim.user("dan");
+        let (_, made) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+        let (id, pdu) = sim.sign_template("10", &made["event"], Some("hi"));
+        let (s1, b1) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+        let footprint = k.room_footprint(&room_id).await;
+        let (s2, b2) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+        assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{backend:?}: {b2}");
+        assert_eq!(b1, b2);
+        assert_eq!(k.room_footprint(&room_id).await, footprint);
+        assert_eq!(all_knocks(&k, &room_id).await.len(), 1);
+        k.stop().await;
+    }
+}
+
+// KNOCK-SPEC H.39, C.23: many knocks from one stale template make a fork; knockd's next
+// template cites at most 10 forward extremities, and a knock built on it is accepted.
+#[tokio::test]
+async fn knocks_from_one_stale_template_fork_and_heal() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["9", "12"] {
+            let room_id = room(&k, v).await;
+            let (_, made) = sim.make_knock(&k.server_name, &room_id, sim.user("u0").as_str()).await;
+            let template = made["event"].clone();
+            for i in 0..14 {
+                let user = sim.user(&format!("u{i}"));
+                let mut event = template.clone();
+                event["sender"] = user.as_str().into();
+                event["state_key"] = user.as_str().into();
+                let (id, pdu) = sim.sign_template(v, &event, Some(&format!("knock {i}")));
+                let (status, body) =
+                    sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+                assert_eq!(status, StatusCode::OK, "{backend:?} v{v} u{i}: {body}");
+            }
+            let (extremities, _) = k.room_footprint(&room_id).await;
+            assert_eq!(extremities, 14, "each stale knock is its own extremity");
+            let late = sim.user("late");
+            let (status, made) = sim.make_knock(&k.server_name, &room_id, late.as_str()).await;
+            assert_eq!(status, StatusCode::OK);
+            let prev = made["event"]["prev_events"].as_array().unwrap();
+            assert_eq!(prev.len(), 10, "at most 10 prev_events");
+            let stale_depth = template["depth"].as_i64().unwrap();
+            assert_eq!(made["event"]["depth"], stale_depth + 1, "depth = max(prev depth) + 1");
+            let (id, pdu) = sim.sign_template(v, &made["event"], Some("late"));
+            let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?} v{v}: {body}");
+            assert_eq!(k.room_footprint(&room_id).await.0, 14 - 10 + 1);
+            assert_eq!(pending(&k, &room_id).await.len(), 15);
+            let detail = k.admin.room(&room_id).await.unwrap();
+            assert_eq!(detail.summary.knocking_members, 15);
+        }
+        k.stop().await;
+    }
+}
+
+// CPL-1.1 / KNOCK-SPEC B.11: no knocking on a room whose join rule is not knock.
+#[tokio::test]
+async fn cpl_1_1_knock_on_invite_room_is_forbidden() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["7", "10"] {
+            let room_id = k
+                .admin
+                .create_room(&CreateRoomRequest {
+                    room_version: Some(v.into()),
+                    join_rule: Some("invite".into()),
+                    ..CreateRoomRequest::default()
+                })
+                .await
+                .unwrap()
+                .room_id;
+            let (status, body) =
+                sim.make_knock(&k.server_name, &room_id, sim.user("eve").as_str()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?} v{v}: {body}");
+            assert_eq!(body["errcode"], "M_FORBIDDEN");
+        }
+        k.stop().await;
+    }
+}
+
+// CPL-2 (v10 knock_restricted) knocks are accepted too.
+#[tokio::test]
+async fn cpl_2_knock_restricted_rooms_take_knocks() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["10", "11", "12"] {
+            let room_id = k
+                .admin
+                .create_room(&CreateRoomRequest {
+                    room_version: Some(v.into()),
+                    join_rule: Some("knock_restricted".into()),
+                    ..CreateRoomRequest::default()
+                })
+                .await
+                .unwrap()
+                .room_id;
+            let (status, body) = sim.knock(&k.server_name, &room_id, "fay", Some("please")).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?} v{v}: {body}");
+        }
+        k.stop().await;
+    }
+}
+
+// CPL-1.11, CPL-1.12, CPL-1.13 / KNOCK-SPEC B.11: invited, joined and banned users cannot knock.
+#[tokio::test]
+async fn cpl_1_11_to_13_invited_joined_banned_cannot_knock() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["7", "10", "12"] {
+            let room_id = room(&k, v).await;
+            let admin = k.admin_user();
+            let invited = sim.user("invited");
+            let joined = sim.user("joined");
+            let banned = sim.user("banned");
+            let invite = serde_json::json!({ "membership": "invite" });
+            k.seed_state(&room_id, &admin, "m.room.member", invited.as_str(), invite.clone())
+                .await
+                .unwrap();
+            k.seed_state(&room_id, &admin, "m.room.member", joined.as_str(), invite).await.unwrap();
+            k.seed_state(
+                &room_id,
+                joined.as_str(),
+                "m.room.member",
+                joined.as_str(),
+                serde_json::json!({ "membership": "join" }),
+            )
+            .await
+            .unwrap();
+            k.seed_state(
+                &room_id,
+                &admin,
+                "m.room.member",
+                banned.as_str(),
+                serde_json::json!({ "membership": "ban" }),
+            )
+            .await
+            .unwrap();
+            for who in [&invited, &joined, &banned] {
+                let (status, body) = sim.make_knock(&k.server_name, &room_id, who.as_str()).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?} v{v} {who}: {body}");
+            }
+            // A template obtained before the ban is refused at send_knock too.
+            let late = sim.user("late");
+            let (_, made) = sim.make_knock(&k.server_name, &room_id, late.as_str()).await;
+            k.seed_state(
+                &room_id,
+                &admin,
+                "m.room.member",
+                late.as_str(),
+                serde_json::json!({ "membership": "ban" }),
+            )
+            .await
+            .unwrap();
+            let (id, pdu) = sim.sign_template(v, &made["event"], None);
+            let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?} v{v}: {body}");
+            assert!(pending(&k, &room_id).await.is_empty());
+        }
+        k.stop().await;
+    }
+}
+
+// KNOCK-SPEC C.21 step 6 (our decision): passes its auth events but fails current state → 403,
+// nothing stored.
+#[tokio::test]
+async fn join_rule_flipped_after_template_is_forbidden_and_stores_nothing() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["7", "11", "12"] {
+            let room_id = room(&k, v).await;
+            let user = sim.user("gil");
+            let (_, made) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+            k.seed_state(
+                &room_id,
+                &k.admin_user(),
+                "m.room.join_rules",
+                "",
+                serde_json::json!({ "join_rule": "invite" }),
+            )
+            .await
+            .unwrap();
+            let footprint = k.room_footprint(&room_id).await;
+            let (id, pdu) = sim.sign_template(v, &made["event"], Some("too late"));
+            let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?} v{v}: {body}");
+            assert_eq!(body["errcode"], "M_FORBIDDEN");
+            assert_eq!(k.room_footprint(&room_id).await, footprint);
+            assert!(all_knocks(&k, &room_id).await.is_empty());
+        }
+        k.stop().await;
+    }
+}
+
+// KNOCK-SPEC C.20: a content hash mismatch with a valid signature is accepted redacted and flagged.
+#[tokio::test]
+async fn content_hash_mismatch_is_accepted_redacted_and_flagged() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10").await;
+        let user = sim.user("hal");
+        let (_, made) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+        let (id, mut pdu) = sim.sign_template("10", &made["event"], Some("original reason"));
+        let content = pdu.get_mut("content").and_then(|c| c.as_object_mut()).unwrap();
+        content.insert("reason".into(), ruma::CanonicalJsonValue::String("tampered".into()));
+        let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        let p = pending(&k, &room_id).await;
+        assert_eq!(p.len(), 1);
+        assert!(p[0].content_redacted);
+        assert_eq!(p[0].reason, None, "the reason does not survive redaction");
+        k.stop().await;
+    }
+}
