@@ -1,7 +1,14 @@
 //! A simulated remote homeserver: its own ed25519 key served over HTTPS on loopback, requests
 //! signed with X-Matrix, paths percent-encoded the way Synapse encodes them, `ver` repeated.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{
+    net::TcpListener,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Json, Router, routing::get};
 use knockd::matrix::{KeyRing, client::encode_segment, event};
@@ -21,7 +28,9 @@ pub const ALL_VERSIONS: [&str; 12] =
 /// A remote homeserver on 127.0.0.1.
 pub struct SimServer {
     pub server_name: OwnedServerName,
-    pub keys: Arc<KeyRing>,
+    slot: Arc<RwLock<Arc<KeyRing>>>,
+    /// How many times `/_matrix/key/v2/server` was asked for.
+    pub key_requests: Arc<AtomicUsize>,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -49,11 +58,14 @@ impl SimServer {
         )
         .await
         .expect("tls config");
-        let served = keys.clone();
+        let slot = Arc::new(RwLock::new(keys));
+        let key_requests = Arc::new(AtomicUsize::new(0));
+        let (served, counter) = (slot.clone(), key_requests.clone());
         let app = Router::new().route(
             "/_matrix/key/v2/server",
             get(move || {
-                let keys = served.clone();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let keys = served.read().expect("key slot").clone();
                 async move { Json(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())) }
             }),
         );
@@ -72,7 +84,26 @@ impl SimServer {
             .tls_danger_accept_invalid_certs(true)
             .build()
             .expect("client");
-        Self { server_name, keys, http, stop: Some(stop) }
+        Self { server_name, slot, key_requests, http, stop: Some(stop) }
+    }
+
+    /// The current signing key.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.slot.read().expect("key slot").clone()
+    }
+
+    /// Replaces the signing key with a new one (new key ID).
+    pub fn rotate_key(&self) {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random");
+        let version = format!("sim{}", crate::random_hex(3));
+        let keys = KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key");
+        *self.slot.write().expect("key slot") = Arc::new(keys);
+    }
+
+    /// How many key requests the server answered so far.
+    pub fn key_fetches(&self) -> usize {
+        self.key_requests.load(Ordering::SeqCst)
     }
 
     /// `@local:<this server>`
@@ -111,10 +142,11 @@ impl SimServer {
             .uri(path_and_query)
             .body(body.to_vec())
             .expect("request");
+        let keys = self.keys();
         let input = XMatrixSigningInput::new(
             self.server_name.clone(),
             OwnedServerName::try_from(dest).expect("dest"),
-            self.keys.pair(),
+            keys.pair(),
         );
         XMatrix::sign_http_request(&request, input).expect("sign").to_string()
     }
@@ -186,7 +218,7 @@ impl SimServer {
         object.remove("hashes");
         ruma::signatures::hash_and_sign_event(
             self.server_name.as_str(),
-            self.keys.pair(),
+            self.keys().pair(),
             &mut object,
             &rules.redaction,
         )

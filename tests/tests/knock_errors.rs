@@ -84,7 +84,7 @@ async fn request_authentication() {
         assert_err(&got, 401, "M_UNAUTHORIZED", "signature over another method");
 
         let good = sim.x_matrix(&Method::GET, dest, &path, b"");
-        let unknown_key = good.replace(&sim.keys.key_id(), "ed25519:nope");
+        let unknown_key = good.replace(&sim.keys().key_id(), "ed25519:nope");
         let got = sim.raw(Method::GET, dest, &path, None, Some(unknown_key)).await;
         assert_err(&got, 401, "M_UNAUTHORIZED", "unknown key id");
 

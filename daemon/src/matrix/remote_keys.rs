@@ -23,7 +23,7 @@ use crate::store::{
 /// How long we trust a key response at most, whatever its `valid_until_ts` says.
 const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Don't refetch one server's keys more often than this when a key ID stays unknown.
-const MIN_REFETCH_MS: i64 = 30 * 1000;
+const MIN_REFETCH_MS: i64 = 2_000;
 const MAX_KEY_RESPONSE: usize = 64 * 1024;
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,50 @@
+//! Remote server keys: fetched once for concurrent requests, cached in the database across
+//! restarts, refetched when the server starts signing with a new key (issue: knock path, part 2).
+
+use std::time::Duration;
+
+use knockd_shared::CreateRoomRequest;
+use knockd_tests::{SimServer, TestKnockd, backends};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn concurrent_requests_share_one_key_fetch_and_the_cache_survives_restart() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        let requests = (0..16).map(|i| {
+            let user = sim.user(&format!("c{i}"));
+            let (sim, room_id, dest) = (&sim, room_id.clone(), k.server_name.clone());
+            async move { sim.make_knock(&dest, &room_id, user.as_str()).await.0 }
+        });
+        let statuses = futures::future::join_all(requests).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{backend:?}: {statuses:?}");
+        assert_eq!(sim.key_fetches(), 1, "{backend:?}: one fetch for 16 concurrent requests");
+
+        let k = k.restart().await;
+        let (status, _) =
+            sim.make_knock(&k.server_name, &room_id, sim.user("after").as_str()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(sim.key_fetches(), 1, "{backend:?}: keys came from the database after restart");
+        k.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_new_key_id_is_fetched() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        let (status, _) = sim.knock(&k.server_name, &room_id, "r", Some("old key")).await;
+        assert_eq!(status, StatusCode::OK);
+        sim.rotate_key();
+        // knockd throttles refetches of one server to one per two seconds.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let (status, body) = sim.knock(&k.server_name, &room_id, "r", Some("new key")).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(sim.key_fetches(), 2);
+        k.stop().await;
+    }
+}
