@@ -49,7 +49,16 @@ verify_certificates = true
 # Notary servers asked for a server's keys when the server itself cannot be reached.
 trusted_key_servers = []
 
+[outbox]
+# Back-off between failed deliveries to one server, doubling from min to max (milliseconds).
+min_backoff_ms = 2000
+max_backoff_ms = 3600000
+# Items failing for longer than this are parked, with the reason shown in the admin API.
+park_after_ms = 86400000
+
 [knock]
+# Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
+expire_after_ms = 2592000000
 # State events (full PDUs) returned to knockers in `knock_room_state`.
 room_state = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.canonical_alias", "m.room.encryption"]
 
@@ -74,12 +83,37 @@ struct FileConfig {
     admin: FileAdmin,
     #[serde(default)]
     knock: FileKnock,
+    #[serde(default)]
+    outbox: FileOutbox,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOutbox {
+    min_backoff_ms: Option<i64>,
+    max_backoff_ms: Option<i64>,
+    park_after_ms: Option<i64>,
+    lease_ms: Option<i64>,
+    poll_ms: Option<u64>,
+}
+
+/// The outbound queue's timing.
+#[derive(Clone, Debug)]
+pub struct OutboxConfig {
+    pub min_backoff_ms: i64,
+    pub max_backoff_ms: i64,
+    pub park_after_ms: i64,
+    /// How long a destination lease lasts without renewal (another process may take it after).
+    pub lease_ms: i64,
+    /// How often the sender looks for due work when nothing woke it.
+    pub poll_ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileKnock {
     room_state: Option<Vec<String>>,
+    expire_after_ms: Option<i64>,
 }
 
 /// The state types a knocker is shown by default (spec 1.16: full PDUs, create always).
@@ -157,6 +191,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// State types returned in `knock_room_state` (create is always included).
     pub knock_room_state: Vec<String>,
+    /// Pending knocks older than this expire; 0 = never.
+    pub knock_expire_after_ms: i64,
+    pub outbox: OutboxConfig,
 }
 
 /// A configuration problem, said in one line.
@@ -261,6 +298,39 @@ impl Config {
             knock_room_state.insert(0, "m.room.create".to_owned());
         }
 
+        let num = |var: &str, file: Option<i64>, default: i64| -> Result<i64, ConfigError> {
+            match env(var) {
+                Some(v) => {
+                    v.parse().map_err(|_| ConfigError(format!("{var} = {v:?}: expected a number")))
+                }
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let outbox = OutboxConfig {
+            min_backoff_ms: num(
+                "KNOCKD_OUTBOX_MIN_BACKOFF_MS",
+                parsed.outbox.min_backoff_ms,
+                2_000,
+            )?
+            .max(1),
+            max_backoff_ms: num(
+                "KNOCKD_OUTBOX_MAX_BACKOFF_MS",
+                parsed.outbox.max_backoff_ms,
+                3_600_000,
+            )?
+            .max(1),
+            park_after_ms: num(
+                "KNOCKD_OUTBOX_PARK_AFTER_MS",
+                parsed.outbox.park_after_ms,
+                86_400_000,
+            )?,
+            lease_ms: num("KNOCKD_OUTBOX_LEASE_MS", parsed.outbox.lease_ms, 30_000)?.max(1),
+            poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
+                .max(10) as u64,
+        };
+        let knock_expire_after_ms =
+            num("KNOCKD_KNOCK_EXPIRE_AFTER_MS", parsed.knock.expire_after_ms, 30 * 24 * 3_600_000)?;
+
         let admin_listen = pick(&flags.admin_listen, "KNOCKD_ADMIN_LISTEN", parsed.admin.listen)
             .unwrap_or_else(|| "127.0.0.1:8449".to_owned());
         let admin_listen = parse_addr("admin.listen", &admin_listen)?;
@@ -285,6 +355,8 @@ impl Config {
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,
+            knock_expire_after_ms,
+            outbox,
         })
     }
 

@@ -94,6 +94,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::TooLarge(m) => Self::TooLarge(m),
             ServiceError::Forbidden(m) => Self::Forbidden(m),
             ServiceError::NotFound(m) => Self::NotFound(m),
+            ServiceError::Conflict(m) => Self::Conflict(m),
             ServiceError::Store(s) => s.into(),
         }
     }

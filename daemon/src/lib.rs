@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod sender;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -166,6 +166,47 @@ pub async fn serve(
         stoppers.0.graceful_shutdown(Some(Duration::from_secs(10)));
         stoppers.1.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    tokio::try_join!(federation, admin)?;
+    let owner = instance_id(&app.config.data_dir);
+    let sender = crate::sender::run(app.clone(), owner);
+    let housekeeping = housekeeping(app.clone());
+    // The sender and housekeeping run as long as the listeners do, and stop with them.
+    tokio::select! {
+        result = async { tokio::try_join!(federation, admin) } => { result?; }
+        () = sender => {}
+        () = housekeeping => {}
+    }
     Ok(())
+}
+
+/// A name for this knockd that stays the same across restarts: host and data dir. Outbound
+/// leases are held under it, so a restarted instance takes its destinations back at once while
+/// other instances sharing the database wait for the lease to expire.
+fn instance_id(data_dir: &Path) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    format!("{host}:{}", dir.display())
+}
+
+/// Periodic local chores: expire stale knocks (knockers' servers rarely rescind).
+async fn housekeeping(app: AppState) {
+    loop {
+        if app.config.knock_expire_after_ms > 0 {
+            let cutoff = now_ms() - app.config.knock_expire_after_ms;
+            let expired = app
+                .db
+                .write(move |conn| crate::store::knocks::expire_before(conn, cutoff, now_ms()))
+                .await;
+            match expired {
+                Ok(n) if n > 0 => tracing::info!(expired = n, "expired stale knocks"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring knocks failed"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
 }

@@ -164,6 +164,84 @@ impl AdminClient {
         self.call::<(), _>(Method::GET, &path, None).await
     }
 
+    /// `GET /knocks/{id}`
+    pub async fn knock(&self, id: i64) -> Result<crate::KnockDetail, ClientError> {
+        self.call::<(), _>(Method::GET, &format!("/knocks/{id}"), None).await
+    }
+
+    /// `POST /knocks/{id}/approve`
+    pub async fn approve(
+        &self,
+        id: i64,
+        reason: Option<&str>,
+    ) -> Result<crate::Decision, ClientError> {
+        let body = crate::ApproveRequest { reason: reason.map(str::to_owned) };
+        self.call(Method::POST, &format!("/knocks/{id}/approve"), Some(&body)).await
+    }
+
+    /// `POST /knocks/{id}/deny`
+    pub async fn deny(
+        &self,
+        id: i64,
+        reason: Option<&str>,
+        ban: bool,
+    ) -> Result<crate::Decision, ClientError> {
+        let body = crate::DenyRequest { reason: reason.map(str::to_owned), ban };
+        self.call(Method::POST, &format!("/knocks/{id}/deny"), Some(&body)).await
+    }
+
+    /// `POST /knocks/approve` (bulk)
+    pub async fn approve_many(
+        &self,
+        ids: &[i64],
+        reason: Option<&str>,
+    ) -> Result<crate::BulkResponse, ClientError> {
+        let body =
+            crate::BulkRequest { ids: ids.to_vec(), reason: reason.map(str::to_owned), ban: false };
+        self.call(Method::POST, "/knocks/approve", Some(&body)).await
+    }
+
+    /// `POST /knocks/deny` (bulk)
+    pub async fn deny_many(
+        &self,
+        ids: &[i64],
+        reason: Option<&str>,
+        ban: bool,
+    ) -> Result<crate::BulkResponse, ClientError> {
+        let body = crate::BulkRequest { ids: ids.to_vec(), reason: reason.map(str::to_owned), ban };
+        self.call(Method::POST, "/knocks/deny", Some(&body)).await
+    }
+
+    /// `GET /decisions`
+    pub async fn decisions(
+        &self,
+        query: &crate::DecisionQuery,
+    ) -> Result<crate::DecisionList, ClientError> {
+        let mut params = Vec::new();
+        for (name, value) in [
+            ("room_id", &query.room_id),
+            ("actor", &query.actor),
+            ("action", &query.action),
+            ("from", &query.from),
+        ] {
+            if let Some(v) = value {
+                params.push(format!("{name}={}", encode(v)));
+            }
+        }
+        if let Some(k) = query.knock_id {
+            params.push(format!("knock_id={k}"));
+        }
+        if let Some(l) = query.limit {
+            params.push(format!("limit={l}"));
+        }
+        let path = if params.is_empty() {
+            "/decisions".to_owned()
+        } else {
+            format!("/decisions?{}", params.join("&"))
+        };
+        self.call::<(), _>(Method::GET, &path, None).await
+    }
+
     /// A raw GET, for endpoints without a typed method yet.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         self.call::<(), _>(Method::GET, path, None).await

@@ -188,3 +188,140 @@ pub struct KnockQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
+
+/// `POST /knocks/{id}/approve` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// Shown to the knocker in the invite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /knocks/{id}/deny` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRequest {
+    /// Put in the kick or ban event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Ban instead of kick: the user cannot knock again.
+    #[serde(default)]
+    pub ban: bool,
+}
+
+/// `POST /knocks/approve` and `POST /knocks/deny` bodies: the same decision on many knocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    /// Knock ids.
+    pub ids: Vec<i64>,
+    /// Reason for all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Deny only: ban instead of kick.
+    #[serde(default)]
+    pub ban: bool,
+}
+
+/// One decision of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Decision id.
+    pub id: i64,
+    /// The knock decided.
+    pub knock_id: i64,
+    /// Its room.
+    pub room_id: String,
+    /// The knocker.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The local user who decided.
+    pub actor: String,
+    /// `approve`, `deny` or `ban`.
+    pub action: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When, ms since the epoch.
+    pub decided_at_ms: i64,
+    /// The invite, kick or ban event, once it exists.
+    #[serde(default)]
+    pub event_id: Option<String>,
+    /// `pending` (invite on its way), `delivered`, `failed`, `dropped`, or `queued` (kick/ban sent
+    /// to the room's servers).
+    pub delivery: String,
+    /// Why delivery failed, e.g. the knocker server's errcode.
+    #[serde(default)]
+    pub delivery_error: Option<String>,
+}
+
+/// Result for one id of a bulk request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkItem {
+    /// Knock id.
+    pub id: i64,
+    /// The decision, when it was taken.
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    /// The error, when it was not.
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+}
+
+/// Bulk answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResponse {
+    /// One result per id, in request order.
+    pub results: Vec<BulkItem>,
+}
+
+/// `GET /decisions` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionList {
+    /// Newest first.
+    pub decisions: Vec<Decision>,
+    /// Cursor for the next page, if any.
+    pub next: Option<String>,
+}
+
+/// `GET /knocks/{id}` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KnockDetail {
+    /// The knock.
+    #[serde(flatten)]
+    pub knock: KnockSummary,
+    /// The room state the knocker was answered with (full PDUs).
+    pub knock_room_state: Vec<serde_json::Value>,
+    /// Decisions on this knock.
+    pub decisions: Vec<Decision>,
+    /// This user's other knocks in this room, newest first.
+    pub user_history: Vec<KnockSummary>,
+    /// Decisions on those knocks.
+    pub user_decisions: Vec<Decision>,
+    /// Recent knocks delivered by the same server, newest first.
+    pub server_history: Vec<KnockSummary>,
+}
+
+/// Filters for `GET /decisions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionQuery {
+    /// Only this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<String>,
+    /// Only decisions by this local user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// `approve`, `deny` or `ban`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Only decisions on this knock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knock_id: Option<i64>,
+    /// Cursor from a previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}

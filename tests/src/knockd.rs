@@ -1,6 +1,10 @@
 //! knockd started in-process on 127.0.0.1 with ephemeral ports.
 
-use std::{net::TcpListener, path::PathBuf, time::Duration};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    time::Duration,
+};
 
 use knockd::{
     config::{Config, Overrides},
@@ -21,6 +25,8 @@ pub struct TestKnockd {
     pub server_name: String,
     pub data_dir: PathBuf,
     pub app: AppState,
+    federation_addr: SocketAddr,
+    admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     extra_env: Vec<(String, String)>,
@@ -46,15 +52,30 @@ impl TestKnockd {
         let (db, data) = (self.db.take().expect("db"), self.data.take().expect("data dir"));
         let env = self.extra_env.clone();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Self::start_in(db, data, &env).await
+        let addrs = (self.federation_addr, self.admin_addr);
+        Self::start_at(db, data, &env, Some(addrs)).await
     }
 
     async fn start_in(db: TestDb, data: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_at(db, data, extra_env, None).await
+    }
+
+    /// Starts on the given addresses (a restart keeps its ports and so its server name).
+    async fn start_at(
+        db: TestDb,
+        data: tempfile::TempDir,
+        extra_env: &[(&str, &str)],
+        addrs: Option<(SocketAddr, SocketAddr)>,
+    ) -> Self {
         crate::install_crypto();
         let saved_env: Vec<(String, String)> =
             extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let fed = TcpListener::bind("127.0.0.1:0").expect("bind federation");
-        let adm = TcpListener::bind("127.0.0.1:0").expect("bind admin");
+        let (fed_at, adm_at) = addrs.unwrap_or_else(|| {
+            let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+            (any, any)
+        });
+        let fed = bind_retrying(fed_at);
+        let adm = bind_retrying(adm_at);
         fed.set_nonblocking(true).expect("nonblocking");
         adm.set_nonblocking(true).expect("nonblocking");
         let fed_addr = fed.local_addr().expect("addr");
@@ -96,6 +117,8 @@ impl TestKnockd {
             server_name,
             data_dir: data.path().to_owned(),
             app,
+            federation_addr: fed_addr,
+            admin_addr: adm_addr,
             stop: Some(stop),
             task: Some(task),
             extra_env: saved_env,
@@ -189,4 +212,15 @@ impl TestKnockd {
     pub fn admin_user(&self) -> String {
         format!("@admin:{}", self.server_name)
     }
+}
+
+/// Binds, retrying briefly while a just-stopped server still holds the port.
+fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr) {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }

@@ -25,8 +25,51 @@ use tokio::sync::oneshot;
 pub const ALL_VERSIONS: [&str; 12] =
     ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
 
+/// How the simulated server answers `/v2/invite` and `/send`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Accept and counter-sign invites, accept transactions.
+    Accept,
+    /// Refuse invites with this status and errcode (transactions still accepted).
+    RefuseInvites(u16, String),
+    /// Answer 503 to everything but the key server (a server that is down).
+    Down,
+}
+
+/// What the simulated server received.
+#[derive(Clone, Debug, Default)]
+pub struct Inbox {
+    /// Invite events it counter-signed, with the request body.
+    pub invites: Vec<Value>,
+    /// Transactions: (txnId, body).
+    pub transactions: Vec<(String, Value)>,
+    /// Requests whose X-Matrix signature did not verify.
+    pub bad_signatures: usize,
+}
+
+impl Inbox {
+    /// Every PDU received over `/send`.
+    pub fn pdus(&self) -> Vec<Value> {
+        self.transactions
+            .iter()
+            .flat_map(|(_, body)| body["pdus"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    slot: Arc<RwLock<Arc<KeyRing>>>,
+    mode: Arc<RwLock<Mode>>,
+    inbox: Arc<std::sync::Mutex<Inbox>>,
+    http: reqwest::Client,
+    server_name: OwnedServerName,
+}
+
 /// A remote homeserver on 127.0.0.1.
 pub struct SimServer {
+    mode: Arc<RwLock<Mode>>,
+    inbox: Arc<std::sync::Mutex<Inbox>>,
     pub server_name: OwnedServerName,
     slot: Arc<RwLock<Arc<KeyRing>>>,
     /// How many times `/_matrix/key/v2/server` was asked for.
@@ -61,14 +104,30 @@ impl SimServer {
         let slot = Arc::new(RwLock::new(keys));
         let key_requests = Arc::new(AtomicUsize::new(0));
         let (served, counter) = (slot.clone(), key_requests.clone());
-        let app = Router::new().route(
-            "/_matrix/key/v2/server",
-            get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let keys = served.read().expect("key slot").clone();
-                async move { Json(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())) }
-            }),
-        );
+        let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let shared = Shared {
+            slot: slot.clone(),
+            mode: Arc::new(RwLock::new(Mode::Accept)),
+            inbox: Arc::new(std::sync::Mutex::new(Inbox::default())),
+            http: http.clone(),
+            server_name: server_name.clone(),
+        };
+        let (mode, inbox) = (shared.mode.clone(), shared.inbox.clone());
+        let app = Router::new()
+            .route(
+                "/_matrix/key/v2/server",
+                get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let keys = served.read().expect("key slot").clone();
+                    async move { Json(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())) }
+                }),
+            )
+            .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", axum::routing::put(on_invite))
+            .route("/_matrix/federation/v1/send/{txn_id}", axum::routing::put(on_send))
+            .with_state(shared);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = axum_server::Handle::new();
         let shutdown = handle.clone();
@@ -80,11 +139,7 @@ impl SimServer {
         tokio::spawn(async move {
             let _ = server.serve(app.into_make_service()).await;
         });
-        let http = reqwest::Client::builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .expect("client");
-        Self { server_name, slot, key_requests, http, stop: Some(stop) }
+        Self { mode, inbox, server_name, slot, key_requests, http, stop: Some(stop) }
     }
 
     /// The current signing key.
@@ -99,6 +154,31 @@ impl SimServer {
         let version = format!("sim{}", crate::random_hex(3));
         let keys = KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key");
         *self.slot.write().expect("key slot") = Arc::new(keys);
+    }
+
+    /// Changes how invites and transactions are answered.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.write().expect("mode") = mode;
+    }
+
+    /// A copy of what was received so far.
+    pub fn inbox(&self) -> Inbox {
+        self.inbox.lock().expect("inbox").clone()
+    }
+
+    /// Waits until `check` holds for the inbox (polling), or panics after `secs` seconds.
+    pub async fn wait_for(&self, secs: u64, what: &str, check: impl Fn(&Inbox) -> bool) -> Inbox {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let inbox = self.inbox();
+            if check(&inbox) {
+                return inbox;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}: {inbox:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// How many key requests the server answered so far.
@@ -274,4 +354,116 @@ impl Drop for SimServer {
             let _ = stop.send(());
         }
     }
+}
+
+type Reply = (axum::http::StatusCode, Json<Value>);
+
+fn reply(status: u16, body: Value) -> Reply {
+    (axum::http::StatusCode::from_u16(status).expect("status"), Json(body))
+}
+
+/// Verifies the X-Matrix header of a request to the simulated server with the origin's key,
+/// fetched from the origin's key server.
+async fn verify_request(shared: &Shared, req: &http::Request<Vec<u8>>) -> Result<XMatrix, String> {
+    let header = req.headers().get("authorization").ok_or("no Authorization")?;
+    let x = XMatrix::try_from(header).map_err(|e| e.to_string())?;
+    let url = format!("https://{}/_matrix/key/v2/server", x.origin);
+    let keys: Value = shared
+        .http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let key =
+        keys["verify_keys"][x.key.as_str()]["key"].as_str().ok_or("origin has no such key")?;
+    let key = ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(key)
+        .map_err(|e| e.to_string())?;
+    let map = std::collections::BTreeMap::from([(
+        x.origin.to_string(),
+        std::collections::BTreeMap::from([(x.key.to_string(), key)]),
+    )]);
+    x.verify_http_request(req, &shared.server_name, &map).map_err(|e| e.to_string())?;
+    Ok(x)
+}
+
+async fn read_request(req: axum::extract::Request) -> http::Request<Vec<u8>> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.unwrap_or_default().to_vec();
+    http::Request::from_parts(parts, bytes)
+}
+
+async fn on_invite(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+) -> Reply {
+    let req = read_request(req).await;
+    let mode = shared.mode.read().expect("mode").clone();
+    match mode {
+        Mode::Down => {
+            return reply(503, serde_json::json!({ "errcode": "M_UNKNOWN", "error": "down" }));
+        }
+        Mode::RefuseInvites(status, errcode) => {
+            return reply(
+                status,
+                serde_json::json!({ "errcode": errcode, "error": "invites are blocked here" }),
+            );
+        }
+        Mode::Accept => {}
+    }
+    if let Err(e) = verify_request(&shared, &req).await {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    }
+    let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+    let version = body["room_version"].as_str().unwrap_or_default().to_owned();
+    let Ok(rules) = RoomVersionId::try_from(version.as_str())
+        .map_err(|_| ())
+        .and_then(|v| event::rules(&v).map_err(|_| ()))
+    else {
+        return reply(
+            400,
+            serde_json::json!({ "errcode": "M_INCOMPATIBLE_ROOM_VERSION", "error": "unknown version" }),
+        );
+    };
+    let mut event: CanonicalJsonObject = match serde_json::from_value(body["event"].clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            return reply(
+                400,
+                serde_json::json!({ "errcode": "M_BAD_JSON", "error": e.to_string() }),
+            );
+        }
+    };
+    let keys = shared.slot.read().expect("key slot").clone();
+    if let Err(e) = ruma::signatures::sign_event(
+        shared.server_name.as_str(),
+        keys.pair(),
+        &mut event,
+        &rules.redaction,
+    ) {
+        return reply(400, serde_json::json!({ "errcode": "M_BAD_JSON", "error": e.to_string() }));
+    }
+    shared.inbox.lock().expect("inbox").invites.push(body);
+    reply(200, serde_json::json!({ "event": event }))
+}
+
+async fn on_send(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    axum::extract::Path(txn_id): axum::extract::Path<String>,
+    req: axum::extract::Request,
+) -> Reply {
+    let req = read_request(req).await;
+    if *shared.mode.read().expect("mode") == Mode::Down {
+        return reply(503, serde_json::json!({ "errcode": "M_UNKNOWN", "error": "down" }));
+    }
+    if let Err(e) = verify_request(&shared, &req).await {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    }
+    let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+    shared.inbox.lock().expect("inbox").transactions.push((txn_id, body));
+    reply(200, serde_json::json!({ "pdus": {} }))
 }

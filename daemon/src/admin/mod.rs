@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP on its own (loopback) listener, bearer tokens.
 
 mod auth;
+mod decide;
 mod health;
 mod json;
 mod knocks;
@@ -20,6 +21,12 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms", post(rooms::create).get(rooms::list))
         .route("/rooms/{room_id}", get(rooms::show))
         .route("/knocks", get(knocks::list))
+        .route("/knocks/approve", post(decide::approve_many))
+        .route("/knocks/deny", post(decide::deny_many))
+        .route("/knocks/{id}", get(decide::show))
+        .route("/knocks/{id}/approve", post(decide::approve))
+        .route("/knocks/{id}/deny", post(decide::deny))
+        .route("/decisions", get(decide::decisions))
         .fallback(not_found);
     Router::new()
         .nest(knockd_shared::ADMIN_PREFIX, api)

@@ -83,6 +83,20 @@ pub fn append_local(
     template: &EventTemplate,
     now_ms: i64,
 ) -> Result<Pdu, StoreError> {
+    let pdu = build_local(conn, keys, room, template, now_ms)?;
+    persist_accepted(conn, room.room_id.as_str(), &pdu)?;
+    Ok(pdu)
+}
+
+/// Builds and signs a new event of ours against the current state and checks it with the auth
+/// rules, without storing it. `StoreError::Rejected` says why it is not allowed.
+pub fn build_local(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    room: &RoomCtx,
+    template: &EventTemplate,
+    now_ms: i64,
+) -> Result<Pdu, StoreError> {
     let state = auth_state(conn, room, template)?;
     let wanted =
         auth::auth_types(template, &room.rules.authorization).map_err(StoreError::Rejected)?;
@@ -95,18 +109,69 @@ pub fn append_local(
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let placement = Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
     let pdu = build(keys, room, template, &placement, now_ms)?;
+    check_with(room, &pdu, &state)?;
+    Ok(pdu)
+}
 
+/// Auth rules of `pdu` against its auth events and a state (both from `state`).
+pub fn check_with(
+    room: &RoomCtx,
+    pdu: &Pdu,
+    state: &HashMap<(StateEventType, String), Pdu>,
+) -> Result<(), StoreError> {
     let by_id: HashMap<&str, &Pdu> = state.values().map(|p| (p.event_id.as_str(), p)).collect();
-    auth::check_against_auth_events(&room.rules.authorization, &pdu, |id| {
+    auth::check_against_auth_events(&room.rules.authorization, pdu, |id| {
         by_id.get(id.as_str()).map(|p| (*p).clone())
     })
     .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))?;
-    auth::check_against_state(&room.rules.authorization, &pdu, |t, k| {
+    auth::check_against_state(&room.rules.authorization, pdu, |t, k| {
         state.get(&(t.clone(), k.to_owned())).cloned()
     })
-    .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))?;
-    persist_accepted(conn, room.room_id.as_str(), &pdu)?;
-    Ok(pdu)
+    .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))
+}
+
+/// Auth rules of a received (or returned) event: against its own auth events, loaded by ID,
+/// and against `state` (the current state, or the state before it).
+pub fn check_received(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    pdu: &Pdu,
+    state: &HashMap<(StateEventType, String), Pdu>,
+) -> Result<(), StoreError> {
+    let mut ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
+    ids.extend(ev::current(conn, room.room_id.as_str(), "m.room.create", "")?);
+    let auth_events: HashMap<OwnedEventId, Pdu> =
+        load_pdus(conn, &ids)?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
+    auth::check_against_auth_events(&room.rules.authorization, pdu, |id| {
+        auth_events.get(id).cloned()
+    })
+    .map_err(|e| StoreError::Rejected(format!("not allowed by its auth events: {e}")))?;
+    auth::check_against_state(&room.rules.authorization, pdu, |t, k| {
+        state.get(&(t.clone(), k.to_owned())).cloned()
+    })
+    .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))
+}
+
+/// Queues a PDU for every other server with a joined member, plus `extra` servers.
+pub fn fan_out(
+    conn: &mut DbConn,
+    our_server: &str,
+    room_id: &str,
+    pdu: &Pdu,
+    extra: &[String],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut servers = crate::store::rooms::joined_servers(conn, room_id)?;
+    servers.extend(extra.iter().cloned());
+    servers.sort();
+    servers.dedup();
+    let text = pdu.to_json_string();
+    let mut n = 0;
+    for server in servers.iter().filter(|s| s.as_str() != our_server) {
+        crate::store::outbox::enqueue(conn, server, crate::store::outbox::KIND_PDU, &text, now_ms)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Builds and signs an event.
@@ -192,6 +257,37 @@ fn persist_with_state(
             Some(state::new_group(conn, room_id, current_group, &delta)?)
         };
         crate::store::rooms::set_current_group(conn, room_id, new_current)?;
+        if event_type == "m.room.member" {
+            queue_hygiene(conn, room_id, pdu, key)?;
+        }
     }
+    Ok(())
+}
+
+/// A membership change takes the user's live knock off the queue, whatever path it came by.
+fn queue_hygiene(
+    conn: &mut DbConn,
+    room_id: &str,
+    pdu: &Pdu,
+    user: &str,
+) -> Result<(), StoreError> {
+    use crate::store::knocks;
+    let Some(knock) = knocks::live_for_user(conn, room_id, user)? else { return Ok(()) };
+    let to = match pdu.membership().as_deref() {
+        Some("join") => knocks::JOINED,
+        Some("ban") => knocks::BANNED,
+        Some("leave") if pdu.sender.as_str() == user => knocks::RESCINDED,
+        Some("leave") => knocks::DENIED,
+        // An invite by another path approves a pending knock; our own approvals finish in the
+        // sender once the invite is delivered.
+        Some("invite") if knock.status == knocks::PENDING => knocks::APPROVED,
+        _ => return Ok(()),
+    };
+    let from: &[&str] = if to == knocks::APPROVED {
+        &[knocks::PENDING]
+    } else {
+        &[knocks::PENDING, knocks::DELIVERY_PENDING]
+    };
+    knocks::transition(conn, knock.knock_id, from, to, i64::from(pdu.origin_server_ts.0))?;
     Ok(())
 }

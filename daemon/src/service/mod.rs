@@ -1,7 +1,9 @@
 //! Domain logic: rooms, knocks and their events. No HTTP types here.
 
+pub mod delivery;
 pub mod events;
 pub mod knocks;
+pub mod moderation;
 pub mod queue;
 pub mod rooms;
 pub mod state;
@@ -22,6 +24,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub federation: Arc<FederationClient>,
     pub remote_keys: Arc<RemoteKeys>,
+    /// Wakes the outbound sender after a commit that queued work.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -34,7 +38,14 @@ impl AppState {
             federation.clone(),
             config.federation.trusted_key_servers.clone(),
         ));
-        Ok(Self { config: Arc::new(config), db, keys, federation, remote_keys })
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            keys,
+            federation,
+            remote_keys,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 }
 
@@ -62,6 +73,9 @@ pub enum ServiceError {
     /// 404 `M_NOT_FOUND`
     #[error("{0}")]
     NotFound(String),
+    /// 409: already decided, or decided concurrently.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -5,18 +5,15 @@ use knockd_shared::{KnockList, KnockQuery, KnockSummary};
 use super::{AppState, ServiceError, events::load_pdus};
 use crate::store::{DbConn, StoreError, events as ev, knocks};
 
-/// Every status a knock row can have.
-pub const STATUSES: [&str; 2] = [knocks::PENDING, knocks::REPLACED];
-
 pub async fn list(app: &AppState, query: KnockQuery) -> Result<KnockList, ServiceError> {
     let status = match query.status.as_deref() {
         None => Some(knocks::PENDING.to_owned()),
         Some("all") => None,
-        Some(s) if STATUSES.contains(&s) => Some(s.to_owned()),
+        Some(s) if knocks::ALL_STATUSES.contains(&s) => Some(s.to_owned()),
         Some(s) => {
             return Err(ServiceError::Invalid(format!(
                 "unknown status {s:?}: expected one of {} or all",
-                STATUSES.join(", ")
+                knocks::ALL_STATUSES.join(", ")
             )));
         }
     };
@@ -77,4 +74,92 @@ pub fn summary(row: knocks::KnockRow, room_name: Option<String>) -> KnockSummary
         received_at_ms: row.received_ms,
         content_redacted: row.content_redacted,
     }
+}
+
+/// One knock with its context: the state the knocker saw, decisions, and history.
+pub async fn show(
+    app: &AppState,
+    knock_id: i64,
+) -> Result<knockd_shared::KnockDetail, ServiceError> {
+    use crate::store::decisions;
+    app.db
+        .read(move |conn| -> Result<_, ServiceError> {
+            let row = knocks::get(conn, knock_id)?
+                .ok_or_else(|| ServiceError::NotFound(format!("no knock {knock_id}")))?;
+            let name = room_name(conn, &row.room_id)?;
+            let state: Vec<serde_json::Value> =
+                serde_json::from_str(&row.knock_room_state).unwrap_or_default();
+            let user_rows: Vec<_> = knocks::history_for_user(conn, &row.room_id, &row.user_id, 50)?
+                .into_iter()
+                .filter(|k| k.knock_id != knock_id)
+                .collect();
+            let server_rows: Vec<_> = knocks::history_for_server(conn, &row.origin_server, 51)?
+                .into_iter()
+                .filter(|k| k.knock_id != knock_id)
+                .take(50)
+                .collect();
+            let view = |r: decisions::DecisionRow| {
+                super::moderation::decision_view(r, Some(row.user_id.clone()))
+            };
+            let own = decisions::for_knocks(conn, &[knock_id])?.into_iter().map(view).collect();
+            let earlier_ids: Vec<i64> = user_rows.iter().map(|k| k.knock_id).collect();
+            let user_decisions =
+                decisions::for_knocks(conn, &earlier_ids)?.into_iter().map(view).collect();
+            let mut names = std::collections::HashMap::new();
+            let mut summarize =
+                |conn: &mut DbConn, r: knocks::KnockRow| -> Result<KnockSummary, StoreError> {
+                    if !names.contains_key(&r.room_id) {
+                        names.insert(r.room_id.clone(), room_name(conn, &r.room_id)?);
+                    }
+                    let n = names.get(&r.room_id).cloned().flatten();
+                    Ok(summary(r, n))
+                };
+            let user_history =
+                user_rows.into_iter().map(|r| summarize(conn, r)).collect::<Result<_, _>>()?;
+            let server_history =
+                server_rows.into_iter().map(|r| summarize(conn, r)).collect::<Result<_, _>>()?;
+            Ok(knockd_shared::KnockDetail {
+                knock: summary(row, name),
+                knock_room_state: state,
+                decisions: own,
+                user_history,
+                user_decisions,
+                server_history,
+            })
+        })
+        .await
+}
+
+/// The audit log, newest first.
+pub async fn decisions(
+    app: &AppState,
+    query: knockd_shared::DecisionQuery,
+) -> Result<knockd_shared::DecisionList, ServiceError> {
+    use crate::store::decisions as dc;
+    let before = match &query.from {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>().map_err(|_| ServiceError::Invalid(format!("invalid cursor {c:?}")))?,
+        ),
+    };
+    let limit = i64::from(query.limit.unwrap_or(100).clamp(1, 1000));
+    let filter = dc::DecisionFilter {
+        room_id: query.room_id,
+        actor: query.actor,
+        action: query.action,
+        knock_id: query.knock_id,
+    };
+    app.db
+        .read(move |conn| -> Result<_, ServiceError> {
+            let rows = dc::list(conn, &filter, before, limit + 1)?;
+            let more = rows.len() as i64 > limit;
+            let mut out = Vec::new();
+            for row in rows.into_iter().take(limit as usize) {
+                let user = knocks::get(conn, row.knock_id)?.map(|k| k.user_id);
+                out.push(super::moderation::decision_view(row, user));
+            }
+            let next = more.then(|| out.last().map(|d| d.id.to_string())).flatten();
+            Ok(knockd_shared::DecisionList { decisions: out, next })
+        })
+        .await
 }

@@ -8,6 +8,33 @@ use crate::with_backend;
 pub const PENDING: &str = "pending";
 /// A pending knock replaced by a newer knock of the same user.
 pub const REPLACED: &str = "replaced";
+/// Approved; the invite is on its way to the knocker's server.
+pub const DELIVERY_PENDING: &str = "delivery_pending";
+/// The knocker's server accepted the invite.
+pub const APPROVED: &str = "approved";
+/// The knocker's server refused the invite for good.
+pub const APPROVE_FAILED: &str = "approve_failed";
+pub const DENIED: &str = "denied";
+pub const BANNED: &str = "banned";
+/// The knocker left (withdrew the knock).
+pub const RESCINDED: &str = "rescinded";
+pub const JOINED: &str = "joined";
+/// Pending too long; expired locally, no event sent.
+pub const EXPIRED: &str = "expired";
+
+/// Every status, for filters and validation.
+pub const ALL_STATUSES: [&str; 10] = [
+    PENDING,
+    DELIVERY_PENDING,
+    APPROVED,
+    APPROVE_FAILED,
+    DENIED,
+    BANNED,
+    RESCINDED,
+    JOINED,
+    EXPIRED,
+    REPLACED,
+];
 
 #[derive(Clone, Debug, Queryable)]
 pub struct KnockRow {
@@ -121,4 +148,70 @@ pub fn list(
         query = query.filter(k::knock_id.gt(after));
     }
     Ok(query.order(k::knock_id.asc()).limit(limit).load(conn)?)
+}
+
+/// Moves a knock from one of `from` to `to`; false when it was not in one of `from`.
+pub fn transition(
+    conn: &mut DbConn,
+    knock_id: i64,
+    from: &[&str],
+    to: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let n =
+        diesel::update(k::table.filter(k::knock_id.eq(knock_id)).filter(k::status.eq_any(from)))
+            .set((k::status.eq(to), k::updated_ms.eq(now_ms)))
+            .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// The user's live (pending or delivery-pending) knock in the room, if any.
+pub fn live_for_user(
+    conn: &mut DbConn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<KnockRow>, StoreError> {
+    optional(
+        k::table
+            .filter(k::room_id.eq(room_id))
+            .filter(k::user_id.eq(user_id))
+            .filter(k::status.eq_any([PENDING, DELIVERY_PENDING]))
+            .order(k::knock_id.desc())
+            .first(conn),
+    )
+}
+
+/// Earlier knocks of a user in a room (newest first).
+pub fn history_for_user(
+    conn: &mut DbConn,
+    room_id: &str,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<KnockRow>, StoreError> {
+    Ok(k::table
+        .filter(k::room_id.eq(room_id))
+        .filter(k::user_id.eq(user_id))
+        .order(k::knock_id.desc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Recent knocks delivered by a server (newest first).
+pub fn history_for_server(
+    conn: &mut DbConn,
+    server: &str,
+    limit: i64,
+) -> Result<Vec<KnockRow>, StoreError> {
+    Ok(k::table
+        .filter(k::origin_server.eq(server))
+        .order(k::knock_id.desc())
+        .limit(limit)
+        .load(conn)?)
+}
+
+/// Expires pending knocks received before `cutoff_ms`.
+pub fn expire_before(conn: &mut DbConn, cutoff_ms: i64, now_ms: i64) -> Result<usize, StoreError> {
+    Ok(diesel::update(k::table.filter(k::status.eq(PENDING)).filter(k::received_ms.lt(cutoff_ms)))
+        .set((k::status.eq(EXPIRED), k::updated_ms.eq(now_ms)))
+        .execute(conn)?)
 }

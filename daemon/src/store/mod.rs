@@ -1,8 +1,10 @@
 //! Storage: Diesel over PostgreSQL or SQLite, blocking work on a thread pool.
 
 mod conn;
+pub mod decisions;
 pub mod events;
 pub mod knocks;
+pub mod outbox;
 pub mod rooms;
 pub mod schema;
 pub mod server_keys;

@@ -89,3 +89,18 @@ pub fn current_state_ids(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>
     use super::schema::current_state as cs;
     Ok(cs::table.filter(cs::room_id.eq(room_id)).select(cs::event_id).load(conn)?)
 }
+
+/// Servers with at least one joined member, from current state.
+pub fn joined_servers(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>, StoreError> {
+    use super::schema::current_state as cs;
+    let users: Vec<String> = cs::table
+        .filter(cs::room_id.eq(room_id))
+        .filter(cs::membership.eq("join"))
+        .select(cs::state_key)
+        .load(conn)?;
+    let mut servers: Vec<String> =
+        users.iter().filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned())).collect();
+    servers.sort();
+    servers.dedup();
+    Ok(servers)
+}

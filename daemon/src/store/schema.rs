@@ -141,14 +141,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbox_destinations (destination) {
+        destination -> Text,
+        lease_owner -> Nullable<Text>,
+        lease_until_ms -> BigInt,
+        next_attempt_ms -> BigInt,
+        backoff_ms -> BigInt,
+        failing_since_ms -> Nullable<BigInt>,
+        txn_id -> Nullable<Text>,
+        txn_body -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     outbox (item_id) {
         item_id -> BigInt,
         destination -> Text,
         kind -> Text,
         payload -> Text,
         created_ms -> BigInt,
-        attempts -> Integer,
-        next_attempt_ms -> BigInt,
+        txn_id -> Nullable<Text>,
+        parked_ms -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
     }
 }
@@ -167,4 +181,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     knocks,
     decisions,
     outbox,
+    outbox_destinations,
 );

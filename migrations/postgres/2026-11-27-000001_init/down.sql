@@ -1,4 +1,5 @@
 DROP TABLE outbox;
+DROP TABLE outbox_destinations;
 DROP TABLE decisions;
 DROP TABLE knocks;
 DROP TABLE server_keys;

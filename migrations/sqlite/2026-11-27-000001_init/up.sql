@@ -128,14 +128,28 @@ CREATE TABLE decisions (
 );
 CREATE INDEX decisions_knock ON decisions (knock_id);
 
+-- Outbound federation, one row per destination: whoever holds the lease sends; a transaction in
+-- flight keeps its txn_id and exact body until the destination answers.
+CREATE TABLE outbox_destinations (
+    destination TEXT PRIMARY KEY,
+    lease_owner TEXT,
+    lease_until_ms BIGINT NOT NULL DEFAULT 0,
+    next_attempt_ms BIGINT NOT NULL DEFAULT 0,
+    backoff_ms BIGINT NOT NULL DEFAULT 0,
+    failing_since_ms BIGINT,
+    txn_id TEXT,
+    txn_body TEXT,
+    last_error TEXT
+);
+
 CREATE TABLE outbox (
     item_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    destination TEXT NOT NULL,
+    destination TEXT NOT NULL REFERENCES outbox_destinations (destination),
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
     created_ms BIGINT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_ms BIGINT NOT NULL,
+    txn_id TEXT,
+    parked_ms BIGINT,
     last_error TEXT
 );
 CREATE INDEX outbox_destination ON outbox (destination, item_id);

@@ -1,0 +1,305 @@
+//! Delivering an approval: build and sign the invite against the room's state at that moment,
+//! `PUT /v2/invite` to the knocker's server, check what comes back, and only then store it
+//! (KNOCK-SPEC D.28–D.29, H.43; DESIGN pitfall 12).
+
+use reqwest::Method;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, ServerName, SigningKeyAlgorithm, UserId,
+    serde::{Base64, base64::Standard},
+};
+use serde_json::{Value, json};
+
+use super::{
+    AppState, ServiceError,
+    events::{
+        RoomCtx, auth_state, build_local, check_received, fan_out, load_pdus,
+        persist_received_state,
+    },
+    moderation::InviteJob,
+    state::{StateBeforeError, state_before},
+};
+use crate::{
+    matrix::{
+        EventTemplate, Pdu,
+        client::{FedError, encode_segment},
+        event, now_ms,
+    },
+    store::{DbConn, StoreError, decisions, events as ev, knocks, outbox, rooms},
+};
+
+/// How a delivery attempt ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done (delivered, or dropped for a reason recorded on the decision).
+    Done,
+    /// Try again later (429, 5xx, network).
+    Retry(String),
+}
+
+/// The state types an invitee is shown, besides the inviter's member event (H.43).
+const INVITE_STATE: [&str; 6] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+struct Prepared {
+    room: RoomCtx,
+    invite: Pdu,
+    invite_room_state: Vec<Value>,
+    user: OwnedUserId,
+}
+
+enum Prep {
+    Ready(Box<Prepared>),
+    Dropped,
+}
+
+fn finish(
+    conn: &mut DbConn,
+    item_id: i64,
+    job: &InviteJob,
+    knock_status: Option<&str>,
+    delivery: &str,
+    event_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(status) = knock_status {
+        knocks::transition(conn, job.knock_id, &[knocks::DELIVERY_PENDING], status, now_ms())?;
+    }
+    decisions::set_delivery(conn, job.decision_id, delivery, event_id, error)?;
+    outbox::delete_item(conn, item_id)
+}
+
+/// Delivers one queued invite.
+pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
+    let job: InviteJob =
+        serde_json::from_str(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let keys = app.keys.clone();
+    let item_id = item.item_id;
+    let prep_job = job.clone();
+    let prep = app
+        .db
+        .write(move |conn| -> Result<Prep, ServiceError> {
+            let job = prep_job;
+            let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
+            let decision = decisions::get(conn, job.decision_id)?.ok_or(StoreError::NotFound)?;
+            if knock.status != knocks::DELIVERY_PENDING {
+                // Rescinded, banned or joined meanwhile: the approval is dropped and the admin told.
+                let why = format!("the knock is now {}", knock.status);
+                finish(conn, item_id, &job, None, decisions::DROPPED, None, Some(&why))?;
+                return Ok(Prep::Dropped);
+            }
+            let room = RoomCtx::load(conn, &knock.room_id)?.ok_or(StoreError::NotFound)?;
+            let actor =
+                UserId::parse(&decision.actor).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let user =
+                UserId::parse(&knock.user_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let mut content = json!({ "membership": "invite" });
+            if let Some(r) = &decision.reason {
+                content["reason"] = r.as_str().into();
+            }
+            let template = EventTemplate::state("m.room.member", user.as_str(), &actor, content);
+            let invite = match build_local(conn, &keys, &room, &template, now_ms()) {
+                Ok(p) => p,
+                Err(StoreError::Rejected(why)) => {
+                    finish(
+                        conn,
+                        item_id,
+                        &job,
+                        Some(knocks::APPROVE_FAILED),
+                        decisions::FAILED,
+                        None,
+                        Some(&why),
+                    )?;
+                    return Ok(Prep::Dropped);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let invite_room_state = invite_state(conn, room.room_id.as_str(), actor.as_str())?;
+            Ok(Prep::Ready(Box::new(Prepared { room, invite, invite_room_state, user })))
+        })
+        .await?;
+    let Prep::Ready(prepared) = prep else { return Ok(Outcome::Done) };
+    let Prepared { room, invite, invite_room_state, user } = *prepared;
+
+    let path = format!(
+        "/_matrix/federation/v2/invite/{}/{}",
+        encode_segment(room.room_id.as_str()),
+        encode_segment(invite.event_id.as_str())
+    );
+    let body = json!({
+        "room_version": room.version.as_str(),
+        "event": &*invite.json,
+        "invite_room_state": invite_room_state,
+    });
+    let body = serde_json::to_vec(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let server = user.server_name().to_owned();
+    let answer =
+        app.federation.request(Method::PUT, &server, &path, Some(body), true, 1024 * 1024).await;
+    let failed = |app: &AppState, why: String| {
+        let job = job.clone();
+        let db = app.db.clone();
+        async move {
+            db.write(move |conn| -> Result<(), StoreError> {
+                finish(
+                    conn,
+                    item_id,
+                    &job,
+                    Some(knocks::APPROVE_FAILED),
+                    decisions::FAILED,
+                    None,
+                    Some(&why),
+                )
+            })
+            .await
+        }
+    };
+    let bytes = match answer {
+        Ok(b) => b,
+        Err(e) if e.is_transient() => return Ok(Outcome::Retry(e.to_string())),
+        Err(FedError::Status { errcode, error, status, .. }) => {
+            failed(app, format!("{errcode}: {error} ({status})")).await?;
+            return Ok(Outcome::Done);
+        }
+        Err(e) => {
+            failed(app, e.to_string()).await?;
+            return Ok(Outcome::Done);
+        }
+    };
+    let signed = match check_countersigned(app, &room, &invite, &server, &bytes).await {
+        Ok(p) => p,
+        Err(why) => {
+            failed(app, format!("the invite came back wrong: {why}")).await?;
+            return Ok(Outcome::Done);
+        }
+    };
+    let our_server = app.keys.server_name().to_string();
+    app.db
+        .write(move |conn| -> Result<(), ServiceError> {
+            rooms::lock(conn, room.room_id.as_str())?;
+            let before = match state_before(conn, &room, &signed.prev_events) {
+                Ok(g) => g,
+                Err(StateBeforeError::UnknownPrev(id)) => {
+                    return Err(StoreError::Corrupt(format!("prev {id} vanished")).into());
+                }
+                Err(StateBeforeError::Store(e)) => return Err(e.into()),
+            };
+            let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
+            if knock.status != knocks::DELIVERY_PENDING {
+                let why =
+                    format!("the knock became {} while the invite was on its way", knock.status);
+                finish(conn, item_id, &job, None, decisions::DROPPED, None, Some(&why))?;
+                return Ok(());
+            }
+            let mut template =
+                EventTemplate::state("m.room.member", user.as_str(), &signed.sender, json!({}));
+            template.content = serde_json::from_str(signed.content.get()).unwrap_or_default();
+            let current = auth_state(conn, &room, &template)?;
+            if let Err(StoreError::Rejected(why)) = check_received(conn, &room, &signed, &current) {
+                let why = format!("the room changed before the invite could be stored: {why}");
+                finish(
+                    conn,
+                    item_id,
+                    &job,
+                    Some(knocks::APPROVE_FAILED),
+                    decisions::FAILED,
+                    None,
+                    Some(&why),
+                )?;
+                return Ok(());
+            }
+            persist_received_state(conn, room.room_id.as_str(), &signed, before)?;
+            fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], now_ms())?;
+            finish(
+                conn,
+                item_id,
+                &job,
+                Some(knocks::APPROVED),
+                decisions::DELIVERED,
+                Some(signed.event_id.as_str()),
+                None,
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(Outcome::Done)
+}
+
+/// Full PDUs of the invite state plus the inviter's member event.
+fn invite_state(conn: &mut DbConn, room_id: &str, inviter: &str) -> Result<Vec<Value>, StoreError> {
+    let mut ids: Vec<String> = ev::current_of_types(conn, room_id, &INVITE_STATE)
+        .map(|v| v.into_iter().map(|(_, _, id)| id).collect())?;
+    ids.extend(ev::current(conn, room_id, "m.room.member", inviter)?);
+    Ok(load_pdus(conn, &ids)?
+        .into_iter()
+        .map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null))
+        .collect())
+}
+
+/// The returned event must be ours with only signatures added, including a valid one from the
+/// invitee's server.
+async fn check_countersigned(
+    app: &AppState,
+    room: &RoomCtx,
+    ours: &Pdu,
+    server: &ServerName,
+    bytes: &[u8],
+) -> Result<Pdu, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let event = value.get("event").cloned().ok_or("no `event` in the answer")?;
+    let returned: CanonicalJsonObject =
+        serde_json::from_value(event).map_err(|e| format!("not canonical JSON: {e}"))?;
+    let strip = |o: &CanonicalJsonObject| {
+        let mut o = o.clone();
+        o.remove("signatures");
+        o.remove("unsigned");
+        o
+    };
+    if strip(&returned) != strip(&ours.json) {
+        return Err("fields other than signatures changed".to_owned());
+    }
+    let id = event::event_id(&returned, &room.rules)?;
+    if id != ours.event_id {
+        return Err("the event ID changed".to_owned());
+    }
+    let theirs = returned
+        .get("signatures")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|s| s.get(server.as_str()))
+        .and_then(CanonicalJsonValue::as_object)
+        .ok_or_else(|| format!("not signed by {server}"))?
+        .clone();
+    let redacted = event::redact(returned.clone(), &room.rules)?;
+    let signing_bytes = ruma::signatures::to_canonical_json_string_for_signing(&redacted)
+        .map_err(|e| e.to_string())?;
+    let ts = event::int_field(&returned, "origin_server_ts").unwrap_or(0);
+    let mut last = format!("no usable signature from {server}");
+    for (key_id, sig) in theirs.iter().filter(|(k, _)| k.starts_with("ed25519:")) {
+        let Some(sig) = sig.as_str() else { continue };
+        let key = match app.remote_keys.key(server, key_id, ts.min(now_ms())).await {
+            Ok(k) => k,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let (Ok(key), Ok(sig)) = (Base64::<Standard>::parse(&key), Base64::<Standard>::parse(sig))
+        else {
+            continue;
+        };
+        match ruma::signatures::verify_canonical_json_bytes(
+            &SigningKeyAlgorithm::Ed25519,
+            key.as_bytes(),
+            sig.as_bytes(),
+            signing_bytes.as_bytes(),
+        ) {
+            Ok(()) => return Pdu::from_canonical(id, returned),
+            Err(e) => last = format!("bad signature from {server}: {e}"),
+        }
+    }
+    Err(last)
+}

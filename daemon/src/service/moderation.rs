@@ -1,0 +1,209 @@
+//! Approve and deny (KNOCK-SPEC D, E): decisions recorded with who, when and why; approvals
+//! delivered as invites by the sender, denials as kicks or bans fanned out to the room's servers.
+
+use knockd_shared::{Decision, ErrorBody};
+use ruma::{OwnedUserId, UserId};
+use serde_json::json;
+
+use super::{
+    AppState, ServiceError,
+    events::{RoomCtx, append_local, build_local, fan_out},
+};
+use crate::{
+    matrix::{EventTemplate, now_ms},
+    store::{DbConn, StoreError, decisions, knocks, outbox, rooms},
+};
+
+/// An invite waiting in the outbox.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct InviteJob {
+    pub knock_id: i64,
+    pub decision_id: i64,
+}
+
+pub fn decision_view(row: decisions::DecisionRow, user_id: Option<String>) -> Decision {
+    Decision {
+        id: row.decision_id,
+        knock_id: row.knock_id,
+        room_id: row.room_id,
+        user_id,
+        actor: row.actor,
+        action: row.action,
+        reason: row.reason,
+        decided_at_ms: row.decided_ms,
+        event_id: row.event_id,
+        delivery: row.delivery,
+        delivery_error: row.delivery_error,
+    }
+}
+
+/// The knock, still pending, or the reason it cannot be decided.
+fn pending_knock(
+    conn: &mut DbConn,
+    knock_id: i64,
+) -> Result<(knocks::KnockRow, RoomCtx), ServiceError> {
+    let not_found = || ServiceError::NotFound(format!("no knock {knock_id}"));
+    let room_id = knocks::get(conn, knock_id)?.ok_or_else(not_found)?.room_id;
+    // Decisions in one room are serialised by its lock; read the knock again under it.
+    rooms::lock(conn, &room_id)?;
+    let knock = knocks::get(conn, knock_id)?.ok_or_else(not_found)?;
+    if knock.status != knocks::PENDING {
+        return Err(already_decided(conn, &knock)?);
+    }
+    let room = RoomCtx::load(conn, &knock.room_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("room {} is gone", knock.room_id)))?;
+    Ok((knock, room))
+}
+
+fn already_decided(
+    conn: &mut DbConn,
+    knock: &knocks::KnockRow,
+) -> Result<ServiceError, StoreError> {
+    let by = decisions::latest_for_knock(conn, knock.knock_id)?
+        .map(|d| format!(" by {} ({})", d.actor, d.action))
+        .unwrap_or_default();
+    Ok(ServiceError::Conflict(format!("knock {} is already {}{by}", knock.knock_id, knock.status)))
+}
+
+fn forbidden(what: &str) -> impl Fn(StoreError) -> ServiceError + '_ {
+    move |e| match e {
+        StoreError::Rejected(m) => ServiceError::Forbidden(format!("you cannot {what}: {m}")),
+        e => e.into(),
+    }
+}
+
+fn invite_template(
+    actor: &UserId,
+    user: &str,
+    reason: Option<&str>,
+) -> Result<EventTemplate, ServiceError> {
+    let user = UserId::parse(user).map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let mut content = json!({ "membership": "invite" });
+    if let Some(r) = reason {
+        content["reason"] = r.into();
+    }
+    Ok(EventTemplate::state("m.room.member", user.as_str(), actor, content))
+}
+
+/// Records an approval; the sender builds and delivers the invite.
+pub async fn approve(
+    app: &AppState,
+    actor: &UserId,
+    knock_id: i64,
+    reason: Option<String>,
+) -> Result<Decision, ServiceError> {
+    let keys = app.keys.clone();
+    let actor: OwnedUserId = actor.to_owned();
+    let decision = app
+        .db
+        .write(move |conn| -> Result<Decision, ServiceError> {
+            let (knock, room) = pending_knock(conn, knock_id)?;
+            let now = now_ms();
+            // KNOCK-SPEC D.27: only a joined member with invite power approves. Checked now with
+            // a provisional invite; the real one is built at delivery time.
+            let template = invite_template(&actor, &knock.user_id, reason.as_deref())?;
+            build_local(conn, &keys, &room, &template, now)
+                .map_err(forbidden("approve (invite)"))?;
+            if !knocks::transition(
+                conn,
+                knock_id,
+                &[knocks::PENDING],
+                knocks::DELIVERY_PENDING,
+                now,
+            )? {
+                return Err(ServiceError::Conflict(format!(
+                    "knock {knock_id} was decided concurrently"
+                )));
+            }
+            let id = decisions::insert(
+                conn,
+                knock_id,
+                &knock.room_id,
+                actor.as_str(),
+                decisions::APPROVE,
+                reason.as_deref(),
+                None,
+                decisions::PENDING,
+                now,
+            )?;
+            let server =
+                knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+            let job = serde_json::to_string(&InviteJob { knock_id, decision_id: id })
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, now)?;
+            let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
+            Ok(decision_view(row, Some(knock.user_id)))
+        })
+        .await?;
+    app.outbox_wake.notify_one();
+    Ok(decision)
+}
+
+/// Kicks (or bans) the knocker: the event is stored, fanned out to the room's servers and pushed
+/// to the knocker's server best-effort (KNOCK-SPEC E, H.48).
+pub async fn deny(
+    app: &AppState,
+    actor: &UserId,
+    knock_id: i64,
+    reason: Option<String>,
+    ban: bool,
+) -> Result<Decision, ServiceError> {
+    let keys = app.keys.clone();
+    let actor: OwnedUserId = actor.to_owned();
+    let decision = app
+        .db
+        .write(move |conn| -> Result<Decision, ServiceError> {
+            let (knock, room) = pending_knock(conn, knock_id)?;
+            let now = now_ms();
+            let (status, action) = if ban {
+                (knocks::BANNED, decisions::BAN)
+            } else {
+                (knocks::DENIED, decisions::DENY)
+            };
+            if !knocks::transition(conn, knock_id, &[knocks::PENDING], status, now)? {
+                return Err(ServiceError::Conflict(format!(
+                    "knock {knock_id} was decided concurrently"
+                )));
+            }
+            let mut content = json!({ "membership": if ban { "ban" } else { "leave" } });
+            if let Some(r) = &reason {
+                content["reason"] = r.as_str().into();
+            }
+            let template = EventTemplate::state("m.room.member", &knock.user_id, &actor, content);
+            let what = if ban { "ban" } else { "deny (kick)" };
+            let pdu = append_local(conn, &keys, &room, &template, now).map_err(forbidden(what))?;
+            let knocker_server =
+                knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+            fan_out(
+                conn,
+                keys.server_name().as_str(),
+                &knock.room_id,
+                &pdu,
+                &[knocker_server],
+                now,
+            )?;
+            let id = decisions::insert(
+                conn,
+                knock_id,
+                &knock.room_id,
+                actor.as_str(),
+                action,
+                reason.as_deref(),
+                Some(pdu.event_id.as_str()),
+                "queued",
+                now,
+            )?;
+            let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
+            Ok(decision_view(row, Some(knock.user_id)))
+        })
+        .await?;
+    app.outbox_wake.notify_one();
+    Ok(decision)
+}
+
+/// Error body for one failed item of a bulk request.
+pub fn error_body(e: ServiceError) -> ErrorBody {
+    let api: crate::error::ApiError = e.into();
+    let (_, errcode) = api.status_and_code();
+    ErrorBody { errcode: errcode.to_owned(), error: api.to_string() }
+}
