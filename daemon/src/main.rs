@@ -42,6 +42,35 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Administration of local users' admin tokens.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Admin API bearer tokens (stored hashed; a new token is shown once).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token for a local user (created if needed), e.g. --user @mod:example.org.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (ids, users, labels; never the tokens themselves).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +113,21 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Admin { command: AdminCommand::Token { command } }) = &cli.command {
+        return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => match rt.block_on(token_command(&config, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("knockd: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("knockd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -124,6 +168,68 @@ async fn run(config: Config) -> Result<(), knockd::StartError> {
         config.data_dir.join(knockd_shared::ADMIN_TOKEN_FILE).display()
     );
     serve(app, listeners, shutdown_signal()).await
+}
+
+async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), String> {
+    use knockd::{
+        matrix::now_ms,
+        store::{Db, StoreError, users},
+    };
+    let db = Db::connect(&config.database_url).await.map_err(|e| e.to_string())?;
+    match command {
+        TokenCommand::Create { user, label } => {
+            let user_id =
+                ruma::UserId::parse(user).map_err(|e| format!("{user:?} is not a user ID: {e}"))?;
+            if user_id.server_name() != config.server_name {
+                return Err(format!(
+                    "{user_id} is not a user of this server ({})",
+                    config.server_name
+                ));
+            }
+            let token = knockd::server::new_token()?;
+            let (t, u, l) = (token.clone(), user_id.to_string(), label.clone());
+            let id = db
+                .write(move |conn| -> Result<String, StoreError> {
+                    users::ensure_user(conn, &u, now_ms())?;
+                    users::add_token(conn, &t, &u, l.as_deref(), now_ms())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("token {id} created for {user_id}; it is shown once:");
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let rows = db
+                .read(|conn| -> Result<_, StoreError> { users::tokens(conn) })
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("ID\tUSER\tLABEL\tCREATED_MS\tREVOKED_MS");
+            for r in rows {
+                let revoked = r.revoked_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{}\t{}\t{}\t{}\t{revoked}",
+                    r.token_id,
+                    r.user_id,
+                    r.label.unwrap_or_default(),
+                    r.created_ms
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let i = id.clone();
+            let done = db
+                .write(move |conn| -> Result<bool, StoreError> {
+                    users::revoke(conn, &i, now_ms())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done {
+                return Err(format!("no live token with id {id}"));
+            }
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

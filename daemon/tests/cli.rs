@@ -135,10 +135,13 @@ fn database_from_a_newer_knockd_is_refused() {
     let db = data.join("knockd.db");
     let url = format!("sqlite://{}", db.display());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
+    let migrated = runtime
         .block_on(knockd::store::Db::connect(&knockd::store::DatabaseUrl::parse(&url).unwrap()))
         .unwrap();
+    drop(migrated);
+    drop(runtime);
     let mut conn = SqliteConnection::establish(db.to_str().unwrap()).unwrap();
+    diesel::sql_query("PRAGMA busy_timeout = 10000").execute(&mut conn).unwrap();
     diesel::sql_query(
         "INSERT INTO __diesel_schema_migrations (version, run_on) VALUES ('29991231000000', CURRENT_TIMESTAMP)",
     )
@@ -197,4 +200,37 @@ fn healthy(addr: &str) -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn admin_tokens_can_be_created_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let env = [("KNOCKD_DATA_DIR", data_s), ("KNOCKD_SERVER_NAME", "example.org")];
+    std::fs::create_dir(&data).unwrap();
+    let out =
+        run(&["admin", "token", "create", "--user", "@mod:example.org", "--label", "ops"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("kd_") && token.len() > 40, "{token}");
+    let out = run(&["admin", "token", "list"], &env);
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(listing.contains("@mod:example.org") && listing.contains("ops"), "{listing}");
+    assert!(!listing.contains(&token), "tokens are never shown again");
+    let id = listing
+        .lines()
+        .find(|l| l.contains("@mod"))
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = run(&["admin", "token", "revoke", &id], &env);
+    assert!(out.status.success());
+    let out = run(&["admin", "token", "revoke", &id], &env);
+    assert!(!out.status.success(), "revoking twice fails");
+    let out = run(&["admin", "token", "create", "--user", "@mod:other.example"], &env);
+    assert!(!out.status.success());
+    assert!(error_line(&out).contains("not a user of this server"));
 }

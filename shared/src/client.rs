@@ -242,6 +242,78 @@ impl AdminClient {
         self.call::<(), _>(Method::GET, &path, None).await
     }
 
+    /// `PUT /rooms/{roomId}`
+    pub async fn update_room(
+        &self,
+        room_id: &str,
+        settings: &crate::RoomSettings,
+    ) -> Result<crate::EventIds, ClientError> {
+        self.call(Method::PUT, &format!("/rooms/{}", encode(room_id)), Some(settings)).await
+    }
+
+    /// `POST /rooms/{roomId}/members`
+    pub async fn add_member(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        power_level: Option<i64>,
+    ) -> Result<crate::EventIds, ClientError> {
+        let body = crate::AddMember { user_id: user_id.to_owned(), power_level };
+        self.call(Method::POST, &format!("/rooms/{}/members", encode(room_id)), Some(&body)).await
+    }
+
+    /// `DELETE /rooms/{roomId}/members/{userId}`
+    pub async fn remove_member(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<crate::EventIds, ClientError> {
+        self.call::<(), _>(
+            Method::DELETE,
+            &format!("/rooms/{}/members/{}", encode(room_id), encode(user_id)),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /rooms/{roomId}/power_levels/{userId}`
+    pub async fn set_power_level(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        level: i64,
+    ) -> Result<crate::EventIds, ClientError> {
+        let body = crate::SetPowerLevel { power_level: level };
+        self.call(
+            Method::PUT,
+            &format!("/rooms/{}/power_levels/{}", encode(room_id), encode(user_id)),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `GET /outbox`
+    pub async fn outbox(&self) -> Result<crate::OutboxStatus, ClientError> {
+        self.call::<(), _>(Method::GET, "/outbox", None).await
+    }
+
+    /// `GET /events`: the queue-change stream as a raw response (server-sent events).
+    pub async fn events(&self) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{ADMIN_PREFIX}/events", self.base);
+        let response = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| {
+            ClientError::Unreachable { url: self.base.clone(), message: e.to_string() }
+        })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response
+                .json::<ErrorBody>()
+                .await
+                .unwrap_or(ErrorBody { errcode: "M_UNKNOWN".into(), error: "error".into() });
+            return Err(ClientError::Api { status, body });
+        }
+        Ok(response)
+    }
+
     /// A raw GET, for endpoints without a typed method yet.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         self.call::<(), _>(Method::GET, path, None).await

@@ -325,3 +325,98 @@ pub struct DecisionQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
+
+/// `PUT /rooms/{roomId}`: change room settings; absent fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettings {
+    /// `m.room.name`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `m.room.topic`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// `m.room.avatar` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Canonical alias on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// `knock`, `knock_restricted` (with `allow`), `invite` or `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_rule: Option<String>,
+    /// Allow list for `knock_restricted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+/// `POST /rooms/{roomId}/members`: make a local user a member (invite + join).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// A user of this server.
+    pub user_id: String,
+    /// Power level to give, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_level: Option<i64>,
+}
+
+/// `PUT /rooms/{roomId}/power_levels/{userId}` body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPowerLevel {
+    /// The new power level.
+    pub power_level: i64,
+}
+
+/// The events a room change produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventIds {
+    /// Event IDs, in order.
+    pub event_ids: Vec<String>,
+}
+
+/// One change of the moderation queue, as streamed by `GET /events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueEvent {
+    /// `knock` (a knock arrived or changed), `decision` (a decision was taken or delivered),
+    /// or `resync` (events were missed: reload).
+    pub kind: String,
+    /// The knock concerned.
+    #[serde(default)]
+    pub knock_id: Option<i64>,
+    /// The room concerned.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    /// The knock's status after the change.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A queued outbound item, as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Item id.
+    pub id: i64,
+    /// The server it is for.
+    pub destination: String,
+    /// `pdu` or `invite`.
+    pub kind: String,
+    /// When it was queued.
+    pub created_ms: i64,
+    /// When it was parked, if it was.
+    #[serde(default)]
+    pub parked_ms: Option<i64>,
+    /// Why it is parked or failing.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// `GET /outbox` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Items still to be sent.
+    pub pending: i64,
+    /// Items given up on after failing too long, with the reason.
+    pub parked: Vec<OutboxItem>,
+}

@@ -2,10 +2,13 @@
 
 mod auth;
 mod decide;
+mod events;
 mod health;
 mod json;
 mod knocks;
+mod outbox;
 mod rooms;
+mod settings;
 
 use axum::{
     Router,
@@ -19,7 +22,13 @@ use crate::{error::ApiError, service::AppState};
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/rooms", post(rooms::create).get(rooms::list))
-        .route("/rooms/{room_id}", get(rooms::show))
+        .route("/rooms/{room_id}", get(rooms::show).put(settings::update))
+        .route("/rooms/{room_id}/members", post(settings::add_member))
+        .route("/rooms/{room_id}/members/{user_id}", axum::routing::delete(settings::remove_member))
+        .route(
+            "/rooms/{room_id}/power_levels/{user_id}",
+            axum::routing::put(settings::set_power_level),
+        )
         .route("/knocks", get(knocks::list))
         .route("/knocks/approve", post(decide::approve_many))
         .route("/knocks/deny", post(decide::deny_many))
@@ -27,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/knocks/{id}/approve", post(decide::approve))
         .route("/knocks/{id}/deny", post(decide::deny))
         .route("/decisions", get(decide::decisions))
+        .route("/events", get(events::stream))
+        .route("/outbox", get(outbox::status))
         .fallback(not_found);
     Router::new()
         .nest(knockd_shared::ADMIN_PREFIX, api)

@@ -76,6 +76,16 @@ fn finish(
 
 /// Delivers one queued invite.
 pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
+    let outcome = attempt(app, item).await;
+    if let (Ok(Outcome::Done), Ok(job)) =
+        (&outcome, serde_json::from_str::<InviteJob>(&item.payload))
+    {
+        app.publish("decision", Some(job.knock_id), None, None);
+    }
+    outcome
+}
+
+async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
     let job: InviteJob =
         serde_json::from_str(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let keys = app.keys.clone();

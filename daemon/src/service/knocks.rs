@@ -267,7 +267,13 @@ pub async fn send_knock(
     let keys = app.keys.clone();
     let state_types = app.config.knock_room_state.clone();
     let origin = origin.to_string();
-    app.db.write(move |conn| store_knock(conn, &keys, checked, &origin, &state_types)).await
+    let room_id = checked.room.room_id.to_string();
+    let (state, knock_id) =
+        app.db.write(move |conn| store_knock(conn, &keys, checked, &origin, &state_types)).await?;
+    if let Some(id) = knock_id {
+        app.publish("knock", Some(id), Some(&room_id), Some(knocks::PENDING));
+    }
+    Ok(state)
 }
 
 fn store_knock(
@@ -276,14 +282,15 @@ fn store_knock(
     knock: CheckedKnock,
     origin: &str,
     state_types: &[String],
-) -> Result<Vec<Value>, ServiceError> {
+) -> Result<(Vec<Value>, Option<i64>), ServiceError> {
     let CheckedKnock { room, mut pdu, event_id, user, content_redacted } = knock;
     let room_id = room.room_id.to_string();
     room_store::lock(conn, &room_id)?;
     // A concurrent duplicate may have won the race.
     if let Some(row) = knocks::by_event(conn, event_id.as_str())? {
-        return serde_json::from_str(&row.knock_room_state)
-            .map_err(|e| StoreError::Corrupt(e.to_string()).into());
+        let state = serde_json::from_str(&row.knock_room_state)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return Ok((state, None));
     }
     let parsed =
         Pdu::from_canonical(event_id.clone(), pdu.clone()).map_err(ServiceError::BadJson)?;
@@ -351,7 +358,7 @@ fn store_knock(
     let content: Value = serde_json::from_str(stored.content.get()).unwrap_or(Value::Null);
     let text = |field: &str| content.get(field).and_then(Value::as_str).map(str::to_owned);
     knocks::replace_pending(conn, &room_id, user.as_str(), now)?;
-    knocks::insert_pending(
+    let knock_id = knocks::insert_pending(
         conn,
         &knocks::NewKnock {
             room_id: &room_id,
@@ -366,7 +373,7 @@ fn store_knock(
             now_ms: now,
         },
     )?;
-    Ok(knock_room_state)
+    Ok((knock_room_state, Some(knock_id)))
 }
 
 fn load_state_keys(

@@ -6,6 +6,7 @@ pub mod knocks;
 pub mod moderation;
 pub mod queue;
 pub mod rooms;
+pub mod settings;
 pub mod state;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub remote_keys: Arc<RemoteKeys>,
     /// Wakes the outbound sender after a commit that queued work.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Queue changes for live admin UIs (`GET /events`). Only this process's changes.
+    pub queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
 }
 
 impl AppState {
@@ -45,7 +48,24 @@ impl AppState {
             federation,
             remote_keys,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            queue_events: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Tells live admin UIs about a queue change (nobody listening is fine).
+    pub fn publish(
+        &self,
+        kind: &str,
+        knock_id: Option<i64>,
+        room_id: Option<&str>,
+        status: Option<&str>,
+    ) {
+        let _ = self.queue_events.send(knockd_shared::QueueEvent {
+            kind: kind.to_owned(),
+            knock_id,
+            room_id: room_id.map(str::to_owned),
+            status: status.map(str::to_owned),
+        });
     }
 }
 

@@ -136,6 +136,14 @@ pub async fn approve(
         })
         .await?;
     app.outbox_wake.notify_one();
+    let status = if decision.action == decisions::APPROVE {
+        knocks::DELIVERY_PENDING
+    } else if decision.action == decisions::BAN {
+        knocks::BANNED
+    } else {
+        knocks::DENIED
+    };
+    app.publish("decision", Some(decision.knock_id), Some(&decision.room_id), Some(status));
     Ok(decision)
 }
 
@@ -198,6 +206,14 @@ pub async fn deny(
         })
         .await?;
     app.outbox_wake.notify_one();
+    let status = if decision.action == decisions::APPROVE {
+        knocks::DELIVERY_PENDING
+    } else if decision.action == decisions::BAN {
+        knocks::BANNED
+    } else {
+        knocks::DENIED
+    };
+    app.publish("decision", Some(decision.knock_id), Some(&decision.room_id), Some(status));
     Ok(decision)
 }
 

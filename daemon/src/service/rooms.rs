@@ -33,40 +33,7 @@ fn plan(
     };
     let rules = event::rules(&version).map_err(ServiceError::Invalid)?;
     let join_rule = req.join_rule.as_deref().unwrap_or("knock");
-    let join_rules = match join_rule {
-        "knock" | "invite" | "public" => {
-            if !req.allow.is_empty() {
-                return Err(ServiceError::Invalid(format!(
-                    "`allow` only applies to join_rule knock_restricted, not {join_rule}"
-                )));
-            }
-            json!({ "join_rule": join_rule })
-        }
-        "knock_restricted" => {
-            if !rules.authorization.knock_restricted_join_rule {
-                return Err(ServiceError::Invalid(format!(
-                    "join_rule knock_restricted needs room version 10 or later; room version {version} does not have it"
-                )));
-            }
-            let allow = req
-                .allow
-                .iter()
-                .map(|r| {
-                    RoomId::parse(r)
-                        .map(|id| json!({ "type": "m.room_membership", "room_id": id }))
-                        .map_err(|_| {
-                            ServiceError::Invalid(format!("`allow` entry {r:?} is not a room ID"))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            json!({ "join_rule": "knock_restricted", "allow": allow })
-        }
-        other => {
-            return Err(ServiceError::Invalid(format!(
-                "join_rule {other:?} is not one of knock, knock_restricted, invite, public"
-            )));
-        }
-    };
+    let join_rules = super::settings::join_rules(&version, &rules, join_rule, &req.allow)?;
     let history = req.history_visibility.as_deref().unwrap_or("shared");
     if !["world_readable", "shared", "invited", "joined"].contains(&history) {
         return Err(ServiceError::Invalid(format!(

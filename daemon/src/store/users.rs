@@ -58,3 +58,37 @@ pub fn user_for_token(conn: &mut DbConn, token: &str) -> Result<Option<String>, 
             .first(conn),
     )
 }
+
+#[derive(Clone, Debug, Queryable)]
+pub struct TokenRow {
+    pub token_id: String,
+    pub user_id: String,
+    pub label: Option<String>,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+pub fn tokens(conn: &mut DbConn) -> Result<Vec<TokenRow>, StoreError> {
+    Ok(admin_tokens::table
+        .select((
+            admin_tokens::token_id,
+            admin_tokens::user_id,
+            admin_tokens::label,
+            admin_tokens::created_ms,
+            admin_tokens::revoked_ms,
+        ))
+        .order(admin_tokens::created_ms.asc())
+        .load(conn)?)
+}
+
+/// Revokes a token by its id; false when there is no live token with that id.
+pub fn revoke(conn: &mut DbConn, token_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        admin_tokens::table
+            .filter(admin_tokens::token_id.eq(token_id))
+            .filter(admin_tokens::revoked_ms.is_null()),
+    )
+    .set(admin_tokens::revoked_ms.eq(now_ms))
+    .execute(conn)?;
+    Ok(n == 1)
+}
