@@ -95,6 +95,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => Self::Forbidden(m),
             ServiceError::NotFound(m) => Self::NotFound(m),
             ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::UnableToAuthoriseJoin(m) => {
+                Self::BadRequest("M_UNABLE_TO_AUTHORISE_JOIN", m)
+            }
             ServiceError::Store(s) => s.into(),
         }
     }

@@ -3,7 +3,10 @@
 
 use knockd::{
     matrix::{Pdu, now_ms},
-    service::{events::persist_accepted, knocks},
+    service::{
+        events::persist_accepted,
+        membership::{self, Answer, Kind},
+    },
     store::{
         StoreError,
         rooms::{self, RoomRow},
@@ -84,12 +87,19 @@ async fn synapse_made_knocks_are_accepted() {
                     == Some("knock");
                 if is_knock {
                     let origin: OwnedServerName = "127.0.0.1:8487".try_into().unwrap();
-                    let answer =
-                        knocks::send_knock(&k.app, &origin, room_id.clone(), id.clone(), pdu)
-                            .await
-                            .unwrap_or_else(|e| {
-                                panic!("{backend:?} v{v}: Synapse's knock {id} refused: {e}")
-                            });
+                    let answer = membership::send(
+                        &k.app,
+                        &origin,
+                        Kind::Knock,
+                        room_id.clone(),
+                        id.clone(),
+                        pdu,
+                    )
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{backend:?} v{v}: Synapse's knock {id} refused: {e}")
+                    });
+                    let Answer::Knock(answer) = answer else { panic!("not a knock answer") };
                     assert_eq!(answer[0]["type"], "m.room.create");
                     accepted += 1;
                 } else {

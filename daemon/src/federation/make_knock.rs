@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use super::auth::{MAX_PDU_BODY, Signed};
 use crate::{
     error::ApiError,
-    service::{AppState, knocks},
+    service::{
+        AppState,
+        membership::{self, Kind},
+    },
 };
 
 pub async fn make_knock(
@@ -18,8 +21,8 @@ pub async fn make_knock(
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
     let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    let versions = request.query_all("ver");
+    let versions = Some(request.query_all("ver"));
     let (version, event) =
-        knocks::make_knock(&app, &request.origin, room_id, user_id, versions).await?;
+        membership::make(&app, &request.origin, Kind::Knock, room_id, user_id, versions).await?;
     Ok(Json(json!({ "room_version": version.as_str(), "event": event })))
 }

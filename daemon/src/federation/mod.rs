@@ -2,31 +2,54 @@
 
 pub mod auth;
 mod keys;
+mod make_join;
 mod make_knock;
+mod make_leave;
+mod send_join;
 mod send_knock;
+mod send_leave;
 mod version;
 
 use axum::{
     Router,
+    extract::{Path, rejection::PathRejection},
     routing::{get, put},
 };
 
 use crate::{error::ApiError, service::AppState};
 
 pub fn router(state: AppState) -> Router {
+    const V1: &str = "/_matrix/federation/v1";
+    const V2: &str = "/_matrix/federation/v2";
     Router::new()
         .route("/_matrix/key/v2/server", get(keys::server_keys))
         .route("/_matrix/key/v2/server/{key_id}", get(keys::server_keys))
-        .route("/_matrix/federation/v1/version", get(version::version))
-        .route("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", get(make_knock::make_knock))
-        .route(
-            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
-            put(send_knock::send_knock),
-        )
+        .route(&format!("{V1}/version"), get(version::version))
+        .route(&format!("{V1}/make_knock/{{room_id}}/{{user_id}}"), get(make_knock::make_knock))
+        .route(&format!("{V1}/send_knock/{{room_id}}/{{event_id}}"), put(send_knock::send_knock))
+        .route(&format!("{V1}/make_join/{{room_id}}/{{user_id}}"), get(make_join::make_join))
+        .route(&format!("{V1}/send_join/{{room_id}}/{{event_id}}"), put(send_join::send_join_v1))
+        .route(&format!("{V2}/send_join/{{room_id}}/{{event_id}}"), put(send_join::send_join_v2))
+        .route(&format!("{V1}/make_leave/{{room_id}}/{{user_id}}"), get(make_leave::make_leave))
+        .route(&format!("{V1}/send_leave/{{room_id}}/{{event_id}}"), put(send_leave::send_leave_v1))
+        .route(&format!("{V2}/send_leave/{{room_id}}/{{event_id}}"), put(send_leave::send_leave_v2))
         .fallback(unrecognized)
         .with_state(state)
 }
 
 async fn unrecognized() -> ApiError {
     ApiError::Unrecognized
+}
+
+/// `{roomId}` and `{eventId}` from the path, each at most 255 bytes.
+pub fn path_ids(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    let Path((room_id, event_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
+    for id in [&room_id, &event_id] {
+        if id.len() > 255 {
+            return Err(ApiError::bad_json("identifier longer than 255 bytes"));
+        }
+    }
+    Ok((room_id, event_id))
 }

@@ -9,10 +9,16 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::auth::{MAX_PDU_BODY, Signed};
+use super::{
+    auth::{MAX_PDU_BODY, Signed},
+    path_ids,
+};
 use crate::{
     error::ApiError,
-    service::{AppState, knocks},
+    service::{
+        AppState,
+        membership::{self, Answer, Kind},
+    },
 };
 
 pub async fn send_knock(
@@ -20,13 +26,10 @@ pub async fn send_knock(
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((room_id, event_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    for id in [&room_id, &event_id] {
-        if id.len() > 255 {
-            return Err(ApiError::bad_json("identifier longer than 255 bytes"));
-        }
-    }
+    let (room_id, event_id) = path_ids(path)?;
     let pdu = request.json()?;
-    let state = knocks::send_knock(&app, &request.origin, room_id, event_id, pdu).await?;
-    Ok(Json(json!({ "knock_room_state": state })))
+    match membership::send(&app, &request.origin, Kind::Knock, room_id, event_id, pdu).await? {
+        Answer::Knock(state) => Ok(Json(json!({ "knock_room_state": state }))),
+        _ => Err(ApiError::Internal("send_knock answered a different handshake".to_owned())),
+    }
 }

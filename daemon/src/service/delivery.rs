@@ -223,7 +223,7 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
                 return Ok(());
             }
             persist_received_state(conn, room.room_id.as_str(), &signed, before)?;
-            fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], now_ms())?;
+            fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], &[], now_ms())?;
             finish(
                 conn,
                 item_id,

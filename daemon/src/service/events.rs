@@ -152,13 +152,15 @@ pub fn check_received(
     .map_err(|e| StoreError::Rejected(format!("not allowed: {e}")))
 }
 
-/// Queues a PDU for every other server with a joined member, plus `extra` servers.
+/// Queues a PDU for every other server with a joined member, plus `extra` servers, except
+/// `except` (the server it came from).
 pub fn fan_out(
     conn: &mut DbConn,
     our_server: &str,
     room_id: &str,
     pdu: &Pdu,
     extra: &[String],
+    except: &[String],
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     let mut servers = crate::store::rooms::joined_servers(conn, room_id)?;
@@ -167,7 +169,7 @@ pub fn fan_out(
     servers.dedup();
     let text = pdu.to_json_string();
     let mut n = 0;
-    for server in servers.iter().filter(|s| s.as_str() != our_server) {
+    for server in servers.iter().filter(|s| s.as_str() != our_server && !except.contains(s)) {
         crate::store::outbox::enqueue(conn, server, crate::store::outbox::KIND_PDU, &text, now_ms)?;
         n += 1;
     }

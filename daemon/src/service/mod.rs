@@ -2,9 +2,12 @@
 
 pub mod delivery;
 pub mod events;
+pub mod joins;
 pub mod knocks;
+pub mod membership;
 pub mod moderation;
 pub mod queue;
+pub mod receive;
 pub mod rooms;
 pub mod settings;
 pub mod state;
@@ -93,6 +96,9 @@ pub enum ServiceError {
     /// 404 `M_NOT_FOUND`
     #[error("{0}")]
     NotFound(String),
+    /// 400 `M_UNABLE_TO_AUTHORISE_JOIN`
+    #[error("{0}")]
+    UnableToAuthoriseJoin(String),
     /// 409: already decided, or decided concurrently.
     #[error("{0}")]
     Conflict(String),

@@ -188,6 +188,7 @@ pub async fn deny(
                 &knock.room_id,
                 &pdu,
                 &[knocker_server],
+                &[],
                 now,
             )?;
             let id = decisions::insert(

@@ -42,7 +42,7 @@ async fn change(
             let mut event_ids = Vec::new();
             for t in templates {
                 let pdu = append_local(conn, &keys, &room, &t, now).map_err(forbidden)?;
-                fan_out(conn, keys.server_name().as_str(), &room_id, &pdu, &[], now)?;
+                fan_out(conn, keys.server_name().as_str(), &room_id, &pdu, &[], &[], now)?;
                 event_ids.push(pdu.event_id.to_string());
             }
             Ok(EventIds { event_ids })

@@ -190,3 +190,14 @@ pub fn room_events(
         .limit(limit)
         .load(conn)?)
 }
+
+/// The state group before an event.
+pub fn state_before(conn: &mut DbConn, event_id: &str) -> Result<Option<i64>, StoreError> {
+    Ok(optional(
+        events::table
+            .filter(events::event_id.eq(event_id))
+            .select(events::state_before)
+            .first(conn),
+    )?
+    .flatten())
+}

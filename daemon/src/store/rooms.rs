@@ -104,3 +104,21 @@ pub fn joined_servers(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>, S
     servers.dedup();
     Ok(servers)
 }
+
+/// Joined members of our own server.
+pub fn local_joined_members(
+    conn: &mut DbConn,
+    room_id: &str,
+    our_server: &str,
+) -> Result<Vec<String>, StoreError> {
+    use super::schema::current_state as cs;
+    let users: Vec<String> = cs::table
+        .filter(cs::room_id.eq(room_id))
+        .filter(cs::membership.eq("join"))
+        .select(cs::state_key)
+        .load(conn)?;
+    Ok(users
+        .into_iter()
+        .filter(|u| u.split_once(':').is_some_and(|(_, s)| s == our_server))
+        .collect())
+}

@@ -1,0 +1,149 @@
+//! Joins after approval (KNOCK-SPEC H.44): the send_join answer, and restricted joins that knockd
+//! authorises for `knock_restricted` rooms whose allow rooms it hosts.
+
+use std::collections::HashSet;
+
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, ServerName, UserId};
+use serde_json::{Value, json};
+
+use super::{
+    ServiceError,
+    events::{RoomCtx, build_local, load_pdus},
+};
+use crate::{
+    matrix::{EventTemplate, KeyRing, Pdu, now_ms},
+    store::{DbConn, StoreError, events as ev, rooms, state},
+};
+
+/// The send_join answer: the state before the join and its auth chain, full state always
+/// (`members_omitted: false`), plus the event when we signed it as the authorising server.
+pub fn answer(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    before: i64,
+    join: &Pdu,
+    signed_here: bool,
+    our_server: &str,
+) -> Result<Value, StoreError> {
+    let state_ids: Vec<String> = state::full_state(conn, before)?.into_values().collect();
+    let state = load_pdus(conn, &state_ids)?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut frontier: Vec<String> =
+        state.iter().flat_map(|p| p.auth_events.iter().map(|a| a.to_string())).collect();
+    frontier.extend(join.auth_events.iter().map(|a| a.to_string()));
+    let mut chain = Vec::new();
+    while !frontier.is_empty() {
+        let batch: Vec<String> = frontier.drain(..).filter(|id| seen.insert(id.clone())).collect();
+        for pdu in load_pdus(conn, &batch)? {
+            frontier.extend(
+                pdu.auth_events.iter().map(|a| a.to_string()).filter(|a| !seen.contains(a)),
+            );
+            chain.push(pdu);
+        }
+    }
+    let mut servers = rooms::joined_servers(conn, room.room_id.as_str())?;
+    if !servers.iter().any(|s| s == our_server) {
+        servers.push(our_server.to_owned());
+    }
+    let mut body = json!({
+        "origin": our_server,
+        "state": state.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "auth_chain": chain.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect::<Vec<_>>(),
+        "members_omitted": false,
+        "servers_in_room": servers,
+    });
+    if signed_here {
+        body["event"] = serde_json::to_value(&*join.json).unwrap_or(Value::Null);
+    }
+    Ok(body)
+}
+
+/// Whether a join names one of our users as its authoriser.
+pub fn authorised_by_us(pdu: &CanonicalJsonObject, ours: &ServerName) -> bool {
+    pdu.get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|c| c.get("join_authorised_via_users_server"))
+        .and_then(CanonicalJsonValue::as_str)
+        .and_then(|u| UserId::parse(u).ok())
+        .is_some_and(|u| u.server_name() == ours)
+}
+
+/// For a restricted join (`knock_restricted`, v10+): a local user with invite power who vouches
+/// that `user` is in one of the allow rooms we host. `None` when the join needs no authoriser
+/// (invited or already joined) or the room is not restricted; 400 `M_UNABLE_TO_AUTHORISE_JOIN`
+/// when the user qualifies but nobody here can authorise.
+pub fn restricted_authoriser(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    room: &RoomCtx,
+    user: &UserId,
+) -> Result<Option<OwnedUserId>, ServiceError> {
+    let room_id = room.room_id.as_str();
+    let Some(rules_id) = ev::current(conn, room_id, "m.room.join_rules", "")? else {
+        return Ok(None);
+    };
+    let join_rules: Value = load_pdus(conn, &[rules_id])?
+        .pop()
+        .and_then(|p| serde_json::from_str(p.content.get()).ok())
+        .unwrap_or(Value::Null);
+    let rule = join_rules["join_rule"].as_str().unwrap_or_default();
+    if !(rule == "knock_restricted" || rule == "restricted")
+        || !room.rules.authorization.restricted_join_rule
+    {
+        return Ok(None);
+    }
+    let membership = current_membership(conn, room_id, user.as_str())?;
+    if matches!(membership.as_deref(), Some("invite" | "join")) {
+        return Ok(None);
+    }
+    let allow_rooms: Vec<String> = join_rules["allow"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["type"] == "m.room_membership")
+                .filter_map(|e| e["room_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut qualifies = false;
+    for allow in &allow_rooms {
+        if current_membership(conn, allow, user.as_str())?.as_deref() == Some("join") {
+            qualifies = true;
+            break;
+        }
+    }
+    if !qualifies {
+        // The auth rules will refuse the join: no invite, not in an allow room.
+        return Ok(None);
+    }
+    // A joined local member who may invite: try the creator first, then the others.
+    let creator = rooms::get(conn, room_id)?.map(|r| r.creator);
+    let mut candidates = rooms::local_joined_members(conn, room_id, keys.server_name().as_str())?;
+    candidates.sort_by_key(|c| Some(c) != creator.as_ref());
+    for candidate in candidates {
+        let Ok(candidate) = UserId::parse(&candidate) else { continue };
+        let invite = EventTemplate::state(
+            "m.room.member",
+            user.as_str(),
+            &candidate,
+            json!({ "membership": "invite" }),
+        );
+        match build_local(conn, keys, room, &invite, now_ms()) {
+            Ok(_) => return Ok(Some(candidate)),
+            Err(StoreError::Rejected(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::UnableToAuthoriseJoin(
+        "no local user with invite power can authorise this join".to_owned(),
+    ))
+}
+
+fn current_membership(
+    conn: &mut DbConn,
+    room_id: &str,
+    user: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some(id) = ev::current(conn, room_id, "m.room.member", user)? else { return Ok(None) };
+    Ok(load_pdus(conn, &[id])?.pop().and_then(|p| p.membership()))
+}

@@ -1,0 +1,351 @@
+//! make_knock/send_knock, make_join/send_join, make_leave/send_leave: one guard chain for the
+//! three membership handshakes (KNOCK-SPEC B, C, F.34, H.44).
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId,
+    RoomVersionId, ServerName, UInt, UserId,
+};
+use serde_json::{Value, json};
+
+use super::{
+    AppState, ServiceError,
+    events::{RoomCtx, auth_state, fan_out, load_pdus, persist_received_state},
+    joins, knocks,
+    receive::{self, Verdict},
+};
+use crate::{
+    matrix::{EventTemplate, Pdu, Placement, auth, event, now_ms},
+    store::{DbConn, StoreError, events as ev, rooms as room_store},
+};
+
+/// Which handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Knock,
+    Join,
+    Leave,
+}
+
+impl Kind {
+    pub fn membership(self) -> &'static str {
+        match self {
+            Self::Knock => "knock",
+            Self::Join => "join",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+/// What a successful send answers with.
+#[derive(Debug)]
+pub enum Answer {
+    Knock(Vec<Value>),
+    Join(Value),
+    Leave,
+}
+
+/// The room, checked for existence and the origin's ACL (KNOCK-SPEC B.6–7, C.14, H.45).
+pub fn room_for(
+    conn: &mut DbConn,
+    room_id: &str,
+    origin: &ServerName,
+) -> Result<RoomCtx, ServiceError> {
+    let room = RoomCtx::load(conn, room_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
+    knocks::check_acl(conn, room_id, origin)?;
+    Ok(room)
+}
+
+fn ts(ms: i64) -> MilliSecondsSinceUnixEpoch {
+    MilliSecondsSinceUnixEpoch(UInt::try_from(ms.max(0) as u64).unwrap_or_default())
+}
+
+/// `GET make_*`: a template the origin's user may sign, after the auth rules passed against
+/// current state. Nothing is stored. `versions` is `None` for make_leave (no `ver` there).
+pub async fn make(
+    app: &AppState,
+    origin: &ServerName,
+    kind: Kind,
+    room_id: String,
+    user_id: String,
+    versions: Option<Vec<String>>,
+) -> Result<(RoomVersionId, CanonicalJsonObject), ServiceError> {
+    let user = UserId::parse(&user_id)
+        .map_err(|e| ServiceError::Invalid(format!("invalid user ID {user_id:?}: {e}")))?;
+    let origin = origin.to_owned();
+    let keys = app.keys.clone();
+    app.db
+        .read(move |conn| {
+            let room = room_for(conn, &room_id, &origin)?;
+            if let Some(versions) = &versions {
+                let versions = if versions.is_empty() && kind == Kind::Join {
+                    vec!["1".to_owned()]
+                } else {
+                    versions.clone()
+                };
+                if versions.is_empty() {
+                    return Err(ServiceError::MissingParam(
+                        "missing `ver`: the room versions the server supports".to_owned(),
+                    ));
+                }
+                if !versions.iter().any(|v| v == room.version.as_str()) {
+                    return Err(ServiceError::IncompatibleRoomVersion(room.version.to_string()));
+                }
+            }
+            if user.server_name() != origin {
+                return Err(ServiceError::Forbidden(format!(
+                    "{user} is not a user of the requesting server {origin}"
+                )));
+            }
+            let mut content = json!({ "membership": kind.membership() });
+            if kind == Kind::Join
+                && let Some(authoriser) = joins::restricted_authoriser(conn, &keys, &room, &user)?
+            {
+                content["join_authorised_via_users_server"] = authoriser.as_str().into();
+            }
+            let template = EventTemplate::state("m.room.member", user.as_str(), &user, content);
+            let state = auth_state(conn, &room, &template)?;
+            let wanted = auth::auth_types(&template, &room.rules.authorization)
+                .map_err(ServiceError::Invalid)?;
+            let auth_events =
+                wanted.iter().filter_map(|k| state.get(k)).map(|p| p.event_id.clone()).collect();
+            let prev_events =
+                ev::extremities(conn, room.room_id.as_str(), event::MAX_PREV_EVENTS as i64)?
+                    .into_iter()
+                    .filter_map(|(id, depth)| OwnedEventId::try_from(id).ok().map(|id| (id, depth)))
+                    .collect();
+            let placement =
+                Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
+            let mut pdu = event::unsigned_pdu(&template, &placement, ts(now_ms()))
+                .map_err(ServiceError::Invalid)?;
+            pdu.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
+            // KNOCK-SPEC B.11 / H.44: the auth rules against current state before answering.
+            let placeholder = OwnedEventId::try_from("$template")
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            let probe =
+                Pdu::from_canonical(placeholder, pdu.clone()).map_err(ServiceError::Invalid)?;
+            auth::check_against_state(&room.rules.authorization, &probe, |t, k| {
+                state.get(&(t.clone(), k.to_owned())).cloned()
+            })
+            .map_err(|e| {
+                ServiceError::Forbidden(format!("you cannot {} this room: {e}", kind.membership()))
+            })?;
+            Ok((room.version, pdu))
+        })
+        .await
+}
+
+/// KNOCK-SPEC C.15–C.19 (and the same for join and leave): shape and structure, all before any
+/// auth check.
+fn check_shape(
+    room: &RoomCtx,
+    origin: &ServerName,
+    kind: Kind,
+    path_event_id: &str,
+    pdu: &CanonicalJsonObject,
+) -> Result<OwnedEventId, ServiceError> {
+    let field = |name: &str| pdu.get(name).and_then(CanonicalJsonValue::as_str);
+    if field("room_id") != Some(room.room_id.as_str()) {
+        return Err(ServiceError::Invalid(
+            "the event's room_id does not match the path".to_owned(),
+        ));
+    }
+    if field("type") != Some("m.room.member") {
+        return Err(ServiceError::Invalid(format!(
+            "send_{} only takes m.room.member events",
+            kind.membership()
+        )));
+    }
+    let Some(state_key) = field("state_key") else {
+        return Err(ServiceError::Invalid("the event has no state_key".to_owned()));
+    };
+    let membership = pdu
+        .get("content")
+        .and_then(CanonicalJsonValue::as_object)
+        .and_then(|c| c.get("membership"))
+        .and_then(CanonicalJsonValue::as_str);
+    if membership != Some(kind.membership()) {
+        return Err(ServiceError::Invalid(format!(
+            "membership must be {}, not {}",
+            kind.membership(),
+            membership.unwrap_or("missing")
+        )));
+    }
+    let sender = field("sender").unwrap_or_default();
+    if state_key != sender {
+        return Err(ServiceError::Invalid("state_key must be the sender".to_owned()));
+    }
+    let event_id = receive::check_format(room, pdu).map_err(ServiceError::BadJson)?;
+    let user =
+        UserId::parse(sender).map_err(|e| ServiceError::Invalid(format!("invalid sender: {e}")))?;
+    if user.server_name() != origin {
+        return Err(ServiceError::Invalid(format!(
+            "the sender {user} is not on the requesting server {origin}"
+        )));
+    }
+    if event_id.as_str() != path_event_id {
+        return Err(ServiceError::Invalid(format!(
+            "the event ID is {event_id}, not {path_event_id}"
+        )));
+    }
+    Ok(event_id)
+}
+
+/// `PUT send_*`: validate, check auth three ways, store, fan out, answer. One transaction: a 200
+/// means the event is durable; any error means nothing was written.
+pub async fn send(
+    app: &AppState,
+    origin: &ServerName,
+    kind: Kind,
+    room_id: String,
+    path_event_id: String,
+    mut pdu: CanonicalJsonObject,
+) -> Result<Answer, ServiceError> {
+    let (o, r) = (origin.to_owned(), room_id.clone());
+    let room = app.db.read(move |conn| room_for(conn, &r, &o)).await?;
+    let event_id = check_shape(&room, origin, kind, &path_event_id, &pdu)?;
+    // A restricted join authorised by one of our users carries our signature too (v8+ rules).
+    let authorised_here =
+        kind == Kind::Join && joins::authorised_by_us(&pdu, app.keys.server_name());
+    if authorised_here {
+        ruma::signatures::sign_event(
+            app.keys.server_name().as_str(),
+            app.keys.pair(),
+            &mut pdu,
+            &room.rules.redaction,
+        )
+        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    }
+    let (pdu, content_redacted) = receive::verify_signatures(app, &room, pdu)
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
+    // C.26: an event we already accepted gets the same answer again.
+    let known = event_id.to_string();
+    let existing = app.db.read(move |conn| ev::get(conn, &known)).await?;
+    if let Some(row) = existing.filter(|r| r.status == ev::ACCEPTED) {
+        return replay(app, kind, &room, &row, authorised_here).await;
+    }
+    let keys = app.keys.clone();
+    let state_types = app.config.knock_room_state.clone();
+    let origin_name = origin.to_string();
+    let room_id = room.room_id.to_string();
+    let txn_room = room.clone();
+    let (answer, knock_id) = app
+        .db
+        .write(move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
+            let room = txn_room;
+            room_store::lock(conn, room.room_id.as_str())?;
+            if ev::get(conn, event_id.as_str())?.is_some() {
+                return Err(ServiceError::Conflict("the same event is being processed".to_owned()));
+            }
+            let mut pdu = pdu;
+            if !authorised_here {
+                // Our signature on what we accept (Synapse does not add it; it does no harm).
+                ruma::signatures::sign_event(
+                    keys.server_name().as_str(),
+                    keys.pair(),
+                    &mut pdu,
+                    &room.rules.redaction,
+                )
+                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            }
+            let stored =
+                Pdu::from_canonical(event_id.clone(), pdu).map_err(ServiceError::BadJson)?;
+            let refused = |stage: String| {
+                ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))
+            };
+            let before = match receive::authorize(conn, &room, &stored)? {
+                Verdict::Accepted { before } => before,
+                Verdict::Rejected(why) => return Err(refused(why)),
+                // Our decision: 403 and nothing stored, rather than a soft-fail (KNOCK-SPEC C.21).
+                Verdict::SoftFailed { reason, .. } => return Err(refused(reason)),
+                Verdict::MissingPrev(id) => {
+                    return Err(refused(format!("unknown prev event {id}")));
+                }
+            };
+            persist_received_state(conn, room.room_id.as_str(), &stored, before)?;
+            let now = now_ms();
+            fan_out(
+                conn,
+                keys.server_name().as_str(),
+                room.room_id.as_str(),
+                &stored,
+                &[],
+                std::slice::from_ref(&origin_name),
+                now,
+            )?;
+            match kind {
+                Kind::Knock => {
+                    let (state, id) = knocks::enqueue(
+                        conn,
+                        &room,
+                        &stored,
+                        &origin_name,
+                        content_redacted,
+                        &state_types,
+                        now,
+                    )?;
+                    Ok((Answer::Knock(state), Some(id)))
+                }
+                Kind::Join => Ok((
+                    Answer::Join(joins::answer(
+                        conn,
+                        &room,
+                        before,
+                        &stored,
+                        authorised_here,
+                        keys.server_name().as_str(),
+                    )?),
+                    None,
+                )),
+                Kind::Leave => Ok((Answer::Leave, None)),
+            }
+        })
+        .await?;
+    app.outbox_wake.notify_one();
+    if let Some(id) = knock_id {
+        app.publish("knock", Some(id), Some(&room_id), Some(crate::store::knocks::PENDING));
+    } else if kind != Kind::Knock {
+        app.publish("knock", None, Some(&room_id), None);
+    }
+    Ok(answer)
+}
+
+/// The answer to a retried send of an event we already accepted.
+async fn replay(
+    app: &AppState,
+    kind: Kind,
+    room: &RoomCtx,
+    row: &ev::EventRow,
+    authorised_here: bool,
+) -> Result<Answer, ServiceError> {
+    let (room, row) = (room.clone(), row.clone());
+    let our = app.keys.server_name().to_string();
+    app.db
+        .read(move |conn| match kind {
+            Kind::Knock => {
+                let knock = crate::store::knocks::by_event(conn, &row.event_id)?
+                    .ok_or(StoreError::NotFound)?;
+                let state = serde_json::from_str(&knock.knock_room_state)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(Answer::Knock(state))
+            }
+            Kind::Join => {
+                let before = ev::state_before(conn, &row.event_id)?
+                    .ok_or_else(|| StoreError::Corrupt("join without state".to_owned()))?;
+                let stored = load_pdus(conn, std::slice::from_ref(&row.event_id))?
+                    .pop()
+                    .ok_or(StoreError::NotFound)?;
+                Ok(Answer::Join(joins::answer(
+                    conn,
+                    &room,
+                    before,
+                    &stored,
+                    authorised_here,
+                    &our,
+                )?))
+            }
+            Kind::Leave => Ok(Answer::Leave),
+        })
+        .await
+}
