@@ -324,6 +324,67 @@ impl SimServer {
         self.request(Method::PUT, dest, &path, Some(&body)).await
     }
 
+    /// `GET make_{join,leave}` (join announces every version; leave takes none).
+    pub async fn make_membership(
+        &self,
+        kind: &str,
+        dest: &str,
+        room_id: &str,
+        user: &str,
+    ) -> (StatusCode, Value) {
+        let query = if kind == "leave" {
+            String::new()
+        } else {
+            format!(
+                "?{}",
+                ALL_VERSIONS.iter().map(|v| format!("ver={v}")).collect::<Vec<_>>().join("&")
+            )
+        };
+        let path = format!(
+            "/_matrix/federation/v1/make_{kind}/{}/{}{query}",
+            encode_segment(room_id),
+            encode_segment(user)
+        );
+        self.request(Method::GET, dest, &path, None).await
+    }
+
+    /// `PUT send_{join,leave}` in API version 1 or 2.
+    pub async fn send_membership(
+        &self,
+        kind: &str,
+        api: u8,
+        dest: &str,
+        room_id: &str,
+        event_id: &str,
+        pdu: &CanonicalJsonObject,
+    ) -> (StatusCode, Value) {
+        let body = serde_json::to_vec(pdu).expect("json");
+        let path = format!(
+            "/_matrix/federation/v{api}/send_{kind}/{}/{}",
+            encode_segment(room_id),
+            encode_segment(event_id)
+        );
+        self.request(Method::PUT, dest, &path, Some(&body)).await
+    }
+
+    /// make_join/make_leave, sign, send (v2): the whole handshake; returns the send answer.
+    pub async fn membership(
+        &self,
+        kind: &str,
+        dest: &str,
+        room_id: &str,
+        local: &str,
+    ) -> (StatusCode, Value) {
+        let user = self.user(local);
+        let (status, made) = self.make_membership(kind, dest, room_id, user.as_str()).await;
+        if status != StatusCode::OK {
+            return (status, made);
+        }
+        let version = made["room_version"].as_str().expect("room_version").to_owned();
+        let (id, pdu) = self.sign_event(&version, made["event"].clone());
+        self.send_membership(kind, 2, dest, room_id, id.as_str(), &pdu).await
+    }
+
     /// make_knock, sign, send_knock: the whole knock of one user.
     pub async fn knock(
         &self,

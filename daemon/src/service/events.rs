@@ -285,10 +285,11 @@ fn queue_hygiene(
         Some("invite") if knock.status == knocks::PENDING => knocks::APPROVED,
         _ => return Ok(()),
     };
-    let from: &[&str] = if to == knocks::APPROVED {
-        &[knocks::PENDING]
-    } else {
-        &[knocks::PENDING, knocks::DELIVERY_PENDING]
+    let from: &[&str] = match to {
+        knocks::APPROVED => &[knocks::PENDING],
+        // The approved user joins: the knock's story ends here.
+        knocks::JOINED => &[knocks::PENDING, knocks::DELIVERY_PENDING, knocks::APPROVED],
+        _ => &[knocks::PENDING, knocks::DELIVERY_PENDING],
     };
     knocks::transition(conn, knock.knock_id, from, to, i64::from(pdu.origin_server_ts.0))?;
     Ok(())

@@ -165,7 +165,7 @@ pub fn transition(
     Ok(n == 1)
 }
 
-/// The user's live (pending or delivery-pending) knock in the room, if any.
+/// The user's open knock in the room (pending, delivery pending or approved), if any.
 pub fn live_for_user(
     conn: &mut DbConn,
     room_id: &str,
@@ -175,7 +175,7 @@ pub fn live_for_user(
         k::table
             .filter(k::room_id.eq(room_id))
             .filter(k::user_id.eq(user_id))
-            .filter(k::status.eq_any([PENDING, DELIVERY_PENDING]))
+            .filter(k::status.eq_any([PENDING, DELIVERY_PENDING, APPROVED]))
             .order(k::knock_id.desc())
             .first(conn),
     )
