@@ -109,6 +109,8 @@ async fn synapse_made_knocks_are_accepted() {
                         .write(move |conn| -> Result<(), StoreError> {
                             let pdu = Pdu::from_canonical(OwnedEventId::try_from(id).unwrap(), pdu)
                                 .map_err(StoreError::Corrupt)?;
+                            let room = knockd::service::events::RoomCtx::load(conn, &room)?
+                                .ok_or(StoreError::NotFound)?;
                             persist_accepted(conn, &room, &pdu)
                         })
                         .await

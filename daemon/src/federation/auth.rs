@@ -18,15 +18,20 @@ use crate::{
 /// Body limit of the single-event endpoints (the spec's PDU size limit).
 pub const MAX_PDU_BODY: usize = 65_536;
 
+/// Body limit of `/send` (50 PDUs of at most 64 KiB and 100 EDUs).
+pub const MAX_TXN_BODY: usize = 8 * 1024 * 1024;
+
 /// An authenticated federation request: who sent it, its raw query and its body.
-/// `LIMIT` caps the body; more gives 413 `M_TOO_LARGE` without reading the rest.
-pub struct Signed<const LIMIT: usize> {
+/// `LIMIT` caps the body; more gives 413 `M_TOO_LARGE` without reading the rest. With `STRICT`
+/// the body must be canonical JSON; without it (for `/send`, whose EDUs may carry floats) any
+/// JSON is taken and the signature is checked over its canonical form.
+pub struct Signed<const LIMIT: usize, const STRICT: bool = true> {
     pub origin: OwnedServerName,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
 }
 
-impl<const LIMIT: usize> Signed<LIMIT> {
+impl<const LIMIT: usize, const STRICT: bool> Signed<LIMIT, STRICT> {
     /// Every value of a query parameter, in order (`?ver=9&ver=10`).
     pub fn query_all(&self, name: &str) -> Vec<String> {
         self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
@@ -45,13 +50,14 @@ pub fn json_error(e: json::JsonError) -> ApiError {
     }
 }
 
-impl<const LIMIT: usize> FromRequest<AppState> for Signed<LIMIT> {
+impl<const LIMIT: usize, const STRICT: bool> FromRequest<AppState> for Signed<LIMIT, STRICT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let body = read_limited::<LIMIT>(&parts.headers, body).await?;
-        let origin = authenticate(app, &parts.method, &parts.uri, &parts.headers, &body).await?;
+        let origin =
+            authenticate(app, &parts.method, &parts.uri, &parts.headers, &body, STRICT).await?;
         Ok(Self { origin, query: parse_query(parts.uri.query().unwrap_or_default()), body })
     }
 }
@@ -86,6 +92,7 @@ async fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
+    strict: bool,
 ) -> Result<OwnedServerName, ApiError> {
     let unauthorized = |m: String| ApiError::Unauthorized(m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -98,8 +105,18 @@ async fn authenticate(
     if x.destination.as_ref().is_some_and(|d| d != ours) {
         return Err(unauthorized(format!("this request is for another server, not {ours}")));
     }
+    let mut lenient = None;
     if !body.is_empty() {
-        json::parse_value(body).map_err(json_error)?;
+        match json::parse_value(body) {
+            Ok(_) => {}
+            Err(json::JsonError::BadJson(_)) if !strict => {
+                let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+                    ApiError::BadRequest("M_NOT_JSON", format!("invalid JSON: {e}"))
+                })?;
+                lenient = Some(value);
+            }
+            Err(e) => return Err(json_error(e)),
+        }
     }
     let map = app
         .remote_keys
@@ -107,6 +124,11 @@ async fn authenticate(
         .await
         .map_err(|e| unauthorized(format!("cannot check the signature: {e}")))?;
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Some(content) = lenient {
+        verify_lenient(&x, ours, method, path_and_query, content, &map)
+            .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
+        return Ok(x.origin);
+    }
     let request = axum::http::Request::builder()
         .method(method.clone())
         .uri(path_and_query)
@@ -115,6 +137,37 @@ async fn authenticate(
     x.verify_http_request(&request, ours, &map)
         .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
     Ok(x.origin)
+}
+
+/// Checks an X-Matrix signature over a body that is JSON but not canonical JSON (floats): the
+/// signed object is serialised with sorted keys and no spaces, as the sender did.
+fn verify_lenient(
+    x: &XMatrix,
+    ours: &ruma::ServerName,
+    method: &Method,
+    path_and_query: &str,
+    content: serde_json::Value,
+    keys: &ruma::signatures::PublicKeyMap,
+) -> Result<(), String> {
+    let object = serde_json::json!({
+        "method": method.as_str(),
+        "uri": path_and_query,
+        "origin": x.origin.as_str(),
+        "destination": ours.as_str(),
+        "content": content,
+    });
+    let bytes = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
+    let key = keys
+        .get(x.origin.as_str())
+        .and_then(|set| set.get(x.key.as_str()))
+        .ok_or("no key for the origin")?;
+    ruma::signatures::verify_canonical_json_bytes(
+        &ruma::SigningKeyAlgorithm::Ed25519,
+        key.as_bytes(),
+        x.sig.as_bytes(),
+        &bytes,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Splits a raw query string into decoded pairs, keeping repeated keys.

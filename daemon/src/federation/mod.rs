@@ -5,6 +5,8 @@ mod keys;
 mod make_join;
 mod make_knock;
 mod make_leave;
+mod reads;
+mod send;
 mod send_join;
 mod send_knock;
 mod send_leave;
@@ -25,6 +27,16 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/key/v2/server", get(keys::server_keys))
         .route("/_matrix/key/v2/server/{key_id}", get(keys::server_keys))
         .route(&format!("{V1}/version"), get(version::version))
+        .route(&format!("{V1}/send/{{txn_id}}"), put(send::send))
+        .route(&format!("{V1}/event/{{event_id}}"), get(reads::event))
+        .route(&format!("{V1}/state/{{room_id}}"), get(reads::state))
+        .route(&format!("{V1}/state_ids/{{room_id}}"), get(reads::state_ids))
+        .route(&format!("{V1}/event_auth/{{room_id}}/{{event_id}}"), get(reads::event_auth))
+        .route(
+            &format!("{V1}/get_missing_events/{{room_id}}"),
+            axum::routing::post(reads::get_missing_events),
+        )
+        .route(&format!("{V1}/backfill/{{room_id}}"), get(reads::backfill))
         .route(&format!("{V1}/make_knock/{{room_id}}/{{user_id}}"), get(make_knock::make_knock))
         .route(&format!("{V1}/send_knock/{{room_id}}/{{event_id}}"), put(send_knock::send_knock))
         .route(&format!("{V1}/make_join/{{room_id}}/{{user_id}}"), get(make_join::make_join))

@@ -222,7 +222,7 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
                 )?;
                 return Ok(());
             }
-            persist_received_state(conn, room.room_id.as_str(), &signed, before)?;
+            persist_received_state(conn, &room, &signed, before)?;
             fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], &[], now_ms())?;
             finish(
                 conn,

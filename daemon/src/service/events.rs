@@ -84,7 +84,7 @@ pub fn append_local(
     now_ms: i64,
 ) -> Result<Pdu, StoreError> {
     let pdu = build_local(conn, keys, room, template, now_ms)?;
-    persist_accepted(conn, room.room_id.as_str(), &pdu)?;
+    persist_accepted(conn, room, &pdu)?;
     Ok(pdu)
 }
 
@@ -190,28 +190,58 @@ pub fn build(
 }
 
 /// Stores an accepted event of ours that extends the room's current state.
-pub fn persist_accepted(conn: &mut DbConn, room_id: &str, pdu: &Pdu) -> Result<(), StoreError> {
-    let current_group = crate::store::rooms::current_group(conn, room_id)?;
-    persist_with_state(conn, room_id, pdu, current_group)
+pub fn persist_accepted(conn: &mut DbConn, room: &RoomCtx, pdu: &Pdu) -> Result<(), StoreError> {
+    let current_group = crate::store::rooms::current_group(conn, room.room_id.as_str())?;
+    persist_with_state(conn, room, pdu, current_group)
 }
 
-/// Stores an accepted event whose state before is the group `before`: a new state group for
-/// state events, the event row, forward extremities and current state. Constant work per event.
-pub fn persist_received_state(
+/// Stores an event that is not part of the room's state: rejected, or soft-failed (its state
+/// before is kept for the latter, so later questions about it can be answered).
+pub fn persist_unaccepted(
     conn: &mut DbConn,
     room_id: &str,
     pdu: &Pdu,
+    status: &str,
+    before: Option<i64>,
+) -> Result<(), StoreError> {
+    let text = pdu.to_json_string();
+    let event_type = pdu.event_type.to_string();
+    ev::insert(
+        conn,
+        &ev::NewEventRow {
+            event_id: pdu.event_id.as_str(),
+            room_id,
+            event_type: &event_type,
+            state_key: pdu.state_key.as_deref(),
+            sender: pdu.sender.as_str(),
+            origin_server_ts: i64::from(pdu.origin_server_ts.0),
+            depth: pdu.depth,
+            status,
+            state_before: before,
+            state_after: None,
+            pdu: &text,
+        },
+    )
+}
+
+/// Stores an accepted event whose state before is the group `before`: a new state group for
+/// state events, the event row, forward extremities and current state.
+pub fn persist_received_state(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    pdu: &Pdu,
     before: i64,
 ) -> Result<(), StoreError> {
-    persist_with_state(conn, room_id, pdu, Some(before))
+    persist_with_state(conn, room, pdu, Some(before))
 }
 
 fn persist_with_state(
     conn: &mut DbConn,
-    room_id: &str,
+    room: &RoomCtx,
     pdu: &Pdu,
     before: Option<i64>,
 ) -> Result<(), StoreError> {
+    let room_id = room.room_id.as_str();
     let current_group = crate::store::rooms::current_group(conn, room_id)?;
     let event_type = pdu.event_type.to_string();
     let delta = pdu
@@ -241,28 +271,30 @@ fn persist_with_state(
     )?;
     let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
     ev::advance_extremities(conn, room_id, pdu.event_id.as_str(), pdu.depth, &prev)?;
-    if let (Some(key), Some(delta)) = (&pdu.state_key, delta) {
-        let membership = (event_type == "m.room.member").then(|| pdu.membership()).flatten();
-        ev::set_current(
-            conn,
-            room_id,
-            &event_type,
-            key,
-            pdu.event_id.as_str(),
-            membership.as_deref(),
-        )?;
-        // The current state gains the event: follow the event's own group when it extends the
-        // current state, else add the event on top of the current state.
-        let new_current = if before == current_group {
-            state_after
-        } else {
-            Some(state::new_group(conn, room_id, current_group, &delta)?)
-        };
-        crate::store::rooms::set_current_group(conn, room_id, new_current)?;
-        if event_type == "m.room.member" {
-            queue_hygiene(conn, room_id, pdu, key)?;
+    let Some(delta) = delta else { return Ok(()) };
+    // The current state: the event's own state when it extends the current state; otherwise
+    // the current state and the event's branch resolved together (KNOCK-SPEC H.40).
+    let (new_current, changes) = match (current_group, state_after) {
+        (Some(current), Some(after)) if before != current_group => {
+            super::state::merge_into(conn, room, current, &[after])?
+        }
+        _ => (state_after.unwrap_or_default(), delta),
+    };
+    let ids: Vec<String> = changes.iter().map(|(_, id)| id.clone()).collect();
+    let changed: Vec<Pdu> = if ids.len() == 1 && ids[0] == pdu.event_id.as_str() {
+        vec![pdu.clone()]
+    } else {
+        load_pdus(conn, &ids)?
+    };
+    for p in &changed {
+        let (Some(key), t) = (p.state_key.as_deref(), p.event_type.to_string()) else { continue };
+        let membership = (t == "m.room.member").then(|| p.membership()).flatten();
+        ev::set_current(conn, room_id, &t, key, p.event_id.as_str(), membership.as_deref())?;
+        if t == "m.room.member" {
+            queue_hygiene(conn, room_id, p, key)?;
         }
     }
+    crate::store::rooms::set_current_group(conn, room_id, Some(new_current))?;
     Ok(())
 }
 

@@ -263,7 +263,7 @@ pub async fn send(
                     return Err(refused(format!("unknown prev event {id}")));
                 }
             };
-            persist_received_state(conn, room.room_id.as_str(), &stored, before)?;
+            persist_received_state(conn, &room, &stored, before)?;
             let now = now_ms();
             fan_out(
                 conn,

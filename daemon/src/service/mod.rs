@@ -7,10 +7,12 @@ pub mod knocks;
 pub mod membership;
 pub mod moderation;
 pub mod queue;
+pub mod reads;
 pub mod receive;
 pub mod rooms;
 pub mod settings;
 pub mod state;
+pub mod transactions;
 
 use std::sync::Arc;
 
@@ -30,6 +32,8 @@ pub struct AppState {
     pub remote_keys: Arc<RemoteKeys>,
     /// Wakes the outbound sender after a commit that queued work.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// One inbound transaction per origin at a time.
+    pub origin_locks: Arc<transactions::OriginLocks>,
     /// Queue changes for live admin UIs (`GET /events`). Only this process's changes.
     pub queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
 }
@@ -52,6 +56,7 @@ impl AppState {
             remote_keys,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             queue_events: tokio::sync::broadcast::channel(1024).0,
+            origin_locks: Arc::new(transactions::OriginLocks::default()),
         })
     }
 

@@ -148,7 +148,7 @@ pub async fn create_room(
                     current_group: None,
                 },
             )?;
-            persist_accepted(conn, room.room_id.as_str(), &create_pdu)?;
+            persist_accepted(conn, &room, &create_pdu)?;
             for (event_type, content) in events {
                 let state_key = if event_type == "m.room.member" { creator.as_str() } else { "" };
                 let template = EventTemplate::state(event_type, state_key, &creator, content);

@@ -67,59 +67,109 @@ pub fn state_before(
 
 /// A new group equal to the resolution of several groups' states.
 fn merge(conn: &mut DbConn, room: &RoomCtx, groups: &[i64]) -> Result<i64, StoreError> {
-    let keys = diverging_keys(conn, groups)?;
-    // Each group's value for each diverging key.
+    Ok(merge_into(conn, room, groups[0], &groups[1..])?.0)
+}
+
+/// Resolves `others` into `base`: a new group whose parent is `base`, and its delta relative to
+/// `base`. Only keys changed on the others' side since they parted from `base` are read, so the
+/// cost follows the size of the fork, not of the room or of `base`'s own history.
+pub fn merge_into(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    base: i64,
+    others: &[i64],
+) -> Result<(i64, Vec<(StateKey, String)>), StoreError> {
+    let base_anc: HashMap<i64, i64> = state::ancestry(conn, base)?.into_iter().collect();
+    // Per key: base's value, and every distinct value the other sides bring.
     let mut values: BTreeMap<StateKey, Vec<Option<String>>> = BTreeMap::new();
-    for key in &keys {
-        let mut per_group = Vec::with_capacity(groups.len());
-        for g in groups {
-            per_group.push(state::lookup(conn, *g, &key.0, &key.1)?);
+    let mut conflicted = false;
+    for other in others {
+        let anc: HashMap<i64, i64> = state::ancestry(conn, *other)?.into_iter().collect();
+        for key in exclusive_keys(conn, &anc, &base_anc)? {
+            let theirs = state::lookup(conn, *other, &key.0, &key.1)?;
+            let base_value = state::lookup(conn, base, &key.0, &key.1)?;
+            if theirs == base_value {
+                continue;
+            }
+            let entry = values.entry(key.clone()).or_insert_with(|| vec![base_value.clone()]);
+            if !entry.contains(&theirs) {
+                entry.push(theirs);
+            }
+            // Changed on base's side too since the fork: a real conflict.
+            if base_value.is_some() && changed_since(conn, &base_anc, &anc, &key)? {
+                conflicted = true;
+            }
+            let distinct: HashSet<&String> = entry.iter().skip(1).flatten().collect();
+            if distinct.len() > 1 {
+                conflicted = true;
+            }
         }
-        values.insert(key.clone(), per_group);
     }
-    let conflicted = values.values().any(|vs| {
-        let present: HashSet<&String> = vs.iter().flatten().collect();
-        present.len() > 1
-    });
     let resolved: BTreeMap<StateKey, String> = if conflicted {
-        resolve(conn, room, groups, &values)?
+        let mut groups = vec![base];
+        groups.extend_from_slice(others);
+        let per_group =
+            |conn: &mut DbConn| -> Result<BTreeMap<StateKey, Vec<Option<String>>>, StoreError> {
+                let mut out = BTreeMap::new();
+                for key in values.keys() {
+                    let mut vs = Vec::with_capacity(groups.len());
+                    for g in &groups {
+                        vs.push(state::lookup(conn, *g, &key.0, &key.1)?);
+                    }
+                    out.insert(key.clone(), vs);
+                }
+                Ok(out)
+            };
+        let table = per_group(conn)?;
+        resolve(conn, room, &groups, &table)?
     } else {
         values
             .iter()
-            .filter_map(|(k, vs)| vs.iter().flatten().next().map(|v| (k.clone(), v.clone())))
+            .filter_map(|(k, vs)| {
+                vs.iter().skip(1).flatten().next().map(|v| (k.clone(), v.clone()))
+            })
             .collect()
     };
-    let parent = groups[0];
     let mut delta = Vec::new();
     for (key, value) in resolved {
         if values.get(&key).and_then(|vs| vs[0].as_ref()) != Some(&value) {
             delta.push((key, value));
         }
     }
-    state::new_group(conn, room.room_id.as_str(), Some(parent), &delta)
+    let group = state::new_group(conn, room.room_id.as_str(), Some(base), &delta)?;
+    Ok((group, delta))
 }
 
-/// Keys changed on chain segments that not every group includes.
-fn diverging_keys(conn: &mut DbConn, groups: &[i64]) -> Result<BTreeSet<StateKey>, StoreError> {
-    let mut per_chain: HashMap<i64, Vec<i64>> = HashMap::new();
-    for g in groups {
-        for (chain, pos) in state::ancestry(conn, *g)? {
-            per_chain.entry(chain).or_default().push(pos);
-        }
-    }
+/// Keys changed on chain segments of `of` that `relative_to` does not include.
+fn exclusive_keys(
+    conn: &mut DbConn,
+    of: &HashMap<i64, i64>,
+    relative_to: &HashMap<i64, i64>,
+) -> Result<BTreeSet<StateKey>, StoreError> {
     let mut keys = BTreeSet::new();
-    for (chain, positions) in per_chain {
-        let hi = positions.iter().copied().max().unwrap_or(-1);
-        let lo = if positions.len() == groups.len() {
-            positions.iter().copied().min().unwrap_or(-1)
-        } else {
-            -1
-        };
-        if lo < hi {
-            keys.extend(state::keys_changed(conn, chain, lo, hi)?);
+    for (chain, pos) in of {
+        let lo = relative_to.get(chain).copied().unwrap_or(-1);
+        if lo < *pos {
+            keys.extend(state::keys_changed(conn, *chain, lo, *pos)?);
         }
     }
     Ok(keys)
+}
+
+/// Whether `key` changed on segments of `of` that `relative_to` does not include.
+fn changed_since(
+    conn: &mut DbConn,
+    of: &HashMap<i64, i64>,
+    relative_to: &HashMap<i64, i64>,
+    key: &StateKey,
+) -> Result<bool, StoreError> {
+    for (chain, pos) in of {
+        let lo = relative_to.get(chain).copied().unwrap_or(-1);
+        if lo < *pos && state::key_changed(conn, *chain, lo, *pos, &key.0, &key.1)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Runs ruma's state resolution over the diverging keys plus the keys auth depends on.

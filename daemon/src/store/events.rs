@@ -201,3 +201,15 @@ pub fn state_before(conn: &mut DbConn, event_id: &str) -> Result<Option<i64>, St
     )?
     .flatten())
 }
+
+/// Stored but never state: rejected events, and soft-failed ones (KNOCK-SPEC C.21).
+pub const REJECTED: &str = "rejected";
+pub const SOFT_FAILED: &str = "soft_failed";
+
+/// Which of these event IDs we have (any status).
+pub fn known(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
+    Ok(events::table
+        .filter(events::event_id.eq_any(event_ids))
+        .select(events::event_id)
+        .load(conn)?)
+}

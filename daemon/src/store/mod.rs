@@ -9,6 +9,7 @@ pub mod rooms;
 pub mod schema;
 pub mod server_keys;
 pub mod state;
+pub mod txns;
 pub mod users;
 
 use std::sync::Arc;

@@ -167,7 +167,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    inbound_txns (origin, txn_id) {
+        origin -> Text,
+        txn_id -> Text,
+        response -> Text,
+        received_ms -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    inbound_txns,
     rooms,
     events,
     forward_extremities,

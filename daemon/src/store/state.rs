@@ -175,3 +175,25 @@ pub fn keys_changed(
         .select((state_deltas::event_type, state_deltas::state_key))
         .load(conn)?)
 }
+
+/// Whether `(event_type, state_key)` changed in a chain at positions `lo < pos <= hi`.
+pub fn key_changed(
+    conn: &mut DbConn,
+    chain_id: i64,
+    lo: i64,
+    hi: i64,
+    event_type: &str,
+    state_key: &str,
+) -> Result<bool, StoreError> {
+    let found = optional(
+        state_deltas::table
+            .filter(state_deltas::chain_id.eq(chain_id))
+            .filter(state_deltas::event_type.eq(event_type))
+            .filter(state_deltas::state_key.eq(state_key))
+            .filter(state_deltas::chain_pos.gt(lo))
+            .filter(state_deltas::chain_pos.le(hi))
+            .select(state_deltas::chain_pos)
+            .first::<i64>(conn),
+    )?;
+    Ok(found.is_some())
+}

@@ -1,3 +1,4 @@
+DROP TABLE inbound_txns;
 DROP TABLE outbox;
 DROP TABLE outbox_destinations;
 DROP TABLE decisions;

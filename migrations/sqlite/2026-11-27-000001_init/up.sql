@@ -153,3 +153,12 @@ CREATE TABLE outbox (
     last_error TEXT
 );
 CREATE INDEX outbox_destination ON outbox (destination, item_id);
+
+-- Answers to inbound /send transactions, replayed when an origin retries a txnId.
+CREATE TABLE inbound_txns (
+    origin TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    response TEXT NOT NULL,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (origin, txn_id)
+);

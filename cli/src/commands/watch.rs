@@ -1,0 +1,106 @@
+//! `knockctl watch`: the queue-change stream as JSON lines, one `QueueEvent` per line, until
+//! interrupted. The output is JSON lines with or without `--json`.
+
+use std::io::IsTerminal;
+
+use knockd_shared::QueueEvent;
+
+use super::Ctx;
+use crate::exit::{CliError, Exit};
+
+pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
+    let mut response = ctx.client()?.events().await?;
+    if std::io::stderr().is_terminal() {
+        ctx.out.note("watching the knock queue (Ctrl-C to stop)");
+    }
+    let mut parser = SseParser::default();
+    // Interrupting is the normal way to stop: exit 0.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let chunk = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            chunk = response.chunk() => chunk,
+        };
+        let bytes = match chunk {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(CliError::new(Exit::Unreachable, "knockd ended the event stream"));
+            }
+            Err(e) => {
+                return Err(CliError::new(
+                    Exit::Unreachable,
+                    format!("lost the event stream: {e}"),
+                ));
+            }
+        };
+        for data in parser.push(&bytes) {
+            match serde_json::from_str::<QueueEvent>(&data) {
+                Ok(event) => ctx.out.json_line(&event)?,
+                Err(e) => {
+                    ctx.out.error(&format!("ignoring an event knockctl does not understand: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// A server-sent-events parser: feed it bytes, get the `data` of each complete event.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: Vec<u8>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    /// Consumes a chunk; returns the data of the events it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        let mut events = Vec::new();
+        for &b in chunk {
+            if b != b'\n' {
+                self.line.push(b);
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.line_done(&String::from_utf8_lossy(&line), &mut events);
+        }
+        events
+    }
+
+    fn line_done(&mut self, line: &str, events: &mut Vec<String>) {
+        if line.is_empty() {
+            events.extend(self.data.take());
+            return;
+        }
+        if line.starts_with(':') {
+            return; // a comment, e.g. keep-alive
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        if field == "data" {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SseParser;
+
+    #[test]
+    fn parses_events_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"event: knock\r\ndata: {\"kind\":").is_empty());
+        assert_eq!(p.push(b"\"knock\"}\r\n\r\n: keep-alive\n\n"), vec!["{\"kind\":\"knock\"}"]);
+        assert_eq!(p.push(b"data:a\ndata: b\n\nid: 1\n\n"), vec!["a\nb"]);
+    }
+}

@@ -1,0 +1,140 @@
+//! Read endpoints for other servers (KNOCK-SPEC H.46): events, state at an event, auth chains,
+//! missing events and backfill — for servers with a joined member, or anyone in a
+//! world-readable room.
+
+use std::collections::{HashSet, VecDeque};
+
+use ruma::ServerName;
+use serde_json::Value;
+
+use super::{
+    ServiceError,
+    events::{RoomCtx, load_pdus},
+    knocks,
+};
+use crate::{
+    matrix::Pdu,
+    store::{DbConn, StoreError, events as ev, rooms, state},
+};
+
+/// The room, if `origin` may read it: ACL first, then a joined member or world-readable history.
+pub fn readable_room(
+    conn: &mut DbConn,
+    room_id: &str,
+    origin: &ServerName,
+) -> Result<RoomCtx, ServiceError> {
+    let room = RoomCtx::load(conn, room_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
+    knocks::check_acl(conn, room_id, origin)?;
+    if rooms::joined_servers(conn, room_id)?.iter().any(|s| s == origin.as_str()) {
+        return Ok(room);
+    }
+    let world_readable = ev::current(conn, room_id, "m.room.history_visibility", "")?
+        .map(|id| load_pdus(conn, &[id]))
+        .transpose()?
+        .and_then(|mut p| p.pop())
+        .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
+        .is_some_and(|c| c["history_visibility"] == "world_readable");
+    if world_readable {
+        Ok(room)
+    } else {
+        Err(ServiceError::Forbidden(format!("{origin} has no member in {room_id}")))
+    }
+}
+
+/// An accepted event of a room that `origin` may read.
+pub fn event_for(
+    conn: &mut DbConn,
+    event_id: &str,
+    origin: &ServerName,
+) -> Result<Pdu, ServiceError> {
+    let row = ev::get(conn, event_id)?
+        .filter(|r| r.status == ev::ACCEPTED)
+        .ok_or_else(|| ServiceError::NotFound(format!("no event {event_id}")))?;
+    readable_room(conn, &row.room_id, origin)?;
+    load_pdus(conn, &[row.event_id])?
+        .pop()
+        .ok_or_else(|| ServiceError::NotFound(format!("no event {event_id}")))
+}
+
+/// The state before `event_id` and the auth chain of that state.
+pub fn state_at(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    event_id: &str,
+) -> Result<(Vec<Pdu>, Vec<Pdu>), ServiceError> {
+    let row = ev::get(conn, event_id)?
+        .filter(|r| r.room_id == room.room_id.as_str() && r.status == ev::ACCEPTED)
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!("no event {event_id} in {}", room.room_id))
+        })?;
+    let ids: Vec<String> = match ev::state_before(conn, &row.event_id)? {
+        Some(group) => state::full_state(conn, group)?.into_values().collect(),
+        None => Vec::new(),
+    };
+    let state = load_pdus(conn, &ids)?;
+    let chain = auth_chain(
+        conn,
+        state.iter().flat_map(|p| p.auth_events.iter().map(|a| a.to_string())).collect(),
+    )?;
+    Ok((state, chain))
+}
+
+/// Every auth event reachable from `start`.
+pub fn auth_chain(conn: &mut DbConn, start: Vec<String>) -> Result<Vec<Pdu>, StoreError> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut frontier = start;
+    let mut out = Vec::new();
+    while !frontier.is_empty() {
+        let batch: Vec<String> = frontier.drain(..).filter(|id| seen.insert(id.clone())).collect();
+        for pdu in load_pdus(conn, &batch)? {
+            frontier.extend(
+                pdu.auth_events.iter().map(|a| a.to_string()).filter(|a| !seen.contains(a)),
+            );
+            out.push(pdu);
+        }
+    }
+    Ok(out)
+}
+
+/// Walks `prev_events` back from `from`, breadth first, stopping at `stop` events, up to `limit`.
+pub fn walk_back(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    from: &[String],
+    stop: &[String],
+    limit: usize,
+    include_start: bool,
+    min_depth: i64,
+) -> Result<Vec<Pdu>, StoreError> {
+    let stop: HashSet<&String> = stop.iter().collect();
+    let mut seen: HashSet<String> = from.iter().cloned().collect();
+    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut out = Vec::new();
+    for pdu in load_pdus(conn, from)? {
+        if pdu.room_id.as_ref().is_some_and(|r| r != &room.room_id)
+            && pdu.event_type.to_string() != "m.room.create"
+        {
+            continue;
+        }
+        if include_start && out.len() < limit {
+            out.push(pdu.clone());
+        }
+        queue.extend(pdu.prev_events.iter().map(|p| p.to_string()));
+    }
+    while let Some(id) = queue.pop_front() {
+        if out.len() >= limit {
+            break;
+        }
+        if !seen.insert(id.clone()) || stop.contains(&id) {
+            continue;
+        }
+        let Some(pdu) = load_pdus(conn, std::slice::from_ref(&id))?.pop() else { continue };
+        if pdu.depth < min_depth {
+            continue;
+        }
+        queue.extend(pdu.prev_events.iter().map(|p| p.to_string()));
+        out.push(pdu);
+    }
+    Ok(out)
+}

@@ -1,0 +1,272 @@
+//! Inbound `PUT /send/{txnId}` (KNOCK-SPEC H.41): one transaction per origin at a time, answers
+//! cached per (origin, txnId), each PDU idempotent by event ID and checked in the spec's order,
+//! per-PDU errors in a 200 answer, missing prev events fetched from the origin, EDUs ignored.
+
+use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+
+use reqwest::Method;
+use ruma::{CanonicalJsonObject, OwnedServerName, ServerName};
+use serde_json::{Value, json};
+
+use super::{
+    AppState, ServiceError,
+    events::{RoomCtx, fan_out, persist_received_state, persist_unaccepted},
+    knocks,
+    receive::{self, Verdict},
+};
+use crate::{
+    matrix::{Pdu, client::encode_segment, json, now_ms},
+    store::{StoreError, events as ev, rooms, txns},
+};
+
+/// Spec limits of one transaction.
+pub const MAX_PDUS: usize = 50;
+pub const MAX_EDUS: usize = 100;
+/// How deep we chase missing prev events through `/get_missing_events`.
+const FETCH_DEPTH: u32 = 3;
+
+/// Per-origin locks: one transaction per origin at a time.
+#[derive(Debug, Default)]
+pub struct OriginLocks(
+    tokio::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl OriginLocks {
+    async fn get(&self, origin: &ServerName) -> Arc<tokio::sync::Mutex<()>> {
+        self.0.lock().await.entry(origin.to_owned()).or_default().clone()
+    }
+}
+
+pub async fn receive(
+    app: &AppState,
+    origin: &ServerName,
+    txn_id: String,
+    body: Value,
+) -> Result<Value, ServiceError> {
+    let lock = app.origin_locks.get(origin).await;
+    let _guard = lock.lock().await;
+    let (o, t) = (origin.to_string(), txn_id.clone());
+    if let Some(answer) = app.db.read(move |conn| txns::answer(conn, &o, &t)).await? {
+        return serde_json::from_str(&answer)
+            .map_err(|e| StoreError::Corrupt(e.to_string()).into());
+    }
+    let pdus = body.get("pdus").and_then(Value::as_array).cloned().unwrap_or_default();
+    let edus = body.get("edus").and_then(Value::as_array).map_or(0, Vec::len);
+    if pdus.len() > MAX_PDUS || edus > MAX_EDUS {
+        return Err(ServiceError::BadJson(format!(
+            "a transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs ({} and {edus} given)",
+            pdus.len()
+        )));
+    }
+    let mut results = BTreeMap::new();
+    for pdu in &pdus {
+        if let Some((event_id, outcome)) = process(app, origin, pdu, FETCH_DEPTH).await {
+            let result = match outcome {
+                Ok(()) => json!({}),
+                Err(error) => json!({ "error": error }),
+            };
+            results.insert(event_id, result);
+        }
+    }
+    let answer = json!({ "pdus": results });
+    let text = answer.to_string();
+    let (o, t) = (origin.to_string(), txn_id);
+    app.db.write(move |conn| txns::remember(conn, &o, &t, &text, now_ms())).await?;
+    Ok(answer)
+}
+
+type Processing<'a> =
+    Pin<Box<dyn Future<Output = Option<(String, Result<(), String>)>> + Send + 'a>>;
+
+/// Checks and stores one PDU. `None` when it cannot even be identified (no known room).
+fn process<'a>(
+    app: &'a AppState,
+    origin: &'a ServerName,
+    value: &'a Value,
+    fetch_depth: u32,
+) -> Processing<'a> {
+    Box::pin(async move {
+        let room_id = value.get("room_id").and_then(Value::as_str)?.to_owned();
+        let lookup = room_id.clone();
+        let room = app.db.read(move |conn| RoomCtx::load(conn, &lookup)).await.ok().flatten()?;
+        let bytes = serde_json::to_vec(value).ok()?;
+        let pdu: CanonicalJsonObject = match json::parse_object(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                // Not canonical JSON: name it by its would-be ID if that can be computed.
+                let loose: CanonicalJsonObject = serde_json::from_value(value.clone()).ok()?;
+                let id = crate::matrix::event::event_id(&loose, &room.rules).ok()?;
+                return Some((id.to_string(), Err(format!("not canonical JSON: {e}"))));
+            }
+        };
+        let event_id = match receive::check_format(&room, &pdu) {
+            Ok(id) => id,
+            Err(e) => {
+                let id = crate::matrix::event::event_id(&pdu, &room.rules).ok()?;
+                return Some((id.to_string(), Err(format!("bad event format: {e}"))));
+            }
+        };
+        let id = event_id.to_string();
+        Some((id.clone(), handle(app, origin, &room, pdu, event_id, fetch_depth).await))
+    })
+}
+
+async fn handle(
+    app: &AppState,
+    origin: &ServerName,
+    room: &RoomCtx,
+    pdu: CanonicalJsonObject,
+    event_id: ruma::OwnedEventId,
+    fetch_depth: u32,
+) -> Result<(), String> {
+    let (r, o) = (room.room_id.to_string(), origin.to_owned());
+    app.db
+        .read(move |conn| knocks::check_acl(conn, &r, &o))
+        .await
+        .map_err(|e: ServiceError| e.to_string())?;
+    let known = event_id.to_string();
+    if app
+        .db
+        .read(move |conn| ev::get(conn, &known))
+        .await
+        .map_err(|e: StoreError| e.to_string())?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let (pdu, content_redacted) = receive::verify_signatures(app, room, pdu).await?;
+    let parsed = Pdu::from_canonical(event_id, pdu)?;
+
+    // Missing prev events: ask the origin for the gap, oldest first, before this one.
+    let prevs: Vec<String> = parsed.prev_events.iter().map(|p| p.to_string()).collect();
+    let have = {
+        let p = prevs.clone();
+        app.db.read(move |conn| ev::known(conn, &p)).await.map_err(|e: StoreError| e.to_string())?
+    };
+    if have.len() < prevs.len() && fetch_depth > 0 {
+        for missing in fetch_missing(app, origin, room, &parsed).await {
+            let _ = process(app, origin, &missing, fetch_depth - 1).await;
+        }
+    }
+
+    let keys = app.keys.clone();
+    let txn_room = room.clone();
+    let origin_name = origin.to_string();
+    let state_types = app.config.knock_room_state.clone();
+    let outcome = app
+        .db
+        .write(move |conn| -> Result<(Result<(), String>, Option<i64>), StoreError> {
+            let room = txn_room;
+            let room_id = room.room_id.to_string();
+            rooms::lock(conn, &room_id)?;
+            if ev::get(conn, parsed.event_id.as_str())?.is_some() {
+                return Ok((Ok(()), None));
+            }
+            match receive::authorize(conn, &room, &parsed)? {
+                Verdict::Accepted { before } => {
+                    persist_received_state(conn, &room, &parsed, before)?;
+                    let now = now_ms();
+                    fan_out(
+                        conn,
+                        keys.server_name().as_str(),
+                        &room_id,
+                        &parsed,
+                        &[],
+                        std::slice::from_ref(&origin_name),
+                        now,
+                    )?;
+                    let knock = (parsed.membership().as_deref() == Some("knock")).then_some(());
+                    let knock_id = match knock {
+                        Some(()) => Some(
+                            knocks::enqueue(
+                                conn,
+                                &room,
+                                &parsed,
+                                &origin_name,
+                                content_redacted,
+                                &state_types,
+                                now,
+                            )?
+                            .1,
+                        ),
+                        None => None,
+                    };
+                    Ok((Ok(()), knock_id))
+                }
+                Verdict::Rejected(why) => {
+                    persist_unaccepted(conn, &room_id, &parsed, ev::REJECTED, None)?;
+                    Ok((Err(why), None))
+                }
+                Verdict::SoftFailed { before, reason } => {
+                    tracing::info!(event_id = %parsed.event_id, %reason, "soft-failed");
+                    persist_unaccepted(conn, &room_id, &parsed, ev::SOFT_FAILED, Some(before))?;
+                    Ok((Ok(()), None))
+                }
+                Verdict::MissingPrev(id) => Ok((Err(format!("missing prev event {id}")), None)),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    app.outbox_wake.notify_one();
+    match outcome {
+        (Ok(()), Some(id)) => {
+            app.publish(
+                "knock",
+                Some(id),
+                Some(room.room_id.as_str()),
+                Some(crate::store::knocks::PENDING),
+            );
+            Ok(())
+        }
+        (Ok(()), None) => {
+            app.publish("knock", None, Some(room.room_id.as_str()), None);
+            Ok(())
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// `POST /get_missing_events` to the origin for the events between our extremities and `pdu`.
+async fn fetch_missing(
+    app: &AppState,
+    origin: &ServerName,
+    room: &RoomCtx,
+    pdu: &Pdu,
+) -> Vec<Value> {
+    let room_id = room.room_id.to_string();
+    let earliest: Vec<String> =
+        match app.db.read(move |conn| ev::extremities(conn, &room_id, 20)).await {
+            Ok(e) => e.into_iter().map(|(id, _)| id).collect(),
+            Err::<_, StoreError>(_) => return Vec::new(),
+        };
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": [pdu.event_id.as_str()],
+        "limit": 20,
+        "min_depth": 0,
+    });
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        encode_segment(room.room_id.as_str())
+    );
+    let answer = app
+        .federation
+        .request(
+            Method::POST,
+            origin,
+            &path,
+            Some(body.to_string().into_bytes()),
+            true,
+            4 * 1024 * 1024,
+        )
+        .await;
+    let Ok(bytes) = answer else {
+        tracing::info!(%origin, "get_missing_events failed");
+        return Vec::new();
+    };
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let mut events = value.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
+    events.sort_by_key(|e| e.get("depth").and_then(Value::as_i64).unwrap_or(0));
+    events.truncate(20);
+    events
+}
