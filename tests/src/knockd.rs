@@ -224,3 +224,68 @@ fn bind_retrying(addr: SocketAddr) -> TcpListener {
     }
     TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
 }
+
+impl TestKnockd {
+    /// An unsigned event as a remote member would build it now: prev_events = knockd's forward
+    /// extremities, auth_events chosen by ruma's rules from current state (what make_* gives).
+    pub async fn template(
+        &self,
+        room_id: &str,
+        sender: &str,
+        event_type: &str,
+        state_key: Option<&str>,
+        content: serde_json::Value,
+    ) -> serde_json::Value {
+        use knockd::{
+            matrix::{EventTemplate, Placement, auth, event, now_ms},
+            service::events::{RoomCtx, auth_state},
+            store::{StoreError, events as ev},
+        };
+        let room_id = room_id.to_owned();
+        let template = EventTemplate {
+            event_type: event_type.to_owned(),
+            state_key: state_key.map(str::to_owned),
+            sender: ruma::OwnedUserId::try_from(sender).expect("sender"),
+            content,
+        };
+        self.app
+            .db
+            .read(move |conn| -> Result<serde_json::Value, StoreError> {
+                let room = RoomCtx::load(conn, &room_id)?.ok_or(StoreError::NotFound)?;
+                let state = auth_state(conn, &room, &template)?;
+                let wanted = auth::auth_types(&template, &room.rules.authorization)
+                    .map_err(StoreError::Rejected)?;
+                let auth_events = wanted
+                    .iter()
+                    .filter_map(|k| state.get(k))
+                    .map(|p| p.event_id.clone())
+                    .collect();
+                let prev_events = ev::extremities(conn, &room_id, 10)?
+                    .into_iter()
+                    .map(|(id, d)| (ruma::OwnedEventId::try_from(id).expect("id"), d))
+                    .collect();
+                let placement =
+                    Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
+                let ts = ruma::MilliSecondsSinceUnixEpoch(
+                    ruma::UInt::try_from(now_ms() as u64).expect("ts"),
+                );
+                let pdu =
+                    event::unsigned_pdu(&template, &placement, ts).map_err(StoreError::Rejected)?;
+                Ok(serde_json::to_value(pdu).expect("json"))
+            })
+            .await
+            .expect("template")
+    }
+
+    /// The stored status of an event (`accepted`, `rejected`, `soft_failed`), if stored.
+    pub async fn event_status(&self, event_id: &str) -> Option<String> {
+        let id = event_id.to_owned();
+        self.app
+            .db
+            .read(move |conn| knockd::store::events::get(conn, &id))
+            .await
+            .map_err(|e: knockd::store::StoreError| e)
+            .expect("event")
+            .map(|r| r.status)
+    }
+}

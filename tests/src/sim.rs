@@ -64,11 +64,13 @@ struct Shared {
     inbox: Arc<std::sync::Mutex<Inbox>>,
     http: reqwest::Client,
     server_name: OwnedServerName,
+    missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
 }
 
 /// A remote homeserver on 127.0.0.1.
 pub struct SimServer {
     mode: Arc<RwLock<Mode>>,
+    missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
     inbox: Arc<std::sync::Mutex<Inbox>>,
     pub server_name: OwnedServerName,
     slot: Arc<RwLock<Arc<KeyRing>>>,
@@ -114,7 +116,9 @@ impl SimServer {
             inbox: Arc::new(std::sync::Mutex::new(Inbox::default())),
             http: http.clone(),
             server_name: server_name.clone(),
+            missing: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
+        let missing = shared.missing.clone();
         let (mode, inbox) = (shared.mode.clone(), shared.inbox.clone());
         let app = Router::new()
             .route(
@@ -127,6 +131,7 @@ impl SimServer {
             )
             .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", axum::routing::put(on_invite))
             .route("/_matrix/federation/v1/send/{txn_id}", axum::routing::put(on_send))
+            .route("/_matrix/federation/v1/get_missing_events/{room_id}", axum::routing::post(on_missing))
             .with_state(shared);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = axum_server::Handle::new();
@@ -139,7 +144,7 @@ impl SimServer {
         tokio::spawn(async move {
             let _ = server.serve(app.into_make_service()).await;
         });
-        Self { mode, inbox, server_name, slot, key_requests, http, stop: Some(stop) }
+        Self { mode, inbox, missing, server_name, slot, key_requests, http, stop: Some(stop) }
     }
 
     /// The current signing key.
@@ -154,6 +159,11 @@ impl SimServer {
         let version = format!("sim{}", crate::random_hex(3));
         let keys = KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key");
         *self.slot.write().expect("key slot") = Arc::new(keys);
+    }
+
+    /// Events this server answers `/get_missing_events` with.
+    pub fn serve_missing_events(&self, events: Vec<CanonicalJsonObject>) {
+        *self.missing.lock().expect("missing") = events;
     }
 
     /// Changes how invites and transactions are answered.
@@ -212,11 +222,22 @@ impl SimServer {
         path_and_query: &str,
         body: &[u8],
     ) -> String {
-        let body = if serde_json::from_slice::<ruma::CanonicalJsonValue>(body).is_ok() {
-            body
-        } else {
-            b""
-        };
+        let canonical = serde_json::from_slice::<ruma::CanonicalJsonValue>(body).is_ok();
+        if !canonical && let Ok(content) = serde_json::from_slice::<Value>(body) {
+            // JSON with floats (EDUs): sign the sorted, compact serialisation, as servers do.
+            let object = serde_json::json!({
+                "method": method.as_str(), "uri": path_and_query, "origin": self.server_name.as_str(),
+                "destination": dest, "content": content,
+            });
+            let keys = self.keys();
+            let sig = keys.sign_bytes(&serde_json::to_vec(&object).expect("json"));
+            return format!(
+                "X-Matrix origin=\"{}\",destination=\"{dest}\",key=\"{}\",sig=\"{sig}\"",
+                self.server_name,
+                keys.key_id()
+            );
+        }
+        let body = if canonical { body } else { b"" };
         let request = http::Request::builder()
             .method(method.as_str())
             .uri(path_and_query)
@@ -385,6 +406,25 @@ impl SimServer {
         self.send_membership(kind, 2, dest, room_id, id.as_str(), &pdu).await
     }
 
+    /// `PUT /send/{txnId}` with PDUs (and EDUs).
+    pub async fn send_txn(
+        &self,
+        dest: &str,
+        txn_id: &str,
+        pdus: &[CanonicalJsonObject],
+        edus: &[Value],
+    ) -> (StatusCode, Value) {
+        let body = serde_json::json!({
+            "origin": self.server_name.as_str(),
+            "origin_server_ts": MilliSecondsSinceUnixEpoch::now(),
+            "pdus": pdus,
+            "edus": edus,
+        });
+        let body = serde_json::to_vec(&body).expect("json");
+        let path = format!("/_matrix/federation/v1/send/{}", encode_segment(txn_id));
+        self.request(Method::PUT, dest, &path, Some(&body)).await
+    }
+
     /// make_knock, sign, send_knock: the whole knock of one user.
     pub async fn knock(
         &self,
@@ -527,4 +567,17 @@ async fn on_send(
     let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
     shared.inbox.lock().expect("inbox").transactions.push((txn_id, body));
     reply(200, serde_json::json!({ "pdus": {} }))
+}
+
+async fn on_missing(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+) -> Reply {
+    let req = read_request(req).await;
+    if let Err(e) = verify_request(&shared, &req).await {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    }
+    let events = shared.missing.lock().expect("missing").clone();
+    reply(200, serde_json::json!({ "events": events }))
 }
