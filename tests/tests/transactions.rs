@@ -67,7 +67,7 @@ async fn messages_knocks_and_leaves_over_send() {
                 .send_txn(
                     &k.server_name,
                     &format!("t1-{v}"),
-                    &[mpdu.clone()],
+                    std::slice::from_ref(&mpdu),
                     &[json!({ "edu_type": "m.typing", "content": { "ratio": 0.5 } })],
                 )
                 .await;
@@ -75,8 +75,9 @@ async fn messages_knocks_and_leaves_over_send() {
             assert_eq!(result(&answer, mid.as_str()), &json!({}), "{answer}");
             assert_eq!(k.event_status(mid.as_str()).await.as_deref(), Some("accepted"));
             // The same transaction again: the same answer, nothing new. The same PDU in a new one: {}.
-            let (_, again) =
-                sim.send_txn(&k.server_name, &format!("t1-{v}"), &[mpdu.clone()], &[]).await;
+            let (_, again) = sim
+                .send_txn(&k.server_name, &format!("t1-{v}"), std::slice::from_ref(&mpdu), &[])
+                .await;
             assert_eq!(again, answer);
             let (_, again) = sim.send_txn(&k.server_name, &format!("t2-{v}"), &[mpdu], &[]).await;
             assert_eq!(result(&again, mid.as_str()), &json!({}));
