@@ -39,6 +39,9 @@ pub struct CreateRoomRequest {
     /// `m.room.history_visibility`; default `shared`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_visibility: Option<String>,
+    /// List the room in the public room directory; default false.
+    #[serde(default)]
+    pub published: bool,
 }
 
 /// `POST /rooms` answer.
@@ -103,6 +106,9 @@ pub struct RoomSummary {
     pub knocking_members: i64,
     /// Number of forward extremities (more than one means the room graph has a fork).
     pub forward_extremities: i64,
+    /// Listed in the public room directory.
+    #[serde(default)]
+    pub published: bool,
 }
 
 /// `GET /rooms/{roomId}` answer: the summary plus the full current state.
@@ -348,6 +354,9 @@ pub struct RoomSettings {
     /// Allow list for `knock_restricted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// List the room in the public room directory (`/publicRooms` over federation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<bool>,
 }
 
 /// `POST /rooms/{roomId}/members`: make a local user a member (invite + join).

@@ -1,6 +1,7 @@
 //! The federation listener: one file per endpoint.
 
 pub mod auth;
+mod discovery;
 mod keys;
 mod make_join;
 mod make_knock;
@@ -37,6 +38,16 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(reads::get_missing_events),
         )
         .route(&format!("{V1}/backfill/{{room_id}}"), get(reads::backfill))
+        .route(&format!("{V1}/query/directory"), get(discovery::directory))
+        .route(&format!("{V1}/query/profile"), get(discovery::profile))
+        .route(&format!("{V1}/hierarchy/{{room_id}}"), get(discovery::hierarchy))
+        .route(
+            &format!("{V1}/publicRooms"),
+            get(discovery::public_rooms_get).post(discovery::public_rooms_post),
+        )
+        .route(&format!("{V1}/user/keys/query"), axum::routing::post(discovery::keys_query))
+        .route(&format!("{V1}/user/keys/claim"), axum::routing::post(discovery::keys_claim))
+        .route(&format!("{V1}/user/devices/{{user_id}}"), get(discovery::devices))
         .route(&format!("{V1}/make_knock/{{room_id}}/{{user_id}}"), get(make_knock::make_knock))
         .route(&format!("{V1}/send_knock/{{room_id}}/{{event_id}}"), put(send_knock::send_knock))
         .route(&format!("{V1}/make_join/{{room_id}}/{{user_id}}"), get(make_join::make_join))

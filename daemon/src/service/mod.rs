@@ -1,6 +1,7 @@
 //! Domain logic: rooms, knocks and their events. No HTTP types here.
 
 pub mod delivery;
+pub mod discovery;
 pub mod events;
 pub mod joins;
 pub mod knocks;

@@ -110,6 +110,7 @@ pub async fn create_room(
     }
     let plan = plan(&req, creator, server_name.as_str())?;
     let room_version = plan.version.to_string();
+    let published = req.published;
     let keys = app.keys.clone();
     let creator = creator.to_owned();
     let room_id = app
@@ -144,7 +145,7 @@ pub async fn create_room(
                     room_version: room.version.to_string(),
                     creator: creator.to_string(),
                     created_ms: now,
-                    is_public: false,
+                    is_public: published,
                     current_group: None,
                 },
             )?;
@@ -210,6 +211,7 @@ fn summary(
         joined_members: joined,
         knocking_members: knocking,
         forward_extremities: ev::extremity_count(conn, &row.room_id)?,
+        published: row.is_public,
         room_id: row.room_id,
         room_version: row.room_version,
         creator: row.creator,

@@ -60,8 +60,9 @@ pub async fn update(
     s: RoomSettings,
 ) -> Result<EventIds, ServiceError> {
     let actor = actor.to_owned();
+    let published = s.published;
     let server = app.keys.server_name().to_string();
-    change(app, room_id, move |_, room| {
+    change(app, room_id, move |conn, room| {
         let mut out = Vec::new();
         let state = |t: &str, content: Value| EventTemplate::state(t, "", &actor, content);
         if let Some(name) = s.name {
@@ -98,7 +99,10 @@ pub async fn update(
                 "`allow` needs join_rule knock_restricted".to_owned(),
             ));
         }
-        if out.is_empty() {
+        if let Some(public) = published {
+            rooms::set_public(conn, room.room_id.as_str(), public)?;
+        }
+        if out.is_empty() && published.is_none() {
             return Err(ServiceError::Invalid("nothing to change".to_owned()));
         }
         Ok(out)

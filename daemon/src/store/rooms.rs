@@ -122,3 +122,27 @@ pub fn local_joined_members(
         .filter(|u| u.split_once(':').is_some_and(|(_, s)| s == our_server))
         .collect())
 }
+
+pub fn set_public(conn: &mut DbConn, room_id: &str, public: bool) -> Result<(), StoreError> {
+    diesel::update(rooms::table.find(room_id)).set(rooms::is_public.eq(public)).execute(conn)?;
+    Ok(())
+}
+
+/// Rooms listed in the public directory.
+pub fn public_rooms(conn: &mut DbConn) -> Result<Vec<String>, StoreError> {
+    Ok(rooms::table
+        .filter(rooms::is_public.eq(true))
+        .order(rooms::created_ms.asc())
+        .select(rooms::room_id)
+        .load(conn)?)
+}
+
+/// Every room's canonical alias event ID, for alias lookups (rooms are few).
+pub fn alias_events(conn: &mut DbConn) -> Result<Vec<(String, String)>, StoreError> {
+    use super::schema::current_state as cs;
+    Ok(cs::table
+        .filter(cs::event_type.eq("m.room.canonical_alias"))
+        .filter(cs::state_key.eq(""))
+        .select((cs::room_id, cs::event_id))
+        .load(conn)?)
+}

@@ -92,3 +92,16 @@ pub fn revoke(conn: &mut DbConn, token_id: &str, now_ms: i64) -> Result<bool, St
     .execute(conn)?;
     Ok(n == 1)
 }
+
+/// `(display name, avatar URL)` of a local user.
+pub fn profile(
+    conn: &mut DbConn,
+    user_id: &str,
+) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+    optional(
+        local_users::table
+            .find(user_id)
+            .select((local_users::display_name, local_users::avatar_url))
+            .first(conn),
+    )
+}
