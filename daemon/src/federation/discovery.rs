@@ -64,11 +64,10 @@ async fn public(
 ) -> Result<Value, ApiError> {
     let limit = limit.unwrap_or(100).clamp(1, 500) as usize;
     let since = since.and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
-    Ok(app
-        .db
+    app.db
         .read(move |conn| discovery::public_rooms(conn, limit, since))
         .await
-        .map_err(ApiError::from)?)
+        .map_err(ApiError::from)
 }
 
 pub async fn public_rooms_get(

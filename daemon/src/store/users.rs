@@ -94,10 +94,10 @@ pub fn revoke(conn: &mut DbConn, token_id: &str, now_ms: i64) -> Result<bool, St
 }
 
 /// `(display name, avatar URL)` of a local user.
-pub fn profile(
-    conn: &mut DbConn,
-    user_id: &str,
-) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+pub type Profile = (Option<String>, Option<String>);
+
+/// A local user's profile, if the user exists.
+pub fn profile(conn: &mut DbConn, user_id: &str) -> Result<Option<Profile>, StoreError> {
     optional(
         local_users::table
             .find(user_id)
