@@ -425,6 +425,29 @@ impl SimServer {
         self.request(Method::PUT, dest, &path, Some(&body)).await
     }
 
+    /// A knock with a display name and reason, as a client would send it.
+    pub async fn knock_as(
+        &self,
+        dest: &str,
+        room_id: &str,
+        local: &str,
+        displayname: Option<&str>,
+        reason: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let user = self.user(local);
+        let (status, made) = self.make_knock(dest, room_id, user.as_str()).await;
+        if status != StatusCode::OK {
+            return (status, made);
+        }
+        let version = made["room_version"].as_str().unwrap_or_default().to_owned();
+        let mut event = made["event"].clone();
+        if let Some(name) = displayname {
+            event["content"]["displayname"] = name.into();
+        }
+        let (id, pdu) = self.sign_template(&version, &event, reason);
+        self.send_knock(dest, room_id, id.as_str(), &pdu).await
+    }
+
     /// make_knock, sign, send_knock: the whole knock of one user.
     pub async fn knock(
         &self,

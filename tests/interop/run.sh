@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Interop test: two real Synapse homeservers knock on rooms hosted by knockd.
+# See tests/interop/README.md. Exit 0 when every check passes, non-zero otherwise.
+#
+# Environment:
+#   KNOCKD_INTEROP_CACHE     where the Synapse virtualenv is kept (default ~/.cache/knockd-interop)
+#   KNOCKD_INTEROP_PYTHON    the Python that creates it (default python3.11, else python3)
+#   KNOCKD_INTEROP_VERSIONS  room versions to test (default 7,8,9,10,11,12)
+#   KNOCKD_INTEROP_SKIP_BUILD=1  use target/debug/{knockd,knockctl} as they are
+#   KNOCKD_INTEROP_KEEP=1    keep the work directory (configs, databases, logs) even on success
+#   KNOCKD_INTEROP_LOG       knockd's log filter (default info,ruma_state_res=warn)
+set -euo pipefail
+
+SYNAPSE_VERSION=1.163.2
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${KNOCKD_INTEROP_CACHE:-$HOME/.cache/knockd-interop}
+venv="$cache/venv-$SYNAPSE_VERSION"
+marker="$venv/.knockd-interop-installed"
+
+say() { echo "interop: $*"; }
+
+# 1. Synapse, pinned, in a cached virtualenv. The marker is written last, so an interrupted
+#    install is thrown away and redone rather than half-used.
+if [[ ! -f "$marker" ]]; then
+  python=${KNOCKD_INTEROP_PYTHON:-}
+  if [[ -z "$python" ]]; then
+    if command -v python3.11 >/dev/null 2>&1; then python=python3.11; else python=python3; fi
+  fi
+  say "installing matrix-synapse==$SYNAPSE_VERSION into $venv (with $python)"
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "matrix-synapse==$SYNAPSE_VERSION"
+  "$venv/bin/python" -c 'import synapse, signedjson, cryptography; print(synapse.__version__)' \
+    | grep -qx "$SYNAPSE_VERSION"
+  touch "$marker"
+fi
+say "Synapse $("$venv/bin/python" -c 'import synapse; print(synapse.__version__)') from $venv"
+
+# 2. knockd and knockctl.
+if [[ "${KNOCKD_INTEROP_SKIP_BUILD:-0}" != 1 ]]; then
+  say "building knockd and knockctl"
+  (cd "$root" && cargo build --quiet -p knockd -p knockctl)
+fi
+knockd="$root/target/debug/knockd"
+knockctl="$root/target/debug/knockctl"
+[[ -x "$knockd" && -x "$knockctl" ]] || { say "missing $knockd or $knockctl"; exit 1; }
+
+# 3. A fresh work directory (databases, keys, logs) for this run only.
+work=$(mktemp -d "${TMPDIR:-/tmp}/knockd-interop.XXXXXX")
+logs=("$work/synapse1/homeserver.log" "$work/synapse2/homeserver.log" "$work/knockd/knockd.log")
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # The driver stops its servers itself; this catches whatever survived it (driver killed...).
+  if [[ -f "$work/pids" ]]; then
+    while read -r pid name; do
+      if kill -0 "$pid" 2>/dev/null; then
+        say "stopping leftover $name (pid $pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+      fi
+    done <"$work/pids"
+    sleep 1
+    while read -r pid name; do
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    done <"$work/pids"
+  fi
+  if [[ $rc -ne 0 ]]; then
+    for f in "${logs[@]}"; do
+      if [[ -f "$f" ]]; then
+        echo
+        echo "==================== last 200 lines of $f ===================="
+        tail -n 200 "$f"
+      fi
+    done
+    echo
+    say "FAILED (exit $rc); everything is kept in $work"
+  elif [[ "${KNOCKD_INTEROP_KEEP:-0}" == 1 ]]; then
+    say "passed; kept $work"
+  else
+    rm -rf "$work"
+    say "passed"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# 4. The scenarios. `timeout` bounds the run (the driver has its own, shorter, budget).
+say "work directory $work"
+set +e
+timeout --kill-after=20 570 "$venv/bin/python" -u "$here/driver.py" \
+  --workdir "$work" --knockd "$knockd" --knockctl "$knockctl"
+rc=$?
+set -e
+exit $rc
