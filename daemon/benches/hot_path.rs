@@ -50,18 +50,28 @@ fn knock_pdu(keys: &KeyRing) -> CanonicalJsonObject {
         "auth_events": ["$bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "$ccccccccccccccccccccccccccccccccccccccccccc", "$ddddddddddddddddddddddddddddddddddddddddddd"],
     }))
     .expect("canonical");
-    ruma::signatures::hash_and_sign_event("remote.example", keys.pair(), &mut pdu, &rules.redaction).expect("sign");
+    ruma::signatures::hash_and_sign_event(
+        "remote.example",
+        keys.pair(),
+        &mut pdu,
+        &rules.redaction,
+    )
+    .expect("sign");
     pdu
 }
 
 fn main() {
     let seed = [7u8; 32];
-    let keys = KeyRing::from_seed("remote.example".try_into().expect("name"), "bench", &seed).expect("key");
+    let keys = KeyRing::from_seed("remote.example".try_into().expect("name"), "bench", &seed)
+        .expect("key");
     let rules = event::rules(&RoomVersionId::V10).expect("rules");
     let pdu = knock_pdu(&keys);
     let key_map: PublicKeyMap = PublicKeyMap::from([(
         "remote.example".to_owned(),
-        std::collections::BTreeMap::from([(keys.key_id(), Base64::<Standard>::parse(keys.public_key_base64()).expect("b64"))]),
+        std::collections::BTreeMap::from([(
+            keys.key_id(),
+            Base64::<Standard>::parse(keys.public_key_base64()).expect("b64"),
+        )]),
     )]);
 
     println!("operation                                    median per op");
@@ -78,10 +88,15 @@ fn main() {
 
     let body = serde_json::to_vec(&pdu).expect("json");
     let path = "/_matrix/federation/v1/send_knock/%21abcdefghijklmnop%3Abench.example/%24xyz";
-    let request = http::Request::builder().method("PUT").uri(path).body(body.clone()).expect("request");
+    let request =
+        http::Request::builder().method("PUT").uri(path).body(body.clone()).expect("request");
     let x = XMatrix::sign_http_request(
         &request,
-        XMatrixSigningInput::new("remote.example".try_into().expect("o"), "bench.example".try_into().expect("d"), keys.pair()),
+        XMatrixSigningInput::new(
+            "remote.example".try_into().expect("o"),
+            "bench.example".try_into().expect("d"),
+            keys.pair(),
+        ),
     )
     .expect("x-matrix");
     let ours: &ruma::ServerName = "bench.example".try_into().expect("name");
@@ -102,11 +117,18 @@ fn main() {
     });
     measure("hash and sign an event", 1000, || {
         let mut p = pdu.clone();
-        ruma::signatures::hash_and_sign_event("bench.example", keys.pair(), &mut p, &rules.redaction).expect("sign");
+        ruma::signatures::hash_and_sign_event(
+            "bench.example",
+            keys.pair(),
+            &mut p,
+            &rules.redaction,
+        )
+        .expect("sign");
         black_box(p);
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("dir");
     let mut urls = vec![("SQLite", format!("sqlite://{}", dir.path().join("bench.db").display()))];
     if let Ok(pg) = std::env::var("KNOCKD_TEST_DATABASE_URL") {
@@ -145,7 +167,12 @@ async fn db_insert(name: &str, url: &str, pdu: &CanonicalJsonObject) {
         let t = Instant::now();
         db.write(move |conn| -> Result<(), StoreError> {
             let id = format!("$bench{i}-{}", std::process::id());
-            let group = knockd::store::state::new_group(conn, &room, None, &[(("m.room.member".into(), format!("@u{i}:x")), id.clone())])?;
+            let group = knockd::store::state::new_group(
+                conn,
+                &room,
+                None,
+                &[(("m.room.member".into(), format!("@u{i}:x")), id.clone())],
+            )?;
             knockd::store::events::insert(
                 conn,
                 &knockd::store::events::NewEventRow {
@@ -168,5 +195,9 @@ async fn db_insert(name: &str, url: &str, pdu: &CanonicalJsonObject) {
         samples.push(t.elapsed());
     }
     samples.sort();
-    println!("{:<44} {:>10.2} µs", format!("database: event + state group ({name})"), samples[samples.len() / 2].as_secs_f64() * 1e6);
+    println!(
+        "{:<44} {:>10.2} µs",
+        format!("database: event + state group ({name})"),
+        samples[samples.len() / 2].as_secs_f64() * 1e6
+    );
 }

@@ -143,7 +143,7 @@ pub fn current_of_types(
         .load(conn)?)
 }
 
-/// Sets one entry of the current state.
+/// Sets one entry of the current state, keeping the per-server joined counts in step.
 pub fn set_current(
     conn: &mut DbConn,
     room_id: &str,
@@ -152,6 +152,12 @@ pub fn set_current(
     event_id: &str,
     membership: Option<&str>,
 ) -> Result<(), StoreError> {
+    let previous: Option<Option<String>> = optional(
+        current_state::table
+            .find((room_id, event_type, state_key))
+            .select(current_state::membership)
+            .first(conn),
+    )?;
     with_backend!(conn, |c| diesel::insert_into(current_state::table)
         .values((
             current_state::room_id.eq(room_id),
@@ -164,6 +170,15 @@ pub fn set_current(
         .do_update()
         .set((current_state::event_id.eq(event_id), current_state::membership.eq(membership)))
         .execute(c))?;
+    if event_type == "m.room.member" {
+        let was = previous.flatten().as_deref() == Some("join");
+        let is = membership == Some("join");
+        if was != is
+            && let Some((_, server)) = state_key.split_once(':')
+        {
+            super::rooms::add_joined(conn, room_id, server, if is { 1 } else { -1 })?;
+        }
+    }
     Ok(())
 }
 

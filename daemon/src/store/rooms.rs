@@ -90,19 +90,32 @@ pub fn current_state_ids(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>
     Ok(cs::table.filter(cs::room_id.eq(room_id)).select(cs::event_id).load(conn)?)
 }
 
-/// Servers with at least one joined member, from current state.
+/// Servers with at least one joined member (kept by `add_joined`; no member scan).
 pub fn joined_servers(conn: &mut DbConn, room_id: &str) -> Result<Vec<String>, StoreError> {
-    use super::schema::current_state as cs;
-    let users: Vec<String> = cs::table
-        .filter(cs::room_id.eq(room_id))
-        .filter(cs::membership.eq("join"))
-        .select(cs::state_key)
-        .load(conn)?;
-    let mut servers: Vec<String> =
-        users.iter().filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned())).collect();
-    servers.sort();
-    servers.dedup();
-    Ok(servers)
+    use super::schema::room_servers as rs;
+    Ok(rs::table
+        .filter(rs::room_id.eq(room_id))
+        .filter(rs::joined.gt(0))
+        .order(rs::server_name.asc())
+        .select(rs::server_name)
+        .load(conn)?)
+}
+
+/// Adds `delta` to a server's joined-member count in a room.
+pub fn add_joined(
+    conn: &mut DbConn,
+    room_id: &str,
+    server: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    use super::schema::room_servers as rs;
+    crate::with_backend!(conn, |c| diesel::insert_into(rs::table)
+        .values((rs::room_id.eq(room_id), rs::server_name.eq(server), rs::joined.eq(delta.max(0))))
+        .on_conflict((rs::room_id, rs::server_name))
+        .do_update()
+        .set(rs::joined.eq(rs::joined + delta))
+        .execute(c))?;
+    Ok(())
 }
 
 /// Joined members of our own server.

@@ -176,7 +176,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    room_servers (room_id, server_name) {
+        room_id -> Text,
+        server_name -> Text,
+        joined -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    room_servers,
     inbound_txns,
     rooms,
     events,

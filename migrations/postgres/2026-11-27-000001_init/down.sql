@@ -6,6 +6,7 @@ DROP TABLE knocks;
 DROP TABLE server_keys;
 DROP TABLE admin_tokens;
 DROP TABLE local_users;
+DROP TABLE room_servers;
 DROP TABLE current_state;
 DROP TABLE state_deltas;
 DROP TABLE state_groups;

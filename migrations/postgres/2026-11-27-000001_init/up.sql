@@ -69,6 +69,14 @@ CREATE TABLE current_state (
 );
 CREATE INDEX current_state_membership ON current_state (room_id, membership);
 
+-- Joined members per server, kept with current state, so fan-out never scans the member list.
+CREATE TABLE room_servers (
+    room_id TEXT NOT NULL REFERENCES rooms (room_id),
+    server_name TEXT NOT NULL,
+    joined BIGINT NOT NULL,
+    PRIMARY KEY (room_id, server_name)
+);
+
 CREATE TABLE local_users (
     user_id TEXT PRIMARY KEY,
     display_name TEXT,
