@@ -28,6 +28,9 @@ const JOIN_RULES: [&str; 4] = ["knock", "knock_restricted", "invite", "public"];
 const LONG_ABOUT: &str = "\
 Moderate knocks on rooms hosted by knockd, through knockd's admin API.
 
+Without a command, on a terminal, knockctl opens an interactive queue (also `knockctl tui`;
+press ? there for its keys).
+
 Data goes to stdout, messages to stderr; every command takes --json for a stable, scriptable
 schema (the admin API's own objects). knockctl talks to --url (default http://127.0.0.1:8449)
 with the admin token read from --token-file if given, else from the KNOCKCTL_TOKEN environment
@@ -50,7 +53,7 @@ pub struct Cli {
     /// Connection and output settings, accepted before or after the subcommand.
     #[command(flatten)]
     pub global: Global,
-    /// What to do (none: print this help; the interactive TUI will live there).
+    /// What to do (none: the interactive TUI on a terminal, else this help).
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -112,6 +115,8 @@ pub enum Command {
     Outbox,
     /// Stream queue changes as JSON lines (one event per line) until interrupted.
     Watch,
+    /// The interactive terminal UI (also what knockctl without a command opens on a terminal).
+    Tui,
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -283,6 +288,9 @@ pub struct SettingsArgs {
     /// Avatar (mxc:// URL).
     #[arg(long, value_name = "MXC_URL")]
     pub avatar_url: Option<String>,
+    /// List the room in the public room directory (true) or take it out (false).
+    #[arg(long, value_name = "BOOL")]
+    pub published: Option<bool>,
 }
 
 #[cfg(test)]

@@ -1,20 +1,15 @@
-//! knockctl: the admin tool for knockd. Scriptable commands today; an interactive TUI later.
-//!
-//! The modules: `cli` (the command line), `commands` (one file per verb), `output` (text, JSON,
-//! colour) and `exit` (exit codes and errors).
+//! knockctl: the admin tool for knockd. Scriptable commands, and an interactive TUI when run
+//! without a subcommand on a terminal (or as `knockctl tui`).
 
-mod cli;
-mod commands;
-mod exit;
-mod output;
-
-use std::process::ExitCode;
+use std::{
+    io::{IsTerminal, stdin, stdout},
+    process::ExitCode,
+};
 
 use clap::{CommandFactory, Parser};
-
-use crate::{
-    cli::Cli,
-    commands::Ctx,
+use knockctl::{
+    cli::{Cli, Command},
+    commands::{self, Ctx},
     exit::{CliError, Exit},
     output::Output,
 };
@@ -26,8 +21,10 @@ async fn main() -> ExitCode {
     let out = Output::new(cli.global.json, cli.global.color);
     let result = match cli.command {
         Some(command) => commands::run(command, &Ctx { global: cli.global, out }).await,
-        // No subcommand: this is where the interactive TUI will start (when stdin and stdout
-        // are terminals). Until then, print the help.
+        // No subcommand: the TUI on a terminal, else (or with --json) the help.
+        None if stdin().is_terminal() && stdout().is_terminal() && !cli.global.json => {
+            commands::run(Command::Tui, &Ctx { global: cli.global, out }).await
+        }
         None => no_command(&out),
     };
     match result {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 pub use self::{
     table::{Cell, Table},
-    time::{age, utc},
+    time::{age, age_at, now_ms, utc},
 };
 use crate::{
     cli::ColorMode,
@@ -75,6 +75,11 @@ impl Output {
             color: use_color(mode, io::stdout().is_terminal()),
             err_color: use_color(mode, io::stderr().is_terminal()),
         }
+    }
+
+    /// Whether stdout is coloured (`--color`, `NO_COLOR` and whether it is a terminal).
+    pub fn colored(&self) -> bool {
+        self.color
     }
 
     /// `text` in `style` when stdout is coloured.

@@ -54,21 +54,34 @@ knockctl="$root/target/debug/knockctl"
 work=$(mktemp -d "${TMPDIR:-/tmp}/knockd-interop.XXXXXX")
 logs=("$work/synapse1/homeserver.log" "$work/synapse2/homeserver.log" "$work/knockd/knockd.log")
 
+driver_pid=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  # The driver stops its servers itself; this catches whatever survived it (driver killed...).
+  # Interrupted: let the driver stop its servers itself (it handles SIGTERM), for up to 15 s.
+  if [[ -n "$driver_pid" ]] && kill -0 "$driver_pid" 2>/dev/null; then
+    kill -TERM "$driver_pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$driver_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$driver_pid" 2>/dev/null || true
+  fi
+  # Whatever survived the driver (killed, crashed...): by pid, each in its own process group,
+  # and only if that pid still is one of ours (its command line or environment names $work).
   if [[ -f "$work/pids" ]]; then
+    ours() { grep -qsaF "$work" "/proc/$1/cmdline" "/proc/$1/environ"; }
+    local pid name left=0
     while read -r pid name; do
-      if kill -0 "$pid" 2>/dev/null; then
+      if ours "$pid"; then
         say "stopping leftover $name (pid $pid)"
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        left=1
       fi
     done <"$work/pids"
-    sleep 1
-    while read -r pid name; do
-      kill -KILL -- "-$pid" 2>/dev/null || true
-    done <"$work/pids"
+    if [[ $left == 1 ]]; then
+      sleep 2
+      while read -r pid name; do
+        if ours "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" || true; fi
+      done <"$work/pids"
+    fi
   fi
   if [[ $rc -ne 0 ]]; then
     for f in "${logs[@]}"; do
@@ -94,9 +107,11 @@ trap 'exit 143' TERM
 
 # 4. The scenarios. `timeout` bounds the run (the driver has its own, shorter, budget).
 say "work directory $work"
-set +e
+# In the background so that a signal to this script is handled at once (see cleanup).
 timeout --kill-after=20 570 "$venv/bin/python" -u "$here/driver.py" \
-  --workdir "$work" --knockd "$knockd" --knockctl "$knockctl"
-rc=$?
-set -e
+  --workdir "$work" --knockd "$knockd" --knockctl "$knockctl" &
+driver_pid=$!
+rc=0
+wait "$driver_pid" || rc=$?
+driver_pid=""
 exit $rc

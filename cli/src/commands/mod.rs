@@ -83,6 +83,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Log(args) => log::run(ctx, &args).await,
         Command::Outbox => outbox::run(ctx).await,
         Command::Watch => watch::run(ctx).await,
+        Command::Tui => crate::tui::run(ctx).await,
         Command::Completions { shell } => completions::run(ctx, shell),
         Command::Man { out_dir } => man::run(ctx, out_dir.as_deref()),
     }

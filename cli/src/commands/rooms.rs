@@ -41,7 +41,7 @@ fn room_settings(s: SettingsArgs) -> RoomSettings {
         alias: s.alias,
         join_rule: s.join_rule,
         allow: s.allow,
-        published: None,
+        published: s.published,
     }
 }
 
@@ -150,7 +150,7 @@ async fn create(ctx: &Ctx, args: CreateArgs) -> Result<(), CliError> {
         join_rule: s.join_rule,
         allow: s.allow,
         history_visibility: args.history_visibility,
-        published: false,
+        published: s.published.unwrap_or(false),
     };
     let created = ctx.client()?.create_room(&request).await?;
     if ctx.out.json {

@@ -9,7 +9,12 @@ pub fn now_ms() -> i64 {
 
 /// How long ago `ms` was, compactly: `42s`, `5m`, `3h`, `12d`.
 pub fn age(ms: i64) -> String {
-    let secs = (now_ms() - ms).max(0) / 1000;
+    age_at(now_ms(), ms)
+}
+
+/// How long before `now` `ms` was, like [`age`] (with an injected clock, for the TUI).
+pub fn age_at(now: i64, ms: i64) -> String {
+    let secs = (now - ms).max(0) / 1000;
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),

@@ -5,4 +5,5 @@ mod common;
 mod errors;
 mod queue;
 mod rooms;
+mod tui;
 mod watch;

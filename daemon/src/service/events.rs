@@ -319,8 +319,10 @@ fn queue_hygiene(
     };
     let from: &[&str] = match to {
         knocks::APPROVED => &[knocks::PENDING],
-        // The approved user joins: the knock's story ends here.
-        knocks::JOINED => &[knocks::PENDING, knocks::DELIVERY_PENDING, knocks::APPROVED],
+        // The approved user joins, or declines the invite: the knock's story ends here.
+        knocks::JOINED | knocks::RESCINDED => {
+            &[knocks::PENDING, knocks::DELIVERY_PENDING, knocks::APPROVED]
+        }
         _ => &[knocks::PENDING, knocks::DELIVERY_PENDING],
     };
     knocks::transition(conn, knock.knock_id, from, to, i64::from(pdu.origin_server_ts.0))?;

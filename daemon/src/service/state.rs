@@ -65,9 +65,19 @@ pub fn state_before(
     }
 }
 
-/// A new group equal to the resolution of several groups' states.
+/// A new group equal to the resolution of several groups' states. The base is the group that
+/// already holds the most history (the largest sum of chain positions), so that only the short
+/// side branches of the others are read.
 fn merge(conn: &mut DbConn, room: &RoomCtx, groups: &[i64]) -> Result<i64, StoreError> {
-    Ok(merge_into(conn, room, groups[0], &groups[1..])?.0)
+    let mut weighted = Vec::with_capacity(groups.len());
+    for g in groups {
+        let weight: i64 = state::ancestry(conn, *g)?.iter().map(|(_, pos)| pos + 1).sum();
+        weighted.push((weight, *g));
+    }
+    weighted.sort_by(|a, b| b.cmp(a));
+    let base = weighted[0].1;
+    let others: Vec<i64> = weighted[1..].iter().map(|(_, g)| *g).collect();
+    Ok(merge_into(conn, room, base, &others)?.0)
 }
 
 /// Resolves `others` into `base`: a new group whose parent is `base`, and its delta relative to
@@ -84,9 +94,10 @@ pub fn merge_into(
     let mut values: BTreeMap<StateKey, Vec<Option<String>>> = BTreeMap::new();
     let mut conflicted = false;
     for other in others {
-        let anc: HashMap<i64, i64> = state::ancestry(conn, *other)?.into_iter().collect();
-        for key in exclusive_keys(conn, &anc, &base_anc)? {
-            let theirs = state::lookup(conn, *other, &key.0, &key.1)?;
+        let chains = state::ancestry(conn, *other)?;
+        let anc: HashMap<i64, i64> = chains.iter().copied().collect();
+        for (key, theirs) in exclusive_values(conn, &chains, &base_anc)? {
+            let theirs = Some(theirs);
             let base_value = state::lookup(conn, base, &key.0, &key.1)?;
             if theirs == base_value {
                 continue;
@@ -140,20 +151,24 @@ pub fn merge_into(
     Ok((group, delta))
 }
 
-/// Keys changed on chain segments of `of` that `relative_to` does not include.
-fn exclusive_keys(
+/// Keys changed on chain segments of `of` (nearest chain first) that `relative_to` does not
+/// include, with their value in `of`: the newest row of the nearest such chain (when a nearer
+/// chain is partly shared, every farther chain is shared too, so no shared row can override).
+fn exclusive_values(
     conn: &mut DbConn,
-    of: &HashMap<i64, i64>,
+    of: &[(i64, i64)],
     relative_to: &HashMap<i64, i64>,
-) -> Result<BTreeSet<StateKey>, StoreError> {
-    let mut keys = BTreeSet::new();
+) -> Result<BTreeMap<StateKey, String>, StoreError> {
+    let mut values = BTreeMap::new();
     for (chain, pos) in of {
         let lo = relative_to.get(chain).copied().unwrap_or(-1);
         if lo < *pos {
-            keys.extend(state::keys_changed(conn, *chain, lo, *pos)?);
+            for (key, event_id) in state::keys_changed(conn, *chain, lo, *pos)? {
+                values.entry(key).or_insert(event_id);
+            }
         }
     }
-    Ok(keys)
+    Ok(values)
 }
 
 /// Whether `key` changed on segments of `of` that `relative_to` does not include.

@@ -167,13 +167,15 @@ pub fn keys_changed(
     chain_id: i64,
     lo: i64,
     hi: i64,
-) -> Result<Vec<StateKey>, StoreError> {
-    Ok(state_deltas::table
+) -> Result<Vec<(StateKey, String)>, StoreError> {
+    let rows: Vec<(String, String, String)> = state_deltas::table
         .filter(state_deltas::chain_id.eq(chain_id))
         .filter(state_deltas::chain_pos.gt(lo))
         .filter(state_deltas::chain_pos.le(hi))
-        .select((state_deltas::event_type, state_deltas::state_key))
-        .load(conn)?)
+        .order(state_deltas::chain_pos.desc())
+        .select((state_deltas::event_type, state_deltas::state_key, state_deltas::event_id))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
 }
 
 /// Whether `(event_type, state_key)` changed in a chain at positions `lo < pos <= hi`.
