@@ -97,31 +97,61 @@ pub fn new_group(
     Ok(group_id)
 }
 
-/// The event holding `(event_type, state_key)` in the state of `group`.
+/// The ancestry of a group as one recursive query: `(chain, position, distance)`.
+fn ancestry_cte(group: i64) -> String {
+    format!(
+        "WITH RECURSIVE anc(chain_id, pos, depth) AS ( \
+           SELECT chain_id, chain_pos, 0 FROM state_groups WHERE group_id = {group} \
+           UNION ALL \
+           SELECT g.chain_id, g.chain_pos, anc.depth + 1 FROM anc \
+           JOIN state_chains c ON c.chain_id = anc.chain_id \
+           JOIN state_groups g ON g.group_id = c.base_group)"
+    )
+}
+
+#[derive(QueryableByName)]
+struct EventIdRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+#[derive(QueryableByName)]
+struct ChainPosRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    chain_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pos: i64,
+}
+
+/// The event holding `(event_type, state_key)` in the state of `group`: one query, whatever the
+/// depth of the group's ancestry.
 pub fn lookup(
     conn: &mut DbConn,
     group: i64,
     event_type: &str,
     state_key: &str,
 ) -> Result<Option<String>, StoreError> {
-    let mut at = Some(group_pos(conn, group)?);
-    while let Some(pos) = at {
-        let found = optional(
-            state_deltas::table
-                .filter(state_deltas::chain_id.eq(pos.chain_id))
-                .filter(state_deltas::event_type.eq(event_type))
-                .filter(state_deltas::state_key.eq(state_key))
-                .filter(state_deltas::chain_pos.le(pos.chain_pos))
-                .order(state_deltas::chain_pos.desc())
-                .select(state_deltas::event_id)
-                .first::<String>(conn),
-        )?;
-        if found.is_some() {
-            return Ok(found);
-        }
-        at = chain_base(conn, pos.chain_id)?;
-    }
-    Ok(None)
+    let tail = "SELECT d.event_id AS event_id FROM anc JOIN state_deltas d \
+                ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos";
+    let rows: Vec<EventIdRow> = match conn {
+        DbConn::Pg(c) => diesel::sql_query(format!(
+            "{} {tail} WHERE d.event_type = $1 AND d.state_key = $2 \
+             ORDER BY anc.depth ASC, d.chain_pos DESC LIMIT 1",
+            ancestry_cte(group)
+        ))
+        .bind::<diesel::sql_types::Text, _>(event_type)
+        .bind::<diesel::sql_types::Text, _>(state_key)
+        .load(c)?,
+        DbConn::Sqlite(c) => diesel::sql_query(format!(
+            "{} {tail} WHERE d.event_type = ? AND d.state_key = ? \
+             ORDER BY anc.depth ASC, d.chain_pos DESC LIMIT 1",
+            ancestry_cte(group)
+        ))
+        .bind::<diesel::sql_types::Text, _>(event_type)
+        .bind::<diesel::sql_types::Text, _>(state_key)
+        .load(c)?,
+    };
+    Ok(rows.into_iter().next().map(|r| r.event_id))
 }
 
 fn chain_base(conn: &mut DbConn, chain_id: i64) -> Result<Option<GroupPos>, StoreError> {
@@ -152,13 +182,12 @@ pub fn full_state(conn: &mut DbConn, group: i64) -> Result<StateMap, StoreError>
 
 /// `(chain_id, position)` of every chain a group's state draws on, from the group up to the root.
 pub fn ancestry(conn: &mut DbConn, group: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-    let mut out = Vec::new();
-    let mut at = Some(group_pos(conn, group)?);
-    while let Some(pos) = at {
-        out.push((pos.chain_id, pos.chain_pos));
-        at = chain_base(conn, pos.chain_id)?;
+    let sql = format!("{} SELECT chain_id, pos FROM anc ORDER BY depth ASC", ancestry_cte(group));
+    let rows: Vec<ChainPosRow> = diesel::sql_query(sql).load(conn)?;
+    if rows.is_empty() {
+        return Err(StoreError::Corrupt(format!("state group {group} missing")));
     }
-    Ok(out)
+    Ok(rows.into_iter().map(|r| (r.chain_id, r.pos)).collect())
 }
 
 /// The keys changed in a chain at positions `lo < pos <= hi`.
