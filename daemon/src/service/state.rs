@@ -96,9 +96,11 @@ pub fn merge_into(
     for other in others {
         let chains = state::ancestry(conn, *other)?;
         let anc: HashMap<i64, i64> = chains.iter().copied().collect();
-        for (key, theirs) in exclusive_values(conn, &chains, &base_anc)? {
+        let exclusive = exclusive_values(conn, &chains, &base_anc)?;
+        let base_values = base_values_for(conn, base, &chains, &base_anc)?;
+        for (key, theirs) in exclusive {
             let theirs = Some(theirs);
-            let base_value = state::lookup(conn, base, &key.0, &key.1)?;
+            let base_value = base_values.get(&key).cloned();
             if theirs == base_value {
                 continue;
             }
@@ -169,6 +171,23 @@ fn exclusive_values(
         }
     }
     Ok(values)
+}
+
+/// Base's values for every key changed on the exclusive segments of `of`: one query per segment.
+fn base_values_for(
+    conn: &mut DbConn,
+    base: i64,
+    of: &[(i64, i64)],
+    relative_to: &HashMap<i64, i64>,
+) -> Result<HashMap<StateKey, String>, StoreError> {
+    let mut out = HashMap::new();
+    for (chain, pos) in of {
+        let lo = relative_to.get(chain).copied().unwrap_or(-1);
+        if lo < *pos {
+            out.extend(state::values_for_segment_keys(conn, base, *chain, lo, *pos)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `key` changed on segments of `of` that `relative_to` does not include.

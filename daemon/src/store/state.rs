@@ -228,3 +228,36 @@ pub fn key_changed(
     )?;
     Ok(found.is_some())
 }
+
+#[derive(QueryableByName)]
+struct KeyValueRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    state_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+/// The values in `group`'s state of every key changed in chain `chain` at `lo < pos <= hi`, in
+/// one query (only integers are spliced into the SQL).
+pub fn values_for_segment_keys(
+    conn: &mut DbConn,
+    group: i64,
+    chain: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<(StateKey, String)>, StoreError> {
+    let sql = format!(
+        "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas \
+             WHERE chain_id = {chain} AND chain_pos > {lo} AND chain_pos <= {hi}), \
+         hits AS (SELECT d.event_type, d.state_key, d.event_id, ROW_NUMBER() OVER ( \
+             PARTITION BY d.event_type, d.state_key ORDER BY anc.depth ASC, d.chain_pos DESC) AS rn \
+           FROM seg JOIN state_deltas d ON d.event_type = seg.event_type AND d.state_key = seg.state_key \
+           JOIN anc ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos) \
+         SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
+        ancestry_cte(group)
+    );
+    let rows: Vec<KeyValueRow> = diesel::sql_query(sql).load(conn)?;
+    Ok(rows.into_iter().map(|r| ((r.event_type, r.state_key), r.event_id)).collect())
+}

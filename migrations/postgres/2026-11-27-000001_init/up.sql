@@ -58,6 +58,8 @@ CREATE TABLE state_deltas (
     PRIMARY KEY (chain_id, event_type, state_key, chain_pos)
 );
 CREATE INDEX state_deltas_chain_pos ON state_deltas (chain_id, chain_pos);
+-- Lookups of one key through a group's ancestry start from the key.
+CREATE INDEX state_deltas_key ON state_deltas (event_type, state_key, chain_id, chain_pos);
 
 CREATE TABLE current_state (
     room_id TEXT NOT NULL REFERENCES rooms (room_id),
