@@ -123,6 +123,8 @@ CREATE TABLE knocks (
 CREATE UNIQUE INDEX knocks_one_pending ON knocks (room_id, user_id) WHERE status = 'pending';
 CREATE INDEX knocks_status_received ON knocks (status, received_ms, knock_id);
 CREATE INDEX knocks_room_user ON knocks (room_id, user_id);
+CREATE INDEX knocks_event ON knocks (event_id);
+CREATE INDEX knocks_origin ON knocks (origin_server, knock_id);
 
 CREATE TABLE decisions (
     decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
