@@ -74,10 +74,10 @@ fn api_status(e: ClientError) -> (u16, String) {
     }
 }
 
-// KNOCK-SPEC D.27–D.29, H.43: approve → the knocker's server receives a valid invite with the
+// CPL-1.10, KNOCK-SPEC D.27–D.29, H.43: approve → the knocker's server receives a valid invite with the
 // full create event, counter-signs it, and knockd then shows the invite in room state.
 #[tokio::test]
-async fn approve_delivers_a_countersigned_invite() {
+async fn cpl_1_10_approve_delivers_a_countersigned_invite() {
     for backend in backends() {
         let k = start(backend).await;
         let sim = SimServer::start().await;
