@@ -135,15 +135,7 @@ pub async fn approve(
             Ok(decision_view(row, Some(knock.user_id)))
         })
         .await?;
-    app.outbox_wake.notify_one();
-    let status = if decision.action == decisions::APPROVE {
-        knocks::DELIVERY_PENDING
-    } else if decision.action == decisions::BAN {
-        knocks::BANNED
-    } else {
-        knocks::DENIED
-    };
-    app.publish("decision", Some(decision.knock_id), Some(&decision.room_id), Some(status));
+    announce(app, &decision);
     Ok(decision)
 }
 
@@ -206,16 +198,19 @@ pub async fn deny(
             Ok(decision_view(row, Some(knock.user_id)))
         })
         .await?;
+    announce(app, &decision);
+    Ok(decision)
+}
+
+/// Wakes the sender and tells live UIs about a decision just committed.
+fn announce(app: &AppState, decision: &Decision) {
     app.outbox_wake.notify_one();
-    let status = if decision.action == decisions::APPROVE {
-        knocks::DELIVERY_PENDING
-    } else if decision.action == decisions::BAN {
-        knocks::BANNED
-    } else {
-        knocks::DENIED
+    let status = match decision.action.as_str() {
+        decisions::APPROVE => knocks::DELIVERY_PENDING,
+        decisions::BAN => knocks::BANNED,
+        _ => knocks::DENIED,
     };
     app.publish("decision", Some(decision.knock_id), Some(&decision.room_id), Some(status));
-    Ok(decision)
 }
 
 /// Error body for one failed item of a bulk request.
