@@ -69,15 +69,18 @@ pub fn state_before(
 /// already holds the most history (the largest sum of chain positions), so that only the short
 /// side branches of the others are read.
 fn merge(conn: &mut DbConn, room: &RoomCtx, groups: &[i64]) -> Result<i64, StoreError> {
+    let mut ancestries = HashMap::new();
     let mut weighted = Vec::with_capacity(groups.len());
     for g in groups {
-        let weight: i64 = state::ancestry(conn, *g)?.iter().map(|(_, pos)| pos + 1).sum();
+        let chains = state::ancestry(conn, *g)?;
+        let weight: i64 = chains.iter().map(|(_, pos)| pos + 1).sum();
+        ancestries.insert(*g, chains);
         weighted.push((weight, *g));
     }
     weighted.sort_by(|a, b| b.cmp(a));
     let base = weighted[0].1;
     let others: Vec<i64> = weighted[1..].iter().map(|(_, g)| *g).collect();
-    Ok(merge_into(conn, room, base, &others)?.0)
+    Ok(merge_with(conn, room, base, &others, ancestries)?.0)
 }
 
 /// Resolves `others` into `base`: a new group whose parent is `base`, and its delta relative to
@@ -89,15 +92,39 @@ pub fn merge_into(
     base: i64,
     others: &[i64],
 ) -> Result<(i64, Vec<(StateKey, String)>), StoreError> {
-    let base_anc: HashMap<i64, i64> = state::ancestry(conn, base)?.into_iter().collect();
+    merge_with(conn, room, base, others, HashMap::new())
+}
+
+/// `merge_into` with ancestries already read (keyed by group).
+fn merge_with(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    base: i64,
+    others: &[i64],
+    mut ancestries: HashMap<i64, Vec<(i64, i64)>>,
+) -> Result<(i64, Vec<(StateKey, String)>), StoreError> {
+    let mut ancestry_of = |conn: &mut DbConn, g: i64| -> Result<Vec<(i64, i64)>, StoreError> {
+        match ancestries.remove(&g) {
+            Some(a) => Ok(a),
+            None => state::ancestry(conn, g),
+        }
+    };
+    let base_anc: HashMap<i64, i64> = ancestry_of(conn, base)?.into_iter().collect();
+    let mut sides = Vec::with_capacity(others.len());
+    for other in others {
+        sides.push(ancestry_of(conn, *other)?);
+    }
+    // Base's values for every key on any side's exclusive segments, in one query.
+    let all_segments: Vec<(i64, i64, i64)> =
+        sides.iter().flat_map(|chains| segments(chains, &base_anc)).collect();
+    let base_values: HashMap<StateKey, String> =
+        state::values_for_segment_keys(conn, base, &all_segments)?.into_iter().collect();
     // Per key: base's value, and every distinct value the other sides bring.
     let mut values: BTreeMap<StateKey, Vec<Option<String>>> = BTreeMap::new();
     let mut conflicted = false;
-    for other in others {
-        let chains = state::ancestry(conn, *other)?;
+    for chains in &sides {
         let anc: HashMap<i64, i64> = chains.iter().copied().collect();
-        let exclusive = exclusive_values(conn, &chains, &base_anc)?;
-        let base_values = base_values_for(conn, base, &chains, &base_anc)?;
+        let exclusive = exclusive_values(conn, chains, &base_anc)?;
         for (key, theirs) in exclusive {
             let theirs = Some(theirs);
             let base_value = base_values.get(&key).cloned();
@@ -161,33 +188,28 @@ fn exclusive_values(
     of: &[(i64, i64)],
     relative_to: &HashMap<i64, i64>,
 ) -> Result<BTreeMap<StateKey, String>, StoreError> {
+    let segments = segments(of, relative_to);
+    let rows = state::segment_rows(conn, &segments)?;
     let mut values = BTreeMap::new();
-    for (chain, pos) in of {
-        let lo = relative_to.get(chain).copied().unwrap_or(-1);
-        if lo < *pos {
-            for (key, event_id) in state::keys_changed(conn, *chain, lo, *pos)? {
-                values.entry(key).or_insert(event_id);
+    // Nearest chain first; within a chain the newest row (rows come newest first).
+    for (chain, _) in of {
+        for (row_chain, key, event_id) in &rows {
+            if row_chain == chain {
+                values.entry(key.clone()).or_insert_with(|| event_id.clone());
             }
         }
     }
     Ok(values)
 }
 
-/// Base's values for every key changed on the exclusive segments of `of`: one query per segment.
-fn base_values_for(
-    conn: &mut DbConn,
-    base: i64,
-    of: &[(i64, i64)],
-    relative_to: &HashMap<i64, i64>,
-) -> Result<HashMap<StateKey, String>, StoreError> {
-    let mut out = HashMap::new();
-    for (chain, pos) in of {
-        let lo = relative_to.get(chain).copied().unwrap_or(-1);
-        if lo < *pos {
-            out.extend(state::values_for_segment_keys(conn, base, *chain, lo, *pos)?);
-        }
-    }
-    Ok(out)
+/// `(chain, lo, hi)` of the segments of `of` that `relative_to` does not include.
+fn segments(of: &[(i64, i64)], relative_to: &HashMap<i64, i64>) -> Vec<(i64, i64, i64)> {
+    of.iter()
+        .filter_map(|(chain, pos)| {
+            let lo = relative_to.get(chain).copied().unwrap_or(-1);
+            (lo < *pos).then_some((*chain, lo, *pos))
+        })
+        .collect()
 }
 
 /// Whether `key` changed on segments of `of` that `relative_to` does not include.

@@ -239,24 +239,65 @@ struct KeyValueRow {
     event_id: String,
 }
 
-/// The values in `group`'s state of every key changed in chain `chain` at `lo < pos <= hi`, in
-/// one query (only integers are spliced into the SQL).
+/// SQL matching the rows of the given `(chain, lo, hi)` segments (integers only).
+fn segment_filter(segments: &[(i64, i64, i64)]) -> String {
+    if segments.is_empty() {
+        return "1 = 0".to_owned();
+    }
+    segments
+        .iter()
+        .map(|(c, lo, hi)| format!("(chain_id = {c} AND chain_pos > {lo} AND chain_pos <= {hi})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+#[derive(QueryableByName)]
+struct SegmentRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    chain_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    state_key: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+/// Every row of the given segments, newest first: `(chain, key, event_id)`.
+pub fn segment_rows(
+    conn: &mut DbConn,
+    segments: &[(i64, i64, i64)],
+) -> Result<Vec<(i64, StateKey, String)>, StoreError> {
+    if segments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT chain_id, event_type, state_key, event_id FROM state_deltas WHERE {} \
+         ORDER BY chain_pos DESC",
+        segment_filter(segments)
+    );
+    let rows: Vec<SegmentRow> = diesel::sql_query(sql).load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.chain_id, (r.event_type, r.state_key), r.event_id)).collect())
+}
+
+/// The values in `group`'s state of every key changed in the given segments, in one query.
 pub fn values_for_segment_keys(
     conn: &mut DbConn,
     group: i64,
-    chain: i64,
-    lo: i64,
-    hi: i64,
+    segments: &[(i64, i64, i64)],
 ) -> Result<Vec<(StateKey, String)>, StoreError> {
+    if segments.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
-        "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas \
-             WHERE chain_id = {chain} AND chain_pos > {lo} AND chain_pos <= {hi}), \
+        "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas WHERE {}), \
          hits AS (SELECT d.event_type, d.state_key, d.event_id, ROW_NUMBER() OVER ( \
              PARTITION BY d.event_type, d.state_key ORDER BY anc.depth ASC, d.chain_pos DESC) AS rn \
            FROM seg JOIN state_deltas d ON d.event_type = seg.event_type AND d.state_key = seg.state_key \
            JOIN anc ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos) \
          SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
-        ancestry_cte(group)
+        ancestry_cte(group),
+        segment_filter(segments)
     );
     let rows: Vec<KeyValueRow> = diesel::sql_query(sql).load(conn)?;
     Ok(rows.into_iter().map(|r| ((r.event_type, r.state_key), r.event_id)).collect())
