@@ -11,6 +11,7 @@
 #      SYNAPSE_VERSION (1.163.2), KNOCKD_INTEROP_CACHE (~/.cache/knockd-interop),
 #      KNOCKD_BENCH_OUT (target/bench-results), SYNAPSE_BENCH_LOG (WARNING; INFO logs every request)
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 cd "$(dirname "$0")/../.."
 SYNAPSE_VERSION=${SYNAPSE_VERSION:-1.163.2}
 cache=${KNOCKD_INTEROP_CACHE:-$HOME/.cache/knockd-interop}

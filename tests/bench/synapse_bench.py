@@ -64,6 +64,26 @@ def rss_mb(pid: int) -> tuple[float | None, float | None]:
     return vals.get("VmHWM"), vals.get("VmRSS")
 
 
+def forward_extremities(hs: BenchSynapse, room_id: str) -> int | None:
+    """Synapse's forward extremity count for the room, read from its database (best effort)."""
+    sql = "SELECT count(*) FROM event_forward_extremities WHERE room_id = %s"
+    try:
+        if hs.pg is not None:
+            import psycopg2
+            with psycopg2.connect(**hs.pg) as conn, conn.cursor() as cur:
+                cur.execute(sql, (room_id,))
+                return cur.fetchone()[0]
+        import sqlite3
+        conn = sqlite3.connect(f"file:{hs.dir / 'homeserver.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql.replace("%s", "?"), (room_id,)).fetchone()[0]
+        finally:
+            conn.close()
+    except Exception as e:  # noqa: BLE001
+        log(f"cannot read forward extremities: {e}")
+        return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sim", required=True)
@@ -122,6 +142,7 @@ def main() -> int:
                 failed = True
                 continue
             result = json.loads(line)
+            result["forward_extremities_after"] = forward_extremities(hs, room_id)
             hwm, rss = rss_mb(hs.proc.pid)
             result["resident"] = {"server": "synapse", "version": synapse.__version__,
                                   "database": "postgresql" if args.pg else "sqlite3", "peak_rss_mb": hwm, "rss_mb": rss,
@@ -134,7 +155,8 @@ def main() -> int:
             lat = result.get("latency", {})
             summary.append(f"C={c} n={n}: {result.get('knocks_per_second', 0):.1f} knocks/s, "
                            f"latency {json.dumps(lat)}, ok {result.get('ok')}, "
-                           f"errors {json.dumps(result.get('errors'))}")
+                           f"errors {json.dumps(result.get('errors'))}, "
+                           f"forward extremities after {result['forward_extremities_after']}")
         for s in summary:
             log(s)
         dead = procs.check_alive()
