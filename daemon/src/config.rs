@@ -47,6 +47,7 @@ tls = "self-signed"
 # Verify other servers' certificates. Env: KNOCKD_FEDERATION_VERIFY_CERTIFICATES
 verify_certificates = true
 # Notary servers asked for a server's keys when the server itself cannot be reached.
+# Env: KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS (comma-separated)
 trusted_key_servers = []
 
 [outbox]
@@ -280,10 +281,16 @@ impl Config {
             None => parsed.federation.verify_certificates.unwrap_or(true),
         };
 
-        let trusted_key_servers = parsed
-            .federation
-            .trusted_key_servers
-            .unwrap_or_default()
+        let trusted_names = match env("KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => parsed.federation.trusted_key_servers.unwrap_or_default(),
+        };
+        let trusted_key_servers = trusted_names
             .into_iter()
             .map(|s| {
                 OwnedServerName::try_from(s.as_str())

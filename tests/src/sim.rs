@@ -65,10 +65,14 @@ struct Shared {
     http: reqwest::Client,
     server_name: OwnedServerName,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
+    keys_down: Arc<std::sync::atomic::AtomicBool>,
+    vouched: Arc<std::sync::Mutex<Vec<Arc<RwLock<Arc<KeyRing>>>>>>,
 }
 
 /// A remote homeserver on 127.0.0.1.
 pub struct SimServer {
+    keys_down: Arc<std::sync::atomic::AtomicBool>,
+    vouched: Arc<std::sync::Mutex<Vec<Arc<RwLock<Arc<KeyRing>>>>>>,
     mode: Arc<RwLock<Mode>>,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
     inbox: Arc<std::sync::Mutex<Inbox>>,
@@ -117,8 +121,12 @@ impl SimServer {
             http: http.clone(),
             server_name: server_name.clone(),
             missing: Arc::new(std::sync::Mutex::new(Vec::new())),
+            keys_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            vouched: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         let missing = shared.missing.clone();
+        let (keys_down, vouched) = (shared.keys_down.clone(), shared.vouched.clone());
+        let down = keys_down.clone();
         let (mode, inbox) = (shared.mode.clone(), shared.inbox.clone());
         let app = Router::new()
             .route(
@@ -126,12 +134,34 @@ impl SimServer {
                 get(move || {
                     counter.fetch_add(1, Ordering::SeqCst);
                     let keys = served.read().expect("key slot").clone();
-                    async move { Json(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())) }
+                    let down = down.load(Ordering::SeqCst);
+                    async move {
+                        if down {
+                            return reply(
+                                503,
+                                serde_json::json!({ "errcode": "M_UNKNOWN", "error": "keys down" }),
+                            );
+                        }
+                        reply(
+                            200,
+                            serde_json::to_value(
+                                keys.server_keys_response(MilliSecondsSinceUnixEpoch::now()),
+                            )
+                            .expect("json"),
+                        )
+                    }
                 }),
             )
-            .route("/_matrix/federation/v2/invite/{room_id}/{event_id}", axum::routing::put(on_invite))
+            .route("/_matrix/key/v2/query/{server}", get(on_notary_query))
+            .route(
+                "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+                axum::routing::put(on_invite),
+            )
             .route("/_matrix/federation/v1/send/{txn_id}", axum::routing::put(on_send))
-            .route("/_matrix/federation/v1/get_missing_events/{room_id}", axum::routing::post(on_missing))
+            .route(
+                "/_matrix/federation/v1/get_missing_events/{room_id}",
+                axum::routing::post(on_missing),
+            )
             .with_state(shared);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = axum_server::Handle::new();
@@ -144,7 +174,18 @@ impl SimServer {
         tokio::spawn(async move {
             let _ = server.serve(app.into_make_service()).await;
         });
-        Self { mode, inbox, missing, server_name, slot, key_requests, http, stop: Some(stop) }
+        Self {
+            mode,
+            inbox,
+            missing,
+            keys_down,
+            vouched,
+            server_name,
+            slot,
+            key_requests,
+            http,
+            stop: Some(stop),
+        }
     }
 
     /// The current signing key.
@@ -159,6 +200,16 @@ impl SimServer {
         let version = format!("sim{}", crate::random_hex(3));
         let keys = KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key");
         *self.slot.write().expect("key slot") = Arc::new(keys);
+    }
+
+    /// Makes `/_matrix/key/v2/server` answer 503 (the server's keys cannot be fetched directly).
+    pub fn set_keys_down(&self, down: bool) {
+        self.keys_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Acts as a notary for `other`: `/_matrix/key/v2/query/{other}` answers its keys, co-signed.
+    pub fn vouch_for(&self, other: &SimServer) {
+        self.vouched.lock().expect("vouched").push(other.slot.clone());
     }
 
     /// Events this server answers `/get_missing_events` with.
@@ -603,4 +654,21 @@ async fn on_missing(
     }
     let events = shared.missing.lock().expect("missing").clone();
     reply(200, serde_json::json!({ "events": events }))
+}
+
+async fn on_notary_query(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    axum::extract::Path(server): axum::extract::Path<String>,
+) -> Reply {
+    let slots = shared.vouched.lock().expect("vouched").clone();
+    let ours = shared.slot.read().expect("key slot").clone();
+    for slot in slots {
+        let theirs = slot.read().expect("key slot").clone();
+        if theirs.server_name().as_str() == server {
+            let mut object = theirs.server_keys_response(MilliSecondsSinceUnixEpoch::now());
+            ours.sign_json(&mut object).expect("co-sign");
+            return reply(200, serde_json::json!({ "server_keys": [object] }));
+        }
+    }
+    reply(200, serde_json::json!({ "server_keys": [] }))
 }

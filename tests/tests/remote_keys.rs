@@ -48,3 +48,27 @@ async fn a_new_key_id_is_fetched() {
         k.stop().await;
     }
 }
+
+// Keys through a notary (issue: knock path, part 2): the origin's key server is down, the
+// configured notary answers with the origin's self-signed keys co-signed by itself.
+#[tokio::test]
+async fn keys_come_from_a_trusted_notary_when_the_server_is_down() {
+    for backend in backends() {
+        let notary = SimServer::start().await;
+        let knocker = SimServer::start().await;
+        notary.vouch_for(&knocker);
+        knocker.set_keys_down(true);
+        let env = [("KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS", notary.server_name.as_str())];
+        let k = TestKnockd::start_with(knockd_tests::TestDb::new(backend), &env).await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        let (status, body) = knocker.knock(&k.server_name, &room_id, "n", Some("via notary")).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        assert!(knocker.key_fetches() >= 1, "the server itself was asked first");
+        // Without a notary vouching, the same situation is refused.
+        let stranger = SimServer::start().await;
+        stranger.set_keys_down(true);
+        let (status, _) = stranger.knock(&k.server_name, &room_id, "s", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        k.stop().await;
+    }
+}

@@ -282,12 +282,13 @@ pub fn parse_key_response(
     }
     let object: CanonicalJsonObject = serde_json::from_value(body.clone())
         .map_err(|e| format!("key response is not canonical JSON: {e}"))?;
-    let map = PublicKeyMap::from([(server.to_string(), own)]);
-    ruma::signatures::verify_json(&map, &object)
-        .map_err(|e| format!("key response self-signature: {e}"))?;
+    // Self-signed by the server, and (through a notary) signed by the notary too: ruma checks
+    // every signer of the object, so both key sets go in one map.
+    let mut map = PublicKeyMap::from([(server.to_string(), own)]);
     if let Some(notary) = notary {
-        ruma::signatures::verify_json(notary, &object)
-            .map_err(|e| format!("notary signature: {e}"))?;
+        map.extend(notary.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    ruma::signatures::verify_json(&map, &object)
+        .map_err(|e| format!("key response signatures: {e}"))?;
     Ok(rows)
 }
