@@ -21,6 +21,9 @@ use ruma::{
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+/// The key slots of servers a simulated notary vouches for.
+type Vouched = Arc<std::sync::Mutex<Vec<Arc<RwLock<Arc<KeyRing>>>>>>;
+
 /// Every room version a modern Synapse announces on make_knock.
 pub const ALL_VERSIONS: [&str; 12] =
     ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"];
@@ -66,13 +69,13 @@ struct Shared {
     server_name: OwnedServerName,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
     keys_down: Arc<std::sync::atomic::AtomicBool>,
-    vouched: Arc<std::sync::Mutex<Vec<Arc<RwLock<Arc<KeyRing>>>>>>,
+    vouched: Vouched,
 }
 
 /// A remote homeserver on 127.0.0.1.
 pub struct SimServer {
     keys_down: Arc<std::sync::atomic::AtomicBool>,
-    vouched: Arc<std::sync::Mutex<Vec<Arc<RwLock<Arc<KeyRing>>>>>>,
+    vouched: Vouched,
     mode: Arc<RwLock<Mode>>,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
     inbox: Arc<std::sync::Mutex<Inbox>>,
