@@ -29,6 +29,8 @@ pub struct Signed<const LIMIT: usize, const STRICT: bool = true> {
     pub origin: OwnedServerName,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
+    /// The body as canonical JSON, when it is (parsed once, during authentication).
+    parsed: Option<ruma::CanonicalJsonValue>,
 }
 
 impl<const LIMIT: usize, const STRICT: bool> Signed<LIMIT, STRICT> {
@@ -38,8 +40,12 @@ impl<const LIMIT: usize, const STRICT: bool> Signed<LIMIT, STRICT> {
     }
 
     /// The body as a canonical-JSON object.
-    pub fn json(&self) -> Result<ruma::CanonicalJsonObject, ApiError> {
-        json::parse_object(&self.body).map_err(json_error)
+    pub fn json(self) -> Result<ruma::CanonicalJsonObject, ApiError> {
+        match self.parsed {
+            Some(ruma::CanonicalJsonValue::Object(o)) => Ok(o),
+            Some(_) => Err(ApiError::bad_json("expected a JSON object")),
+            None => json::parse_object(&self.body).map_err(json_error),
+        }
     }
 }
 
@@ -56,9 +62,9 @@ impl<const LIMIT: usize, const STRICT: bool> FromRequest<AppState> for Signed<LI
     async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let body = read_limited::<LIMIT>(&parts.headers, body).await?;
-        let origin =
+        let (origin, parsed) =
             authenticate(app, &parts.method, &parts.uri, &parts.headers, &body, STRICT).await?;
-        Ok(Self { origin, query: parse_query(parts.uri.query().unwrap_or_default()), body })
+        Ok(Self { origin, query: parse_query(parts.uri.query().unwrap_or_default()), body, parsed })
     }
 }
 
@@ -93,7 +99,7 @@ async fn authenticate(
     headers: &HeaderMap,
     body: &Bytes,
     strict: bool,
-) -> Result<OwnedServerName, ApiError> {
+) -> Result<(OwnedServerName, Option<ruma::CanonicalJsonValue>), ApiError> {
     let unauthorized = |m: String| ApiError::Unauthorized(m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized("missing Authorization: X-Matrix header".to_owned()));
@@ -106,9 +112,10 @@ async fn authenticate(
         return Err(unauthorized(format!("this request is for another server, not {ours}")));
     }
     let mut lenient = None;
+    let mut parsed = None;
     if !body.is_empty() {
         match json::parse_value(body) {
-            Ok(_) => {}
+            Ok(value) => parsed = Some(value),
             Err(json::JsonError::BadJson(_)) if !strict => {
                 let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
                     ApiError::BadRequest("M_NOT_JSON", format!("invalid JSON: {e}"))
@@ -127,7 +134,7 @@ async fn authenticate(
     if let Some(content) = lenient {
         verify_lenient(&x, ours, method, path_and_query, content, &map)
             .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
-        return Ok(x.origin);
+        return Ok((x.origin, None));
     }
     let request = axum::http::Request::builder()
         .method(method.clone())
@@ -136,7 +143,7 @@ async fn authenticate(
         .map_err(|e| ApiError::BadRequest("M_UNRECOGNIZED", e.to_string()))?;
     x.verify_http_request(&request, ours, &map)
         .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
-    Ok(x.origin)
+    Ok((x.origin, parsed))
 }
 
 /// Checks an X-Matrix signature over a body that is JSON but not canonical JSON (floats): the

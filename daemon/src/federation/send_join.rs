@@ -25,8 +25,9 @@ async fn join(
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Value, ApiError> {
     let (room_id, event_id) = path_ids(path)?;
+    let origin = request.origin.clone();
     let pdu = request.json()?;
-    match membership::send(app, &request.origin, Kind::Join, room_id, event_id, pdu).await? {
+    match membership::send(app, &origin, Kind::Join, room_id, event_id, pdu).await? {
         Answer::Join(body) => Ok(body),
         _ => Err(ApiError::Internal("send_join answered a different handshake".to_owned())),
     }

@@ -27,8 +27,9 @@ pub async fn send_knock(
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
     let (room_id, event_id) = path_ids(path)?;
+    let origin = request.origin.clone();
     let pdu = request.json()?;
-    match membership::send(&app, &request.origin, Kind::Knock, room_id, event_id, pdu).await? {
+    match membership::send(&app, &origin, Kind::Knock, room_id, event_id, pdu).await? {
         Answer::Knock(state) => Ok(Json(json!({ "knock_room_state": state }))),
         _ => Err(ApiError::Internal("send_knock answered a different handshake".to_owned())),
     }

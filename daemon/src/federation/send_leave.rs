@@ -25,8 +25,9 @@ async fn leave(
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<(), ApiError> {
     let (room_id, event_id) = path_ids(path)?;
+    let origin = request.origin.clone();
     let pdu = request.json()?;
-    membership::send(app, &request.origin, Kind::Leave, room_id, event_id, pdu).await?;
+    membership::send(app, &origin, Kind::Leave, room_id, event_id, pdu).await?;
     Ok(())
 }
 
