@@ -16,6 +16,7 @@ use super::{
         persist_received_state,
     },
     moderation::InviteJob,
+    receive::template_of,
     state::{StateBeforeError, state_before},
 };
 use crate::{
@@ -74,6 +75,11 @@ fn finish(
     outbox::delete_item(conn, item_id)
 }
 
+/// The approval ends as "approve failed", with the reason on the decision.
+fn fail(conn: &mut DbConn, item_id: i64, job: &InviteJob, why: &str) -> Result<(), StoreError> {
+    finish(conn, item_id, job, Some(knocks::APPROVE_FAILED), decisions::FAILED, None, Some(why))
+}
+
 /// Delivers one queued invite.
 pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
     let outcome = attempt(app, item).await;
@@ -116,15 +122,7 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
             let invite = match build_local(conn, &keys, &room, &template, now_ms()) {
                 Ok(p) => p,
                 Err(StoreError::Rejected(why)) => {
-                    finish(
-                        conn,
-                        item_id,
-                        &job,
-                        Some(knocks::APPROVE_FAILED),
-                        decisions::FAILED,
-                        None,
-                        Some(&why),
-                    )?;
+                    fail(conn, item_id, &job, &why)?;
                     return Ok(Prep::Dropped);
                 }
                 Err(e) => return Err(e.into()),
@@ -154,18 +152,8 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
         let job = job.clone();
         let db = app.db.clone();
         async move {
-            db.write(move |conn| -> Result<(), StoreError> {
-                finish(
-                    conn,
-                    item_id,
-                    &job,
-                    Some(knocks::APPROVE_FAILED),
-                    decisions::FAILED,
-                    None,
-                    Some(&why),
-                )
-            })
-            .await
+            db.write(move |conn| -> Result<(), StoreError> { fail(conn, item_id, &job, &why) })
+                .await
         }
     };
     let bytes = match answer {
@@ -205,21 +193,10 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
                 finish(conn, item_id, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(());
             }
-            let mut template =
-                EventTemplate::state("m.room.member", user.as_str(), &signed.sender, json!({}));
-            template.content = serde_json::from_str(signed.content.get()).unwrap_or_default();
-            let current = auth_state(conn, &room, &template)?;
+            let current = auth_state(conn, &room, &template_of(&signed))?;
             if let Err(StoreError::Rejected(why)) = check_received(conn, &room, &signed, &current) {
                 let why = format!("the room changed before the invite could be stored: {why}");
-                finish(
-                    conn,
-                    item_id,
-                    &job,
-                    Some(knocks::APPROVE_FAILED),
-                    decisions::FAILED,
-                    None,
-                    Some(&why),
-                )?;
+                fail(conn, item_id, &job, &why)?;
                 return Ok(());
             }
             persist_received_state(conn, &room, &signed, before)?;
