@@ -4,15 +4,15 @@ use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::auth::{MAX_PDU_BODY, Signed};
+use super::{
+    auth::{MAX_PDU_BODY, Signed},
+    make_template,
+};
 use crate::{
     error::ApiError,
-    service::{
-        AppState,
-        membership::{self, Kind},
-    },
+    service::{AppState, membership::Kind},
 };
 
 pub async fn make_join(
@@ -20,9 +20,5 @@ pub async fn make_join(
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    let versions = Some(request.query_all("ver"));
-    let (version, event) =
-        membership::make(&app, &request.origin, Kind::Join, room_id, user_id, versions).await?;
-    Ok(Json(json!({ "room_version": version.as_str(), "event": event })))
+    make_template(&app, path, request, Kind::Join).await
 }

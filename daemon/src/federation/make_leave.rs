@@ -4,15 +4,15 @@ use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::auth::{MAX_PDU_BODY, Signed};
+use super::{
+    auth::{MAX_PDU_BODY, Signed},
+    make_template,
+};
 use crate::{
     error::ApiError,
-    service::{
-        AppState,
-        membership::{self, Kind},
-    },
+    service::{AppState, membership::Kind},
 };
 
 pub async fn make_leave(
@@ -20,8 +20,5 @@ pub async fn make_leave(
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    let (version, event) =
-        membership::make(&app, &request.origin, Kind::Leave, room_id, user_id, None).await?;
-    Ok(Json(json!({ "room_version": version.as_str(), "event": event })))
+    make_template(&app, path, request, Kind::Leave).await
 }

@@ -76,3 +76,19 @@ pub fn path_ids(
     }
     Ok((room_id, event_id))
 }
+
+/// The shared body of `make_knock`, `make_join` and `make_leave`: a template for the user.
+/// `ver` is read for knock and join; make_leave has none.
+pub async fn make_template(
+    app: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    request: auth::Signed<{ auth::MAX_PDU_BODY }>,
+    kind: crate::service::membership::Kind,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    use crate::service::membership::{self, Kind};
+    let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
+    let versions = (kind != Kind::Leave).then(|| request.query_all("ver"));
+    let (version, event) =
+        membership::make(app, &request.origin, kind, room_id, user_id, versions).await?;
+    Ok(axum::Json(serde_json::json!({ "room_version": version.as_str(), "event": event })))
+}
