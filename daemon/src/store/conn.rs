@@ -93,7 +93,7 @@ pub fn redact_url(url: &str) -> String {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    match authority.rsplit_once('@') {
+    let redacted = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or_default();
             if userinfo.contains(':') {
@@ -103,24 +103,14 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         None => url.to_owned(),
-    }
-    .replace_password_params()
-}
-
-trait ReplacePasswordParams {
-    fn replace_password_params(self) -> String;
-}
-
-impl ReplacePasswordParams for String {
-    /// Hides `password=` query or keyword parameters too.
-    fn replace_password_params(self) -> String {
-        match self.find("password=") {
-            Some(i) => {
-                let end = self[i..].find(['&', ' ']).map_or(self.len(), |e| i + e);
-                format!("{}password=***{}", &self[..i], &self[end..])
-            }
-            None => self,
+    };
+    // Hide `password=` query or keyword parameters too.
+    match redacted.find("password=") {
+        Some(i) => {
+            let end = redacted[i..].find(['&', ' ']).map_or(redacted.len(), |e| i + e);
+            format!("{}password=***{}", &redacted[..i], &redacted[end..])
         }
+        None => redacted,
     }
 }
 

@@ -190,23 +190,6 @@ pub fn ancestry(conn: &mut DbConn, group: i64) -> Result<Vec<(i64, i64)>, StoreE
     Ok(rows.into_iter().map(|r| (r.chain_id, r.pos)).collect())
 }
 
-/// The keys changed in a chain at positions `lo < pos <= hi`.
-pub fn keys_changed(
-    conn: &mut DbConn,
-    chain_id: i64,
-    lo: i64,
-    hi: i64,
-) -> Result<Vec<(StateKey, String)>, StoreError> {
-    let rows: Vec<(String, String, String)> = state_deltas::table
-        .filter(state_deltas::chain_id.eq(chain_id))
-        .filter(state_deltas::chain_pos.gt(lo))
-        .filter(state_deltas::chain_pos.le(hi))
-        .order(state_deltas::chain_pos.desc())
-        .select((state_deltas::event_type, state_deltas::state_key, state_deltas::event_id))
-        .load(conn)?;
-    Ok(rows.into_iter().map(|(t, k, e)| ((t, k), e)).collect())
-}
-
 /// Whether `(event_type, state_key)` changed in a chain at positions `lo < pos <= hi`.
 pub fn key_changed(
     conn: &mut DbConn,
