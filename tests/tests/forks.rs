@@ -102,3 +102,162 @@ async fn concurrent_topics_resolve_like_state_resolution_v2() {
         k.stop().await;
     }
 }
+
+// KNOCK-SPEC H.39–H.40: with more forward extremities than an event may cite, our own events
+// are checked against, and cite auth events from, the state after the prev events they cite
+// (what other servers check them against), not the current state; a kick cites the knock it
+// ends, so that state resolution keeps the kick.
+#[tokio::test]
+async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["10", "12"] {
+            let room_id = k
+                .admin
+                .create_room(&CreateRoomRequest {
+                    room_version: Some(v.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .room_id;
+            let knocks = stale_knocks(&sim, &k, v, &room_id, "a", 14).await;
+            assert_eq!(k.room_footprint(&room_id).await.0, 14);
+            // A knocker whose knock is not among the ten an event would cite by depth.
+            let cited = cited_by_depth(&k, &room_id).await;
+            let (target, target_knock) =
+                knocks.iter().find(|(_, id)| !cited.contains(id)).cloned().unwrap();
+            let list = k
+                .admin
+                .list_knocks(&knockd_shared::KnockQuery {
+                    room_id: Some(room_id.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let knock = list.knocks.iter().find(|kn| kn.user_id == target).unwrap();
+            let decision = k.admin.deny(knock.id, Some("no"), false).await.unwrap();
+            let kick_id = decision.event_id.expect("the kick's event ID");
+            let kick = stored_pdu(&k, &kick_id).await;
+            let prev = ids(&kick["prev_events"]);
+            assert_eq!(prev.len(), 10);
+            assert!(prev.contains(&target_knock), "{backend:?} v{v}: the kick follows the knock");
+            assert!(ids(&kick["auth_events"]).contains(&target_knock));
+            let shown = k.admin.room(&room_id).await.unwrap();
+            assert_eq!(shown.summary.forward_extremities, 14 - 10 + 1);
+            let holder = |shown: &knockd_shared::RoomDetail, user: &str| {
+                shown
+                    .state
+                    .iter()
+                    .find(|s| s.event_type == "m.room.member" && s.state_key == user)
+                    .map(|s| s.event_id.clone())
+            };
+            assert_eq!(holder(&shown, &target), Some(kick_id.clone()), "{backend:?} v{v}");
+            assert_eq!(k.admin.knock(knock.id).await.unwrap().knock.status, "denied");
+
+            // An event that depends on no knock: its state before is its prev events' state,
+            // which lacks the knocks it does not cite; every knock stays in the current state.
+            let more = stale_knocks(&sim, &k, v, &room_id, "b", 12).await;
+            assert!(k.room_footprint(&room_id).await.0 > 10);
+            let cited = cited_by_depth(&k, &room_id).await;
+            let (uncited, _) = more.iter().find(|(_, id)| !cited.contains(id)).cloned().unwrap();
+            k.admin
+                .update_room(
+                    &room_id,
+                    &RoomSettings { name: Some("Busy".into()), ..Default::default() },
+                )
+                .await
+                .unwrap();
+            let shown = k.admin.room(&room_id).await.unwrap();
+            let name_id = shown.state.iter().find(|s| s.event_type == "m.room.name").unwrap();
+            let name_id = name_id.event_id.clone();
+            let (n, u) = (name_id.clone(), uncited.clone());
+            let before_has_uncited = k
+                .app
+                .db
+                .read(move |conn| -> Result<Option<String>, knockd::store::StoreError> {
+                    let group = knockd::store::events::state_before(conn, &n)?.unwrap();
+                    knockd::store::state::lookup(conn, group, "m.room.member", &u)
+                })
+                .await
+                .unwrap();
+            assert_eq!(before_has_uncited, None, "{backend:?} v{v}");
+            assert_eq!(k.event_status(&name_id).await.as_deref(), Some("accepted"));
+            // Two knocks citing the same forked extremities share one resolved state before.
+            let twins = stale_knocks(&sim, &k, v, &room_id, "c", 2).await;
+            let (a, b) = (twins[0].1.clone(), twins[1].1.clone());
+            let (before_a, before_b) = k
+                .app
+                .db
+                .read(move |conn| -> Result<_, knockd::store::StoreError> {
+                    Ok((
+                        knockd::store::events::state_before(conn, &a)?,
+                        knockd::store::events::state_before(conn, &b)?,
+                    ))
+                })
+                .await
+                .unwrap();
+            assert!(before_a.is_some());
+            assert_eq!(before_a, before_b, "{backend:?} v{v}: one resolution for both");
+            for (user, id) in knocks.iter().chain(more.iter()).filter(|(u, _)| *u != target) {
+                assert_eq!(holder(&shown, user).as_ref(), Some(id), "{backend:?} v{v} {user}");
+            }
+        }
+        k.stop().await;
+    }
+}
+
+/// `n` knocks signed from one template: `(user, event ID)` each.
+async fn stale_knocks(
+    sim: &SimServer,
+    k: &TestKnockd,
+    v: &str,
+    room_id: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let first = sim.user(&format!("{prefix}0"));
+    let (_, made) = sim.make_knock(&k.server_name, room_id, first.as_str()).await;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let user = sim.user(&format!("{prefix}{i}"));
+        let mut event = made["event"].clone();
+        event["sender"] = user.as_str().into();
+        event["state_key"] = user.as_str().into();
+        let (id, pdu) = sim.sign_template(v, &event, None);
+        let (status, body) = sim.send_knock(&k.server_name, room_id, id.as_str(), &pdu).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        out.push((user.to_string(), id.to_string()));
+    }
+    out
+}
+
+/// The ten forward extremities of the greatest depth.
+async fn cited_by_depth(k: &TestKnockd, room_id: &str) -> Vec<String> {
+    let r = room_id.to_owned();
+    k.app
+        .db
+        .read(move |conn| knockd::store::events::extremities(conn, &r, 10))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+async fn stored_pdu(k: &TestKnockd, event_id: &str) -> serde_json::Value {
+    let id = event_id.to_owned();
+    let row = k
+        .app
+        .db
+        .read(move |conn| knockd::store::events::get(conn, &id))
+        .await
+        .unwrap()
+        .expect("stored");
+    serde_json::from_str(&row.pdu).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+}

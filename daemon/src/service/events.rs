@@ -83,13 +83,16 @@ pub fn append_local(
     template: &EventTemplate,
     now_ms: i64,
 ) -> Result<Pdu, StoreError> {
-    let pdu = build_local(conn, keys, room, template, now_ms)?;
-    persist_accepted(conn, room, &pdu)?;
+    let (pdu, before) = build_local_placed(conn, keys, room, template, now_ms)?;
+    match before {
+        Some(group) => persist_received_state(conn, room, &pdu, group)?,
+        None => persist_accepted(conn, room, &pdu)?,
+    }
     Ok(pdu)
 }
 
-/// Builds and signs a new event of ours against the current state and checks it with the auth
-/// rules, without storing it. `StoreError::Rejected` says why it is not allowed.
+/// Builds and signs a new event of ours and checks it with the auth rules, without storing it.
+/// `StoreError::Rejected` says why it is not allowed.
 pub fn build_local(
     conn: &mut DbConn,
     keys: &KeyRing,
@@ -97,20 +100,75 @@ pub fn build_local(
     template: &EventTemplate,
     now_ms: i64,
 ) -> Result<Pdu, StoreError> {
-    let state = auth_state(conn, room, template)?;
+    Ok(build_local_placed(conn, keys, room, template, now_ms)?.0)
+}
+
+/// [`build_local`], also telling the state before the event: `None` when it is the room's
+/// current state (the event cites every forward extremity), else the state group of the cited
+/// prev events resolved together. Other servers check our event against the state after its
+/// prev events, so that is the state we check it against and cite auth events from: with more
+/// forward extremities than an event may cite, it differs from the current state.
+pub fn build_local_placed(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    room: &RoomCtx,
+    template: &EventTemplate,
+    now_ms: i64,
+) -> Result<(Pdu, Option<i64>), StoreError> {
+    let limit = event::MAX_PREV_EVENTS;
+    let room_id = room.room_id.as_str();
+    let mut prev = ev::extremities(conn, room_id, limit as i64 + 1)?;
+    let cites_all = prev.len() <= limit;
     let wanted =
         auth::auth_types(template, &room.rules.authorization).map_err(StoreError::Rejected)?;
-    let auth_events: Vec<OwnedEventId> =
-        wanted.iter().filter_map(|k| state.get(k)).map(|p| p.event_id.clone()).collect();
-    let prev_events = ev::extremities(conn, room.room_id.as_str(), event::MAX_PREV_EVENTS as i64)?
+    let current = auth_state(conn, room, template)?;
+    if !cites_all {
+        // Cite first the extremities that hold state this event depends on (a knock being
+        // kicked, say), so that the event comes after them and not beside them: an event beside
+        // a kick would survive state resolution and undo it.
+        let ids: Vec<String> = current.values().map(|p| p.event_id.to_string()).collect();
+        let mut first = ev::extremities_among(conn, room_id, &ids)?;
+        first.truncate(limit);
+        prev.retain(|p| !first.contains(p));
+        first.append(&mut prev);
+        prev = first;
+    }
+    prev.truncate(limit);
+    let prev_events = prev
         .into_iter()
         .map(|(id, depth)| OwnedEventId::try_from(id).map(|id| (id, depth)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (at_prev, before) = if cites_all {
+        (None, None)
+    } else {
+        let ids: Vec<OwnedEventId> = prev_events.iter().map(|(id, _)| id.clone()).collect();
+        let group = match super::state::state_before(conn, room, &ids) {
+            Ok(g) => g,
+            Err(super::state::StateBeforeError::Store(e)) => return Err(e),
+            Err(super::state::StateBeforeError::UnknownPrev(id)) => {
+                return Err(StoreError::Corrupt(format!("forward extremity {id} has no state")));
+            }
+        };
+        let state = super::receive::load_state_keys(conn, &wanted, |c, t, k| {
+            state::lookup(c, group, t, k)
+        })?;
+        (Some(state), Some(group))
+    };
+    let state = at_prev.as_ref().unwrap_or(&current);
+    let auth_events: Vec<OwnedEventId> =
+        wanted.iter().filter_map(|k| state.get(k)).map(|p| p.event_id.clone()).collect();
     let placement = Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
     let pdu = build(keys, room, template, &placement, now_ms)?;
-    check_with(room, &pdu, &state)?;
-    Ok(pdu)
+    check_with(room, &pdu, state)?;
+    if before.is_some() {
+        // Also allowed by the current state, or we would be sending what we soft-fail.
+        auth::check_against_state(&room.rules.authorization, &pdu, |t, k| {
+            current.get(&(t.clone(), k.to_owned())).cloned()
+        })
+        .map_err(|e| StoreError::Rejected(format!("not allowed by the current state: {e}")))?;
+    }
+    Ok((pdu, before))
 }
 
 /// Auth rules of `pdu` against its auth events and a state (both from `state`).

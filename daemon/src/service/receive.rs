@@ -118,10 +118,12 @@ pub fn authorize(conn: &mut DbConn, room: &RoomCtx, pdu: &Pdu) -> Result<Verdict
     // Step 4: its own auth events, which must be accepted events of this room.
     let mut auth_ids: Vec<String> = pdu.auth_events.iter().map(|id| id.to_string()).collect();
     auth_ids.extend(ev::current(conn, room_id, "m.room.create", "")?);
+    let placed: HashMap<String, bool> = ev::placements(conn, &auth_ids)?
+        .into_iter()
+        .map(|p| (p.event_id, p.status == ev::ACCEPTED && p.room_id == room_id))
+        .collect();
     for id in &pdu.auth_events {
-        let ok = ev::get(conn, id.as_str())?
-            .is_some_and(|r| r.status == ev::ACCEPTED && r.room_id == room_id);
-        if !ok {
+        if placed.get(id.as_str()) != Some(&true) {
             return Ok(Verdict::Rejected(format!("unknown or rejected auth event {id}")));
         }
     }

@@ -41,11 +41,14 @@ pub fn state_before(
     room: &RoomCtx,
     prev_events: &[OwnedEventId],
 ) -> Result<i64, StateBeforeError> {
+    let ids: Vec<String> = prev_events.iter().map(|id| id.to_string()).collect();
+    let rows: HashMap<String, ev::Placed> =
+        ev::placements(conn, &ids)?.into_iter().map(|p| (p.event_id.clone(), p)).collect();
     let mut groups: Vec<(i64, i64)> = Vec::with_capacity(prev_events.len());
-    for id in prev_events {
-        let row = ev::get(conn, id.as_str())?
-            .filter(|r| r.status == ev::ACCEPTED && r.room_id == room.room_id.as_str());
-        let Some(row) = row else { return Err(StateBeforeError::UnknownPrev(id.to_string())) };
+    for id in &ids {
+        let row =
+            rows.get(id).filter(|p| p.status == ev::ACCEPTED && p.room_id == room.room_id.as_str());
+        let Some(row) = row else { return Err(StateBeforeError::UnknownPrev(id.clone())) };
         let group = row
             .state_after
             .ok_or_else(|| StoreError::Corrupt(format!("event {id} has no state")))?;
@@ -61,7 +64,16 @@ pub fn state_before(
     match distinct.as_slice() {
         [] => Err(StateBeforeError::UnknownPrev("no prev_events".to_owned())),
         [only] => Ok(*only),
-        many => Ok(merge(conn, room, many)?),
+        many => {
+            // Events citing the same extremities (concurrent templates) share one resolution.
+            let room_id = room.room_id.as_str();
+            if let Some(group) = state::merged_group(conn, room_id, many)? {
+                return Ok(group);
+            }
+            let group = merge(conn, room, many)?;
+            state::remember_merge(conn, room_id, many, group)?;
+            Ok(group)
+        }
     }
 }
 

@@ -70,6 +70,30 @@ pub fn get(conn: &mut DbConn, event_id: &str) -> Result<Option<EventRow>, StoreE
     )
 }
 
+/// Where a stored event sits: enough to use it as a prev or auth event.
+#[derive(Clone, Debug, Queryable)]
+pub struct Placed {
+    pub event_id: String,
+    pub room_id: String,
+    pub status: String,
+    pub state_after: Option<i64>,
+    pub depth: i64,
+}
+
+/// The stored events among `event_ids`, in one query.
+pub fn placements(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<Placed>, StoreError> {
+    Ok(events::table
+        .filter(events::event_id.eq_any(event_ids))
+        .select((
+            events::event_id,
+            events::room_id,
+            events::status,
+            events::state_after,
+            events::depth,
+        ))
+        .load(conn)?)
+}
+
 /// Up to `limit` forward extremities, deepest first.
 pub fn extremities(
     conn: &mut DbConn,
@@ -81,6 +105,20 @@ pub fn extremities(
         .order((forward_extremities::depth.desc(), forward_extremities::event_id.asc()))
         .select((forward_extremities::event_id, forward_extremities::depth))
         .limit(limit)
+        .load(conn)?)
+}
+
+/// Which of `event_ids` are forward extremities of the room, with their depth.
+pub fn extremities_among(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_ids: &[String],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(forward_extremities::table
+        .filter(forward_extremities::room_id.eq(room_id))
+        .filter(forward_extremities::event_id.eq_any(event_ids))
+        .order((forward_extremities::depth.desc(), forward_extremities::event_id.asc()))
+        .select((forward_extremities::event_id, forward_extremities::depth))
         .load(conn)?)
 }
 

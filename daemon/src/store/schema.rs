@@ -56,6 +56,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    state_merges (room_id, merged) {
+        room_id -> Text,
+        merged -> Text,
+        group_id -> BigInt,
+    }
+}
+
+diesel::table! {
     state_deltas (chain_id, event_type, state_key, chain_pos) {
         chain_id -> BigInt,
         event_type -> Text,
@@ -192,6 +200,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     forward_extremities,
     state_chains,
     state_groups,
+    state_merges,
     state_deltas,
     current_state,
     local_users,

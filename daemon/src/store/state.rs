@@ -285,3 +285,40 @@ pub fn values_for_segment_keys(
     let rows: Vec<KeyValueRow> = diesel::sql_query(sql).load(conn)?;
     Ok(rows.into_iter().map(|r| ((r.event_type, r.state_key), r.event_id)).collect())
 }
+
+/// The group already made to resolve `groups` (ascending IDs) together, if any.
+pub fn merged_group(
+    conn: &mut DbConn,
+    room_id: &str,
+    groups: &[i64],
+) -> Result<Option<i64>, StoreError> {
+    optional(
+        state_merges::table
+            .find((room_id, merge_key(groups)))
+            .select(state_merges::group_id)
+            .first(conn),
+    )
+}
+
+/// Remembers that `group` resolves `groups` together.
+pub fn remember_merge(
+    conn: &mut DbConn,
+    room_id: &str,
+    groups: &[i64],
+    group: i64,
+) -> Result<(), StoreError> {
+    diesel::insert_into(state_merges::table)
+        .values((
+            state_merges::room_id.eq(room_id),
+            state_merges::merged.eq(merge_key(groups)),
+            state_merges::group_id.eq(group),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn merge_key(groups: &[i64]) -> String {
+    let mut sorted = groups.to_vec();
+    sorted.sort_unstable();
+    sorted.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
