@@ -17,7 +17,7 @@ use super::{
     },
     moderation::InviteJob,
     receive::template_of,
-    state::{StateBeforeError, state_before},
+    state::state_before_stored,
 };
 use crate::{
     matrix::{
@@ -179,13 +179,7 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
     app.db
         .write(move |conn| -> Result<(), ServiceError> {
             rooms::lock(conn, room.room_id.as_str())?;
-            let before = match state_before(conn, &room, &signed.prev_events) {
-                Ok(g) => g,
-                Err(StateBeforeError::UnknownPrev(id)) => {
-                    return Err(StoreError::Corrupt(format!("prev {id} vanished")).into());
-                }
-                Err(StateBeforeError::Store(e)) => return Err(e.into()),
-            };
+            let before = state_before_stored(conn, &room, &signed.prev_events)?;
             let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
                 let why =

@@ -143,13 +143,7 @@ pub fn build_local_placed(
         (None, None)
     } else {
         let ids: Vec<OwnedEventId> = prev_events.iter().map(|(id, _)| id.clone()).collect();
-        let group = match super::state::state_before(conn, room, &ids) {
-            Ok(g) => g,
-            Err(super::state::StateBeforeError::Store(e)) => return Err(e),
-            Err(super::state::StateBeforeError::UnknownPrev(id)) => {
-                return Err(StoreError::Corrupt(format!("forward extremity {id} has no state")));
-            }
-        };
+        let group = super::state::state_before_stored(conn, room, &ids)?;
         let state = super::receive::load_state_keys(conn, &wanted, |c, t, k| {
             state::lookup(c, group, t, k)
         })?;

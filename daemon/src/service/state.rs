@@ -77,6 +77,21 @@ pub fn state_before(
     }
 }
 
+/// [`state_before`] of prev events we stored ourselves (our extremities, our own events): a
+/// missing one means the store is damaged.
+pub fn state_before_stored(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    prev_events: &[OwnedEventId],
+) -> Result<i64, StoreError> {
+    state_before(conn, room, prev_events).map_err(|e| match e {
+        StateBeforeError::Store(e) => e,
+        StateBeforeError::UnknownPrev(id) => {
+            StoreError::Corrupt(format!("prev event {id} vanished"))
+        }
+    })
+}
+
 /// A new group equal to the resolution of several groups' states. The base is the group that
 /// already holds the most history (the largest sum of chain positions), so that only the short
 /// side branches of the others are read.

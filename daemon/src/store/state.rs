@@ -286,7 +286,7 @@ pub fn values_for_segment_keys(
     Ok(rows.into_iter().map(|r| ((r.event_type, r.state_key), r.event_id)).collect())
 }
 
-/// The group already made to resolve `groups` (ascending IDs) together, if any.
+/// The group already made to resolve `groups` (in any order) together, if any.
 pub fn merged_group(
     conn: &mut DbConn,
     room_id: &str,
