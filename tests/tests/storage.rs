@@ -104,6 +104,34 @@ async fn state_groups_resolve_lookups_through_forks() {
             );
             assert_eq!(full.get(&key("m.room.member", "@a")).map(String::as_str), Some("$join"));
             assert_eq!(state::full_state(conn, g4)?.len(), 3);
+
+            // Several keys in one query agree with one-by-one lookups, on every group; a pair
+            // made of one asked key's type and another's state_key is not answered.
+            let asked = [
+                key("m.room.member", "@k1"),
+                key("m.room.member", "@a"),
+                key("m.room.join_rules", ""),
+                key("m.room.create", ""),
+                key("m.room.join_rules", "@k1"),
+            ];
+            for g in [g1, g2, g3, g4, k1, k2, k1b] {
+                let many = state::lookup_many(conn, g, &asked)?;
+                for k in &asked {
+                    assert_eq!(
+                        many.get(k),
+                        state::lookup(conn, g, &k.0, &k.1)?.as_ref(),
+                        "{k:?} at {g}"
+                    );
+                }
+                let expected = full_state_of(conn, g, &asked)?;
+                assert_eq!(many, expected, "group {g}");
+            }
+            assert_eq!(
+                state::lookup_many(conn, k1b, &[key("m.room.member", "@k1")])?
+                    .get(&key("m.room.member", "@k1"))
+                    .map(String::as_str),
+                Some("$k1-again")
+            );
             Ok(())
         })
         .await
@@ -151,4 +179,13 @@ async fn restart_keeps_key_token_and_rooms() {
         assert_eq!(shown.summary.room_id, created.room_id);
         k.stop().await;
     }
+}
+
+/// The asked keys of a group's full state (the slow, obvious way).
+fn full_state_of(
+    conn: &mut knockd::store::DbConn,
+    group: i64,
+    asked: &[(String, String)],
+) -> Result<std::collections::BTreeMap<(String, String), String>, StoreError> {
+    Ok(state::full_state(conn, group)?.into_iter().filter(|(k, _)| asked.contains(k)).collect())
 }

@@ -57,19 +57,11 @@ pub fn auth_state(
     if !keys.contains(&create) {
         keys.push(create);
     }
-    let mut ids = Vec::with_capacity(keys.len());
-    let mut by_id = HashMap::new();
-    for (t, k) in &keys {
-        if let Some(id) = ev::current(conn, room.room_id.as_str(), &t.to_string(), k)? {
-            by_id.insert(id.clone(), (t.clone(), k.clone()));
-            ids.push(id);
-        }
-    }
-    let mut out = HashMap::new();
-    for pdu in load_pdus(conn, &ids)? {
-        if let Some(key) = by_id.remove(pdu.event_id.as_str()) {
-            out.insert(key, pdu);
-        }
+    let wanted: Vec<(String, String)> =
+        keys.iter().map(|(t, k)| (t.to_string(), k.clone())).collect();
+    let mut out = HashMap::with_capacity(keys.len());
+    for ((t, k), id, text) in ev::current_pdus(conn, room.room_id.as_str(), &wanted)? {
+        out.insert((StateEventType::from(t.as_str()), k), parse_stored(&id, &text)?);
     }
     Ok(out)
 }
@@ -144,9 +136,7 @@ pub fn build_local_placed(
     } else {
         let ids: Vec<OwnedEventId> = prev_events.iter().map(|(id, _)| id.clone()).collect();
         let group = super::state::state_before_stored(conn, room, &ids)?;
-        let state = super::receive::load_state_keys(conn, &wanted, |c, t, k| {
-            state::lookup(c, group, t, k)
-        })?;
+        let state = super::receive::load_state_keys(conn, group, &wanted)?;
         (Some(state), Some(group))
     };
     let state = at_prev.as_ref().unwrap_or(&current);

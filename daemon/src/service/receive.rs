@@ -151,7 +151,7 @@ pub fn authorize(conn: &mut DbConn, room: &RoomCtx, pdu: &Pdu) -> Result<Verdict
     } else {
         let keys =
             auth::auth_types(&template, &room.rules.authorization).map_err(StoreError::Rejected)?;
-        Some(load_state_keys(conn, &keys, |conn, t, k| state::lookup(conn, before, t, k))?)
+        Some(load_state_keys(conn, before, &keys)?)
     };
     let before_state = at_group.as_ref().unwrap_or(&current);
     if let Err(e) = auth::check_against_state(&room.rules.authorization, pdu, |t, k| {
@@ -184,27 +184,27 @@ pub fn template_of(pdu: &Pdu) -> EventTemplate {
     }
 }
 
-/// The events holding `keys` (plus create) in some state, looked up one by one.
+/// The events holding `keys` (plus create) in the state of `group`, in one lookup.
 pub fn load_state_keys(
     conn: &mut DbConn,
+    group: i64,
     keys: &[(StateEventType, String)],
-    mut lookup: impl FnMut(&mut DbConn, &str, &str) -> Result<Option<String>, StoreError>,
 ) -> Result<HashMap<(StateEventType, String), Pdu>, StoreError> {
-    let mut ids = Vec::new();
-    let mut by_id = HashMap::new();
-    let mut wanted = keys.to_vec();
-    let create = (StateEventType::RoomCreate, String::new());
+    let mut wanted: Vec<state::StateKey> =
+        keys.iter().map(|(t, k)| (t.to_string(), k.clone())).collect();
+    let create = ("m.room.create".to_owned(), String::new());
     if !wanted.contains(&create) {
         wanted.push(create);
     }
-    for (t, k) in wanted {
-        if let Some(id) = lookup(conn, &t.to_string(), &k)? {
-            by_id.insert(id.clone(), (t, k));
-            ids.push(id);
-        }
-    }
+    let found = state::lookup_many(conn, group, &wanted)?;
+    let by_id: HashMap<&str, &state::StateKey> =
+        found.iter().map(|(key, id)| (id.as_str(), key)).collect();
+    let ids: Vec<String> = found.values().cloned().collect();
     Ok(load_pdus(conn, &ids)?
         .into_iter()
-        .filter_map(|p| by_id.remove(p.event_id.as_str()).map(|key| (key, p)))
+        .filter_map(|p| {
+            let (t, k) = by_id.get(p.event_id.as_str())?;
+            Some(((StateEventType::from(t.as_str()), k.clone()), p))
+        })
         .collect())
 }

@@ -168,6 +168,38 @@ pub fn current(
     )
 }
 
+/// The current-state events holding any of `keys`, with their stored PDUs, in one query:
+/// `((type, state_key), event_id, pdu)`.
+pub fn current_pdus(
+    conn: &mut DbConn,
+    room_id: &str,
+    keys: &[(String, String)],
+) -> Result<Vec<((String, String), String, String)>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let types: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let state_keys: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let rows: Vec<(String, String, String, String)> = current_state::table
+        .inner_join(events::table.on(events::event_id.eq(current_state::event_id)))
+        .filter(current_state::room_id.eq(room_id))
+        .filter(current_state::event_type.eq_any(types))
+        .filter(current_state::state_key.eq_any(state_keys))
+        .select((
+            current_state::event_type,
+            current_state::state_key,
+            current_state::event_id,
+            events::pdu,
+        ))
+        .load(conn)?;
+    // The two IN lists also match type/key pairs nobody asked for.
+    Ok(rows
+        .into_iter()
+        .map(|(t, k, id, pdu)| ((t, k), id, pdu))
+        .filter(|(key, _, _)| keys.contains(key))
+        .collect())
+}
+
 /// Every `(type, state_key, event_id)` of the room's current state whose type is in `types`.
 pub fn current_of_types(
     conn: &mut DbConn,

@@ -154,6 +154,57 @@ pub fn lookup(
     Ok(rows.into_iter().next().map(|r| r.event_id))
 }
 
+/// The events holding each of `keys` in the state of `group`, in one query (what [`lookup`] does
+/// for one key). Keys the state lacks are absent from the answer.
+pub fn lookup_many(
+    conn: &mut DbConn,
+    group: i64,
+    keys: &[StateKey],
+) -> Result<BTreeMap<StateKey, String>, StoreError> {
+    if keys.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let sql = |placeholder: &dyn Fn(usize) -> String| {
+        let list = |from: usize| {
+            (0..keys.len()).map(|i| placeholder(from + i)).collect::<Vec<_>>().join(", ")
+        };
+        format!(
+            "{}, hits AS (SELECT d.event_type, d.state_key, d.event_id, ROW_NUMBER() OVER ( \
+                 PARTITION BY d.event_type, d.state_key ORDER BY anc.depth ASC, d.chain_pos DESC) AS rn \
+               FROM anc JOIN state_deltas d ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos \
+               WHERE d.event_type IN ({}) AND d.state_key IN ({})) \
+             SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
+            ancestry_cte(group),
+            list(1),
+            list(1 + keys.len())
+        )
+    };
+    let binds = keys.iter().map(|k| &k.0).chain(keys.iter().map(|k| &k.1));
+    let rows: Vec<KeyValueRow> = match conn {
+        DbConn::Pg(c) => {
+            let mut q = diesel::sql_query(sql(&|i| format!("${i}"))).into_boxed::<diesel::pg::Pg>();
+            for v in binds {
+                q = q.bind::<diesel::sql_types::Text, _>(v.clone());
+            }
+            q.load(c)?
+        }
+        DbConn::Sqlite(c) => {
+            let mut q =
+                diesel::sql_query(sql(&|_| "?".to_owned())).into_boxed::<diesel::sqlite::Sqlite>();
+            for v in binds {
+                q = q.bind::<diesel::sql_types::Text, _>(v.clone());
+            }
+            q.load(c)?
+        }
+    };
+    // The two IN lists also match type/key pairs nobody asked for.
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.event_type, r.state_key), r.event_id))
+        .filter(|(key, _)| keys.contains(key))
+        .collect())
+}
+
 fn chain_base(conn: &mut DbConn, chain_id: i64) -> Result<Option<GroupPos>, StoreError> {
     let base: Option<i64> =
         state_chains::table.find(chain_id).select(state_chains::base_group).first(conn)?;
