@@ -168,13 +168,15 @@ pub fn current(
     )
 }
 
-/// The current-state events holding any of `keys`, with their stored PDUs, in one query:
-/// `((type, state_key), event_id, pdu)`.
+/// A current-state entry with its stored PDU: `((type, state_key), event_id, pdu)`.
+pub type CurrentPdu = ((String, String), String, String);
+
+/// The current-state events holding any of `keys`, with their stored PDUs, in one query.
 pub fn current_pdus(
     conn: &mut DbConn,
     room_id: &str,
     keys: &[(String, String)],
-) -> Result<Vec<((String, String), String, String)>, StoreError> {
+) -> Result<Vec<CurrentPdu>, StoreError> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
