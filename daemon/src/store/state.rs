@@ -82,17 +82,33 @@ pub fn new_group(
         ))
         .returning(state_groups::group_id)
         .get_result(c))?;
-    for ((event_type, state_key), event_id) in delta {
-        diesel::insert_into(state_deltas::table)
-            .values((
-                state_deltas::chain_id.eq(chain_id),
-                state_deltas::event_type.eq(event_type),
-                state_deltas::state_key.eq(state_key),
-                state_deltas::chain_pos.eq(chain_pos),
-                state_deltas::group_id.eq(group_id),
-                state_deltas::event_id.eq(event_id),
-            ))
-            .execute(conn)?;
+    // One statement for the whole delta on PostgreSQL (a merge carries every key of the other
+    // branches).
+    for rows in delta.chunks(500) {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|((event_type, state_key), event_id)| {
+                (
+                    state_deltas::chain_id.eq(chain_id),
+                    state_deltas::event_type.eq(event_type),
+                    state_deltas::state_key.eq(state_key),
+                    state_deltas::chain_pos.eq(chain_pos),
+                    state_deltas::group_id.eq(group_id),
+                    state_deltas::event_id.eq(event_id),
+                )
+            })
+            .collect();
+        match conn {
+            DbConn::Pg(c) => {
+                diesel::insert_into(state_deltas::table).values(&rows).execute(c)?;
+            }
+            // In-process: one statement per row costs no round trip.
+            DbConn::Sqlite(c) => {
+                for row in rows {
+                    diesel::insert_into(state_deltas::table).values(row).execute(c)?;
+                }
+            }
+        }
     }
     Ok(group_id)
 }
