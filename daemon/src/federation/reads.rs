@@ -51,8 +51,8 @@ async fn state_of(
     Ok(app
         .db
         .read(move |conn| -> Result<_, ServiceError> {
-            let room = reads::readable_room(conn, &room_id, &origin)?;
-            reads::state_at(conn, &room, &event_id)
+            let (room, view) = reads::readable_room(conn, &room_id, &origin)?;
+            reads::state_at(conn, &room, &view, &event_id)
         })
         .await?)
 }
@@ -88,6 +88,7 @@ pub async fn event_auth(
         .db
         .read(move |conn| -> Result<_, ServiceError> {
             reads::readable_room(conn, &room_id, &origin)?;
+            // Redacted when hidden from origin: redaction keeps auth_events.
             let pdu = reads::event_for(conn, &event_id, &origin)?;
             Ok(reads::auth_chain(conn, pdu.auth_events.iter().map(|a| a.to_string()).collect())?)
         })
@@ -116,8 +117,10 @@ pub async fn get_missing_events(
     let events = app
         .db
         .read(move |conn| -> Result<_, ServiceError> {
-            let room = reads::readable_room(conn, &room_id, &origin)?;
-            Ok(reads::walk_back(conn, &room, &latest, &earliest, limit, false, min_depth)?)
+            let (room, view) = reads::readable_room(conn, &room_id, &origin)?;
+            let events =
+                reads::walk_back(conn, &room, &latest, &earliest, limit, false, min_depth)?;
+            Ok(view.filter(conn, &room, events)?)
         })
         .await?;
     Ok(Json(json!({ "events": pdus(&events) })))
@@ -143,8 +146,9 @@ pub async fn backfill(
     let events = app
         .db
         .read(move |conn| -> Result<_, ServiceError> {
-            let room = reads::readable_room(conn, &room_id, &origin)?;
-            Ok(reads::walk_back(conn, &room, &from, &[], limit, true, 0)?)
+            let (room, view) = reads::readable_room(conn, &room_id, &origin)?;
+            let events = reads::walk_back(conn, &room, &from, &[], limit, true, 0)?;
+            Ok(view.filter(conn, &room, events)?)
         })
         .await?;
     let ours = app.keys.server_name().to_string();

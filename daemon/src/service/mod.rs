@@ -14,6 +14,7 @@ pub mod rooms;
 pub mod settings;
 pub mod state;
 pub mod transactions;
+pub mod visibility;
 
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! Read endpoints for other servers (KNOCK-SPEC H.46): events, state at an event, auth chains,
-//! missing events and backfill — for servers with a joined member, or anyone in a
-//! world-readable room.
+//! missing events and backfill — for servers with a joined member, and with history_visibility
+//! applied for the others (service::visibility).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -11,23 +11,26 @@ use super::{
     ServiceError,
     events::{RoomCtx, load_pdus},
     knocks,
+    visibility::ServerView,
 };
 use crate::{
     matrix::Pdu,
-    store::{DbConn, StoreError, events as ev, rooms, state},
+    store::{DbConn, StoreError, events as ev, state},
 };
 
-/// The room, if `origin` may read it: ACL first, then a joined member or world-readable history.
+/// The room, if `origin` may read it: ACL first, then a joined member now, world-readable
+/// history, or a user who was ever a member (whose events [`ServerView`] then filters).
 pub fn readable_room(
     conn: &mut DbConn,
     room_id: &str,
     origin: &ServerName,
-) -> Result<RoomCtx, ServiceError> {
+) -> Result<(RoomCtx, ServerView), ServiceError> {
     let room = RoomCtx::load(conn, room_id)?
         .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
     knocks::check_acl(conn, room_id, origin)?;
-    if rooms::joined_servers(conn, room_id)?.iter().any(|s| s == origin.as_str()) {
-        return Ok(room);
+    let view = ServerView::load(conn, room_id, origin)?;
+    if view.joined_now() || view.ever_member() {
+        return Ok((room, view));
     }
     let world_readable = ev::current(conn, room_id, "m.room.history_visibility", "")?
         .map(|id| load_pdus(conn, &[id]))
@@ -36,13 +39,14 @@ pub fn readable_room(
         .and_then(|p| serde_json::from_str::<Value>(p.content.get()).ok())
         .is_some_and(|c| c["history_visibility"] == "world_readable");
     if world_readable {
-        Ok(room)
+        Ok((room, view))
     } else {
         Err(ServiceError::Forbidden(format!("{origin} has no member in {room_id}")))
     }
 }
 
-/// An accepted event of a room that `origin` may read.
+/// An accepted event of a room that `origin` may read, redacted where its history_visibility
+/// hides it from `origin`.
 pub fn event_for(
     conn: &mut DbConn,
     event_id: &str,
@@ -51,8 +55,9 @@ pub fn event_for(
     let row = ev::get(conn, event_id)?
         .filter(|r| r.status == ev::ACCEPTED)
         .ok_or_else(|| ServiceError::NotFound(format!("no event {event_id}")))?;
-    readable_room(conn, &row.room_id, origin)?;
-    load_pdus(conn, &[row.event_id])?
+    let (room, view) = readable_room(conn, &row.room_id, origin)?;
+    let pdus = load_pdus(conn, &[row.event_id])?;
+    view.filter(conn, &room, pdus)?
         .pop()
         .ok_or_else(|| ServiceError::NotFound(format!("no event {event_id}")))
 }
@@ -61,6 +66,7 @@ pub fn event_for(
 pub fn state_at(
     conn: &mut DbConn,
     room: &RoomCtx,
+    view: &ServerView,
     event_id: &str,
 ) -> Result<(Vec<Pdu>, Vec<Pdu>), ServiceError> {
     let row = ev::get(conn, event_id)?
@@ -68,6 +74,12 @@ pub fn state_at(
         .ok_or_else(|| {
             ServiceError::NotFound(format!("no event {event_id} in {}", room.room_id))
         })?;
+    let event = load_pdus(conn, std::slice::from_ref(&row.event_id))?;
+    if !event.iter().try_fold(true, |all, p| view.sees(conn, p).map(|v| all && v))? {
+        return Err(ServiceError::Forbidden(format!(
+            "the room's history_visibility hides the state at {event_id}"
+        )));
+    }
     let ids: Vec<String> = match ev::state_before(conn, &row.event_id)? {
         Some(group) => state::full_state(conn, group)?.into_values().collect(),
         None => Vec::new(),

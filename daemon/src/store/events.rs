@@ -289,6 +289,23 @@ pub fn state_before(conn: &mut DbConn, event_id: &str) -> Result<Option<i64>, St
     .flatten())
 }
 
+/// Every accepted membership event in the room of a user whose ID ends in `:{server}`:
+/// `(event_id, state_key, depth, pdu)`. The caller checks the server name exactly.
+pub fn member_events_of_server(
+    conn: &mut DbConn,
+    room_id: &str,
+    server: &str,
+) -> Result<Vec<(String, String, i64, String)>, StoreError> {
+    let rows: Vec<(String, Option<String>, i64, String)> = events::table
+        .filter(events::room_id.eq(room_id))
+        .filter(events::event_type.eq("m.room.member"))
+        .filter(events::status.eq(ACCEPTED))
+        .filter(events::state_key.like(format!("%:{server}")))
+        .select((events::event_id, events::state_key, events::depth, events::pdu))
+        .load(conn)?;
+    Ok(rows.into_iter().filter_map(|(id, key, depth, pdu)| Some((id, key?, depth, pdu))).collect())
+}
+
 /// Stored but never state: rejected events, and soft-failed ones (KNOCK-SPEC C.21).
 pub const REJECTED: &str = "rejected";
 pub const SOFT_FAILED: &str = "soft_failed";
