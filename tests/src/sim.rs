@@ -68,8 +68,16 @@ struct Shared {
     http: reqwest::Client,
     server_name: OwnedServerName,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
+    served: Served,
     keys_down: Arc<std::sync::atomic::AtomicBool>,
     vouched: Vouched,
+}
+
+/// What the simulated server answers to `/event/{id}` and `/state_ids?event_id=`.
+#[derive(Clone, Default)]
+struct Served {
+    events: Arc<std::sync::Mutex<std::collections::HashMap<String, CanonicalJsonObject>>>,
+    state_ids: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>,
 }
 
 /// A remote homeserver on 127.0.0.1.
@@ -78,6 +86,7 @@ pub struct SimServer {
     vouched: Vouched,
     mode: Arc<RwLock<Mode>>,
     missing: Arc<std::sync::Mutex<Vec<CanonicalJsonObject>>>,
+    served: Served,
     inbox: Arc<std::sync::Mutex<Inbox>>,
     pub server_name: OwnedServerName,
     slot: Arc<RwLock<Arc<KeyRing>>>,
@@ -124,10 +133,12 @@ impl SimServer {
             http: http.clone(),
             server_name: server_name.clone(),
             missing: Arc::new(std::sync::Mutex::new(Vec::new())),
+            served: Served::default(),
             keys_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             vouched: Arc::new(std::sync::Mutex::new(Vec::new())),
         };
         let missing = shared.missing.clone();
+        let served_events = shared.served.clone();
         let (keys_down, vouched) = (shared.keys_down.clone(), shared.vouched.clone());
         let down = keys_down.clone();
         let (mode, inbox) = (shared.mode.clone(), shared.inbox.clone());
@@ -165,6 +176,8 @@ impl SimServer {
                 "/_matrix/federation/v1/get_missing_events/{room_id}",
                 axum::routing::post(on_missing),
             )
+            .route("/_matrix/federation/v1/event/{event_id}", get(on_event))
+            .route("/_matrix/federation/v1/state_ids/{room_id}", get(on_state_ids))
             .with_state(shared);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = axum_server::Handle::new();
@@ -181,6 +194,7 @@ impl SimServer {
             mode,
             inbox,
             missing,
+            served: served_events,
             keys_down,
             vouched,
             server_name,
@@ -218,6 +232,22 @@ impl SimServer {
     /// Events this server answers `/get_missing_events` with.
     pub fn serve_missing_events(&self, events: Vec<CanonicalJsonObject>) {
         *self.missing.lock().expect("missing") = events;
+    }
+
+    /// Events it answers `GET /event/{id}` with (by event ID).
+    pub fn serve_events(&self, events: &[(OwnedEventId, CanonicalJsonObject)]) {
+        let mut served = self.served.events.lock().expect("served");
+        for (id, pdu) in events {
+            served.insert(id.to_string(), pdu.clone());
+        }
+    }
+
+    /// What it answers `GET /state_ids/{room}?event_id={at}` with.
+    pub fn serve_state_ids(&self, at: &str, pdu_ids: &[String], auth_chain_ids: &[String]) {
+        self.served.state_ids.lock().expect("served").insert(
+            at.to_owned(),
+            serde_json::json!({ "pdu_ids": pdu_ids, "auth_chain_ids": auth_chain_ids }),
+        );
     }
 
     /// Changes how invites and transactions are answered.
@@ -657,6 +687,75 @@ async fn on_missing(
     }
     let events = shared.missing.lock().expect("missing").clone();
     reply(200, serde_json::json!({ "events": events }))
+}
+
+async fn on_event(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+) -> Reply {
+    let req = read_request(req).await;
+    if let Err(e) = verify_request(&shared, &req).await {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    }
+    let id = percent_decode(req.uri().path().rsplit('/').next().unwrap_or_default());
+    match shared.served.events.lock().expect("served").get(&id) {
+        Some(pdu) => reply(
+            200,
+            serde_json::json!({
+                "origin": shared.server_name.as_str(),
+                "origin_server_ts": MilliSecondsSinceUnixEpoch::now(),
+                "pdus": [pdu],
+            }),
+        ),
+        None => {
+            reply(404, serde_json::json!({ "errcode": "M_NOT_FOUND", "error": "no such event" }))
+        }
+    }
+}
+
+/// `%XX` escapes of a path segment or query value, decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn on_state_ids(
+    axum::extract::State(shared): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+) -> Reply {
+    let req = read_request(req).await;
+    if let Err(e) = verify_request(&shared, &req).await {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    }
+    let at = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("event_id="))
+        .map(percent_decode)
+        .unwrap_or_default();
+    match shared.served.state_ids.lock().expect("served").get(&at) {
+        Some(answer) => reply(200, answer.clone()),
+        None => reply(404, serde_json::json!({ "errcode": "M_NOT_FOUND", "error": "no state" })),
+    }
 }
 
 async fn on_notary_query(

@@ -222,3 +222,128 @@ async fn a_gap_is_filled_through_get_missing_events() {
         k.stop().await;
     }
 }
+
+/// `template` placed right after `prev` (its only prev event, one deeper).
+fn chained(mut template: Value, prev: &(ruma::OwnedEventId, ruma::CanonicalJsonObject)) -> Value {
+    template["prev_events"] = json!([prev.0.as_str()]);
+    template["depth"] = (prev.1["depth"].as_integer().map(i64::from).unwrap() + 1).into();
+    template
+}
+
+/// The state before `at` as knockd serves it to `sim`: `(type, state_key, event ID)` and the
+/// auth chain's IDs.
+async fn served_state(
+    k: &TestKnockd,
+    sim: &SimServer,
+    room_id: &str,
+    at: &str,
+) -> (Vec<(String, String, String)>, Vec<String>) {
+    use knockd::matrix::client::encode_segment;
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        encode_segment(room_id),
+        encode_segment(at)
+    );
+    let (s, body) = sim.request(reqwest::Method::GET, &k.server_name, &path, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let rules = ruma::RoomVersionId::V10.rules().unwrap();
+    let id_of = |v: &Value| {
+        let obj: ruma::CanonicalJsonObject = serde_json::from_value(v.clone()).unwrap();
+        knockd::matrix::event::event_id(&obj, &rules).unwrap().to_string()
+    };
+    let state = body["pdus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let field = |f: &str| p[f].as_str().unwrap().to_owned();
+            (field("type"), field("state_key"), id_of(p))
+        })
+        .collect();
+    (state, body["auth_chain"].as_array().unwrap().iter().map(id_of).collect())
+}
+
+// A gap /get_missing_events cannot fill: the state at the missing prev comes from the origin's
+// /state_ids and its events from /event, each checked; the state change inside the gap wins.
+// A gap whose events do not verify stays open and nothing of it is stored.
+#[tokio::test]
+async fn a_gap_get_missing_events_cannot_fill_is_filled_through_state_ids() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let sim = SimServer::start().await;
+        let room_id = joined_room(&k, &sim, "10", "bob").await;
+        let bob = sim.user("bob");
+        let msg = |body: &str| json!({ "msgtype": "m.text", "body": body });
+        // m0 reaches knockd: the state after it is the state before it (a message).
+        let t0 = k.template(&room_id, bob.as_str(), "m.room.message", None, msg("0")).await;
+        let m0 = sim.sign_event("10", t0);
+        let (_, answer) =
+            sim.send_txn(&k.server_name, "m0", std::slice::from_ref(&m0.1), &[]).await;
+        assert_eq!(result(&answer, m0.0.as_str()), &json!({}), "{answer}");
+        let (state0, chain0) = served_state(&k, &sim, &room_id, m0.0.as_str()).await;
+        let old_join = state0
+            .iter()
+            .find(|(t, key, _)| t == "m.room.member" && key == bob.as_str())
+            .map(|(_, _, id)| id.clone())
+            .expect("bob's join");
+
+        for tampered in [true, false] {
+            // Inside the gap: bob changes his display name (state), then a message; then the
+            // one knockd is sent. The origin walks no gap (/get_missing_events answers nothing).
+            let name = if tampered { "Mallory" } else { "Robert" };
+            let t1 = k
+                .template(
+                    &room_id,
+                    bob.as_str(),
+                    "m.room.member",
+                    Some(bob.as_str()),
+                    json!({ "membership": "join", "displayname": name }),
+                )
+                .await;
+            let mut e1 = sim.sign_event("10", chained(t1, &m0));
+            if tampered {
+                let sigs = json!({ sim.server_name.as_str(): { "ed25519:bogus": "AAAA" } });
+                e1.1.insert("signatures".into(), serde_json::from_value(sigs).unwrap());
+            }
+            let t2 = k.template(&room_id, bob.as_str(), "m.room.message", None, msg(name)).await;
+            let e2 = sim.sign_event("10", chained(t2, &e1));
+            let t3 = k.template(&room_id, bob.as_str(), "m.room.message", None, msg(name)).await;
+            let e3 = sim.sign_event("10", chained(t3, &e2));
+            let before_e2: Vec<String> = state0
+                .iter()
+                .map(|(_, _, id)| if *id == old_join { e1.0.to_string() } else { id.clone() })
+                .collect();
+            let mut chain = chain0.clone();
+            chain.push(old_join.clone());
+            sim.serve_state_ids(e2.0.as_str(), &before_e2, &chain);
+            sim.serve_events(&[e1.clone(), e2.clone()]);
+            let (status, answer) = sim
+                .send_txn(&k.server_name, &format!("gap-{name}"), std::slice::from_ref(&e3.1), &[])
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let case = format!("{backend:?} {name}");
+            if tampered {
+                assert!(result(&answer, e3.0.as_str())["error"].is_string(), "{case}: {answer}");
+                for id in [&e1.0, &e2.0, &e3.0] {
+                    assert_eq!(k.event_status(id.as_str()).await, None, "{case}: {id} stored");
+                }
+                continue;
+            }
+            assert_eq!(result(&answer, e3.0.as_str()), &json!({}), "{case}: {answer}");
+            assert_eq!(k.event_status(e1.0.as_str()).await.as_deref(), Some("outlier"));
+            assert_eq!(k.event_status(e2.0.as_str()).await.as_deref(), Some("accepted"));
+            assert_eq!(k.event_status(e3.0.as_str()).await.as_deref(), Some("accepted"));
+            // The display name change is in current state now: bob's next event cites it.
+            let next = k.template(&room_id, bob.as_str(), "m.room.message", None, msg("4")).await;
+            let auth: Vec<&str> =
+                next["auth_events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(auth.contains(&e1.0.as_str()), "{case}: {auth:?}");
+            assert!(!auth.contains(&old_join.as_str()), "{case}: {auth:?}");
+            // And knockd's state at e3 (the state before it) holds it too.
+            let (at_e3, _) = served_state(&k, &sim, &room_id, e3.0.as_str()).await;
+            assert!(at_e3.iter().any(|(_, _, id)| *id == e1.0.as_str()), "{case}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        k.stop().await;
+    }
+}

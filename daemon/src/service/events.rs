@@ -322,11 +322,36 @@ fn persist_with_state(
         }
         _ => (state_after.unwrap_or_default(), delta),
     };
+    apply_to_current(conn, room_id, new_current, &changes, Some(pdu))
+}
+
+/// Resolves the state group `group` into the room's current state and applies what changes:
+/// for an event that brings state from outside our graph without being a state event itself
+/// (a gap filled through `/state_ids`).
+pub fn merge_into_current(conn: &mut DbConn, room: &RoomCtx, group: i64) -> Result<(), StoreError> {
+    let room_id = room.room_id.as_str();
+    let Some(current) = crate::store::rooms::current_group(conn, room_id)? else {
+        return Ok(());
+    };
+    if current == group {
+        return Ok(());
+    }
+    let (new_current, changes) = super::state::merge_into(conn, room, current, &[group])?;
+    apply_to_current(conn, room_id, new_current, &changes, None)
+}
+
+/// Current state becomes the group `new_current`, of which `changes` are the changed keys.
+fn apply_to_current(
+    conn: &mut DbConn,
+    room_id: &str,
+    new_current: i64,
+    changes: &[(state::StateKey, String)],
+    own: Option<&Pdu>,
+) -> Result<(), StoreError> {
     let ids: Vec<String> = changes.iter().map(|(_, id)| id.clone()).collect();
-    let changed: Vec<Pdu> = if ids.len() == 1 && ids[0] == pdu.event_id.as_str() {
-        vec![pdu.clone()]
-    } else {
-        load_pdus(conn, &ids)?
+    let changed: Vec<Pdu> = match own {
+        Some(pdu) if ids.len() == 1 && ids[0] == pdu.event_id.as_str() => vec![pdu.clone()],
+        _ => load_pdus(conn, &ids)?,
     };
     for p in &changed {
         let (Some(key), t) = (p.state_key.as_deref(), p.event_type.to_string()) else { continue };

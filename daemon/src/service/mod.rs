@@ -3,6 +3,7 @@
 pub mod delivery;
 pub mod discovery;
 pub mod events;
+pub mod gap;
 pub mod joins;
 pub mod knocks;
 pub mod membership;

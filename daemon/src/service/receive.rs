@@ -120,7 +120,10 @@ pub fn authorize(conn: &mut DbConn, room: &RoomCtx, pdu: &Pdu) -> Result<Verdict
     auth_ids.extend(ev::current(conn, room_id, "m.room.create", "")?);
     let placed: HashMap<String, bool> = ev::placements(conn, &auth_ids)?
         .into_iter()
-        .map(|p| (p.event_id, p.status == ev::ACCEPTED && p.room_id == room_id))
+        .map(|p| {
+            let usable = p.status == ev::ACCEPTED || p.status == ev::OUTLIER;
+            (p.event_id, usable && p.room_id == room_id)
+        })
         .collect();
     for id in &pdu.auth_events {
         if placed.get(id.as_str()) != Some(&true) {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     AppState, ServiceError,
-    events::{RoomCtx, fan_out, persist_received_state, persist_unaccepted},
+    events::{RoomCtx, fan_out, merge_into_current, persist_received_state, persist_unaccepted},
     knocks,
     receive::{self, Verdict},
 };
@@ -143,9 +143,29 @@ async fn handle(
         let p = prevs.clone();
         app.db.read(move |conn| ev::known(conn, &p)).await.map_err(|e: StoreError| e.to_string())?
     };
+    // Whether a prev's state came from the origin's /state_ids rather than from our graph.
+    let mut from_gap = false;
     if have.len() < prevs.len() && fetch_depth > 0 {
         for missing in fetch_missing(app, origin, room, &parsed).await {
             let _ = process(app, origin, &missing, fetch_depth - 1).await;
+        }
+        // Still a gap (too big, or the origin would not walk it): the state at each prev we
+        // lack, from the origin's /state_ids. Only for the event the origin sent us.
+        if fetch_depth == FETCH_DEPTH {
+            let p = prevs.clone();
+            let have = app
+                .db
+                .read(move |conn| ev::known(conn, &p))
+                .await
+                .map_err(|e: StoreError| e.to_string())?;
+            for prev in prevs.iter().filter(|p| !have.contains(p)) {
+                match super::gap::fill_with_state(app, origin, room, prev).await {
+                    Ok(()) => from_gap = true,
+                    Err(e) => {
+                        tracing::info!(%origin, %prev, error = %e, "state at a gap not filled")
+                    }
+                }
+            }
         }
     }
 
@@ -165,6 +185,11 @@ async fn handle(
             match receive::authorize(conn, &room, &parsed)? {
                 Verdict::Accepted { before } => {
                     persist_received_state(conn, &room, &parsed, before)?;
+                    // A state event's branch is resolved into current state as it is stored;
+                    // any other event brings the gap's state in here.
+                    if from_gap && parsed.state_key.is_none() {
+                        merge_into_current(conn, &room, before)?;
+                    }
                     let now = now_ms();
                     fan_out(
                         conn,

@@ -309,6 +309,9 @@ pub fn member_events_of_server(
 /// Stored but never state: rejected events, and soft-failed ones (KNOCK-SPEC C.21).
 pub const REJECTED: &str = "rejected";
 pub const SOFT_FAILED: &str = "soft_failed";
+/// Fetched to know the state at a gap (`/state_ids`): checked against its auth events, may be
+/// cited as an auth event, never in our graph or current state.
+pub const OUTLIER: &str = "outlier";
 
 /// Which of these event IDs we have (any status).
 pub fn known(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
