@@ -342,6 +342,14 @@ async fn a_gap_get_missing_events_cannot_fill_is_filled_through_state_ids() {
             // And knockd's state at e3 (the state before it) holds it too.
             let (at_e3, _) = served_state(&k, &sim, &room_id, e3.0.as_str()).await;
             assert!(at_e3.iter().any(|(_, _, id)| *id == e1.0.as_str()), "{case}");
+            // The outlier arriving in the timeline later takes its place in the graph.
+            let (_, answer) =
+                sim.send_txn(&k.server_name, "late-e1", std::slice::from_ref(&e1.1), &[]).await;
+            assert_eq!(result(&answer, e1.0.as_str()), &json!({}), "{case}: {answer}");
+            assert_eq!(k.event_status(e1.0.as_str()).await.as_deref(), Some("accepted"));
+            // e3 builds on it already: e1 is not a forward extremity.
+            let next = k.template(&room_id, bob.as_str(), "m.room.message", None, msg("5")).await;
+            assert_eq!(next["prev_events"], json!([e3.0.as_str()]), "{case}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
         k.stop().await;

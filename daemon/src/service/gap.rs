@@ -70,13 +70,16 @@ pub async fn fill_with_state(
     let room_ctx = room.clone();
     let prev = prev.to_owned();
     app.db
-        .write(move |conn| -> Result<Result<(), String>, StoreError> {
+        .write(move |conn| -> Result<(), StoreError> {
             let room = room_ctx;
             rooms::lock(conn, room.room_id.as_str())?;
             // What we already have must be usable: in this room, not rejected.
             for p in ev::placements(conn, &known)? {
                 if p.room_id != room.room_id.as_str() || p.status == ev::REJECTED {
-                    return Ok(Err(format!("{} is rejected here or not in this room", p.event_id)));
+                    return Err(StoreError::Rejected(format!(
+                        "{} is rejected here or not in this room",
+                        p.event_id
+                    )));
                 }
             }
             // Auth events: what we fetched, else what we stored.
@@ -91,7 +94,7 @@ pub async fn fill_with_state(
                 if let Err(e) =
                     auth::check_against_auth_events(&room.rules.authorization, pdu, event)
                 {
-                    return Ok(Err(format!(
+                    return Err(StoreError::Rejected(format!(
                         "{} is not allowed by its auth events: {e}",
                         pdu.event_id
                     )));
@@ -102,21 +105,34 @@ pub async fn fill_with_state(
             let mut before_pdus: HashMap<(StateEventType, String), Pdu> = HashMap::new();
             for id in &state_ids {
                 let Ok(id) = OwnedEventId::try_from(id.as_str()) else {
-                    return Ok(Err(format!("bad event ID {id} in /state_ids")));
+                    return Err(StoreError::Rejected(format!("bad event ID {id} in /state_ids")));
                 };
                 let Some(pdu) = event(&id) else {
-                    return Ok(Err(format!("state event {id} is missing")));
+                    return Err(StoreError::Rejected(format!("state event {id} is missing")));
                 };
                 let Some(key) = pdu.state_key.clone() else {
-                    return Ok(Err(format!("{id} in /state_ids is not a state event")));
+                    return Err(StoreError::Rejected(format!(
+                        "{id} in /state_ids is not a state event"
+                    )));
                 };
                 let t = pdu.event_type.to_string();
                 before.insert((t.clone(), key.clone()), id.to_string());
                 before_pdus.insert((StateEventType::from(t.as_str()), key), pdu);
             }
+            // The prev was fetched, or is an outlier of an earlier gap (known, not in the graph).
             let prev_pdu = match fetched.values().find(|p| p.event_id == prev.as_str()) {
                 Some(p) => p.clone(),
-                None => return Ok(Err(format!("{prev} is already stored"))),
+                None => match ev::get(conn, &prev)? {
+                    Some(row) if row.status == ev::OUTLIER => {
+                        let pdu = stored.values().find(|p| p.event_id == prev.as_str()).cloned();
+                        ev::remove_outlier(conn, &prev)?;
+                        match pdu {
+                            Some(pdu) => pdu,
+                            None => return Err(StoreError::Rejected(format!("{prev} vanished"))),
+                        }
+                    }
+                    _ => return Err(StoreError::Rejected(format!("{prev} is already stored"))),
+                },
             };
             if let Err(e) =
                 auth::check_against_auth_events(&room.rules.authorization, &prev_pdu, event)
@@ -126,7 +142,9 @@ pub async fn fill_with_state(
                         })
                     })
             {
-                return Ok(Err(format!("{prev} is not allowed by the state before it: {e}")));
+                return Err(StoreError::Rejected(format!(
+                    "{prev} is not allowed by the state before it: {e}"
+                )));
             }
             for pdu in order {
                 persist_unaccepted(conn, room.room_id.as_str(), pdu, ev::OUTLIER, None)?;
@@ -159,10 +177,10 @@ pub async fn fill_with_state(
                     pdu: &text,
                 },
             )?;
-            Ok(Ok(()))
+            Ok(())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn get_json(app: &AppState, origin: &ServerName, path: &str) -> Result<Value, String> {

@@ -130,7 +130,7 @@ async fn handle(
         .read(move |conn| ev::get(conn, &known))
         .await
         .map_err(|e: StoreError| e.to_string())?
-        .is_some()
+        .is_some_and(|row| row.status != ev::OUTLIER)
     {
         return Ok(());
     }
@@ -179,12 +179,23 @@ async fn handle(
             let room = txn_room;
             let room_id = room.room_id.to_string();
             rooms::lock(conn, &room_id)?;
-            if ev::get(conn, parsed.event_id.as_str())?.is_some() {
-                return Ok((Ok(()), None));
+            // Known only as part of a gap's state: now it takes its place in the graph (the
+            // outlier row stays readable for the checks, then is replaced).
+            let outlier = match ev::get(conn, parsed.event_id.as_str())? {
+                Some(row) if row.status == ev::OUTLIER => true,
+                Some(_) => return Ok((Ok(()), None)),
+                None => false,
+            };
+            let verdict = receive::authorize(conn, &room, &parsed)?;
+            if outlier {
+                ev::remove_outlier(conn, parsed.event_id.as_str())?;
             }
-            match receive::authorize(conn, &room, &parsed)? {
+            match verdict {
                 Verdict::Accepted { before } => {
                     persist_received_state(conn, &room, &parsed, before)?;
+                    if outlier {
+                        ev::unless_cited(conn, &room_id, parsed.event_id.as_str(), parsed.depth)?;
+                    }
                     // A state event's branch is resolved into current state as it is stored;
                     // any other event brings the gap's state in here.
                     if from_gap && parsed.state_key.is_none() {

@@ -24,6 +24,16 @@ pub struct NewEventRow<'a> {
     pub pdu: &'a str,
 }
 
+/// Removes an outlier, so that the event can be stored again in the graph when it arrives in
+/// the timeline. Other rows are never removed.
+pub fn remove_outlier(conn: &mut DbConn, event_id: &str) -> Result<(), StoreError> {
+    diesel::delete(
+        events::table.filter(events::event_id.eq(event_id)).filter(events::status.eq(OUTLIER)),
+    )
+    .execute(conn)?;
+    Ok(())
+}
+
 pub fn insert(conn: &mut DbConn, row: &NewEventRow<'_>) -> Result<(), StoreError> {
     diesel::insert_into(events::table)
         .values((
@@ -150,6 +160,37 @@ pub fn advance_extremities(
             forward_extremities::depth.eq(depth),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Takes `event_id` off the forward extremities when an accepted event already cites it as a
+/// prev event: for an outlier that arrives in the timeline after events that build on it (a gap
+/// filled through `/state_ids`). A scan of the room's deeper events: rare, never per PDU.
+pub fn unless_cited(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_id: &str,
+    depth: i64,
+) -> Result<(), StoreError> {
+    let quoted = format!("%\"{event_id}\"%");
+    let cited: Option<String> = optional(
+        events::table
+            .filter(events::room_id.eq(room_id))
+            .filter(events::status.eq(ACCEPTED))
+            .filter(events::depth.gt(depth))
+            .filter(events::event_id.ne(event_id))
+            .filter(events::pdu.like(quoted))
+            .select(events::event_id)
+            .first(conn),
+    )?;
+    if cited.is_some() {
+        diesel::delete(
+            forward_extremities::table
+                .filter(forward_extremities::room_id.eq(room_id))
+                .filter(forward_extremities::event_id.eq(event_id)),
+        )
+        .execute(conn)?;
+    }
     Ok(())
 }
 
