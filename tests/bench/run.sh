@@ -54,6 +54,10 @@ run_backend() { # $1 name, $2 db url
     sim $fed $adm "$dir" bench -n 300 -c 1 --template fresh | tee "$OUT/$name-empty-c1-$round.json"
     sim $fed $adm "$dir" bench -n 300 -c 1 --template fresh --room "$big" | tee "$OUT/$name-10k-c1-$round.json"
   done
+  # /send bursts (40 transactions of 50 messages) from a joined server, with send_knock from
+  # another server timed alone and during the burst; in an empty room and in the 10,000-knock room.
+  sim $fed $adm "$dir" bench-send --txns 40 --per-txn 50 --knocks 100 | tee "$OUT/$name-send-empty.json"
+  sim $fed $adm "$dir" bench-send --txns 40 --per-txn 50 --knocks 100 --room "$big" | tee "$OUT/$name-send-10k.json"
   echo "{\"backend\":\"$name\",\"peak_rss_mb\":$(peak_rss_mb "$KPID")}" | tee "$OUT/$name-rss.json"
   kill "$KPID"; wait "$KPID" 2>/dev/null || true
 }

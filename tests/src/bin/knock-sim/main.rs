@@ -6,9 +6,12 @@
 //!                   then only the send_knock requests are timed over C concurrent connections.
 //! `knock-sim bench-approve` approve → invite received latency.
 //! `knock-sim bench-make-knock` make_knock throughput.
+//! `knock-sim bench-send` a joined server's `/send` bursts, and send_knock from another server
+//!                   alone and during the burst.
 
 mod bench;
 mod demo;
+mod send;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -76,6 +79,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A joined server's bursts of /send transactions, and send_knock latency from another
+    /// server alone and during the burst.
+    BenchSend {
+        #[command(flatten)]
+        target: Target,
+        /// Transactions in the burst.
+        #[arg(long, default_value_t = 40)]
+        txns: usize,
+        /// Messages per transaction (the spec's limit is 50).
+        #[arg(long, default_value_t = 50)]
+        per_txn: usize,
+        /// Knocks timed alone, and again during the burst.
+        #[arg(long, default_value_t = 100)]
+        knocks: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time make_knock over C connections.
     BenchMakeKnock {
         #[command(flatten)]
@@ -99,6 +119,9 @@ async fn main() -> std::process::ExitCode {
             bench::send_knock(target, n, c, &template, json).await
         }
         Command::BenchApprove { target, n, json } => bench::approve(target, n, json).await,
+        Command::BenchSend { target, txns, per_txn, knocks, json } => {
+            send::run(target, txns, per_txn, knocks, json).await
+        }
         Command::BenchMakeKnock { target, n, c, json } => {
             bench::make_knock(target, n, c, json).await
         }
