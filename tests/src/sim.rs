@@ -509,6 +509,34 @@ impl SimServer {
         self.request(Method::PUT, dest, &path, Some(&body)).await
     }
 
+    /// `n` knocks by users `{prefix}0…`, all signed from one make_knock template (a wide fork),
+    /// each sent and required to succeed: the template, and `(user, event ID)` of each knock.
+    pub async fn stale_knocks(
+        &self,
+        dest: &str,
+        room_id: &str,
+        prefix: &str,
+        n: usize,
+    ) -> (Value, Vec<(String, String)>) {
+        let first = self.user(&format!("{prefix}0"));
+        let (status, made) = self.make_knock(dest, room_id, first.as_str()).await;
+        assert_eq!(status, StatusCode::OK, "{made}");
+        let version = made["room_version"].as_str().expect("room_version").to_owned();
+        let template = made["event"].clone();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let user = self.user(&format!("{prefix}{i}"));
+            let mut event = template.clone();
+            event["sender"] = user.as_str().into();
+            event["state_key"] = user.as_str().into();
+            let (id, pdu) = self.sign_template(&version, &event, Some(&format!("knock {i}")));
+            let (status, body) = self.send_knock(dest, room_id, id.as_str(), &pdu).await;
+            assert_eq!(status, StatusCode::OK, "{user}: {body}");
+            out.push((user.to_string(), id.to_string()));
+        }
+        (template, out)
+    }
+
     /// A knock with a display name and reason, as a client would send it.
     pub async fn knock_as(
         &self,

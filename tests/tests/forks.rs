@@ -122,7 +122,7 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
                 .await
                 .unwrap()
                 .room_id;
-            let knocks = stale_knocks(&sim, &k, v, &room_id, "a", 14).await;
+            let knocks = sim.stale_knocks(&k.server_name, &room_id, "a", 14).await.1;
             assert_eq!(k.room_footprint(&room_id).await.0, 14);
             // A knocker whose knock is not among the ten an event would cite by depth.
             let cited = cited_by_depth(&k, &room_id).await;
@@ -158,7 +158,7 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
 
             // An event that depends on no knock: its state before is its prev events' state,
             // which lacks the knocks it does not cite; every knock stays in the current state.
-            let more = stale_knocks(&sim, &k, v, &room_id, "b", 12).await;
+            let more = sim.stale_knocks(&k.server_name, &room_id, "b", 12).await.1;
             assert!(k.room_footprint(&room_id).await.0 > 10);
             let cited = cited_by_depth(&k, &room_id).await;
             let (uncited, _) = more.iter().find(|(_, id)| !cited.contains(id)).cloned().unwrap();
@@ -185,7 +185,7 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
             assert_eq!(before_has_uncited, None, "{backend:?} v{v}");
             assert_eq!(k.event_status(&name_id).await.as_deref(), Some("accepted"));
             // Two knocks citing the same forked extremities share one resolved state before.
-            let twins = stale_knocks(&sim, &k, v, &room_id, "c", 2).await;
+            let twins = sim.stale_knocks(&k.server_name, &room_id, "c", 2).await.1;
             let (a, b) = (twins[0].1.clone(), twins[1].1.clone());
             let (before_a, before_b) = k
                 .app
@@ -206,31 +206,6 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
         }
         k.stop().await;
     }
-}
-
-/// `n` knocks signed from one template: `(user, event ID)` each.
-async fn stale_knocks(
-    sim: &SimServer,
-    k: &TestKnockd,
-    v: &str,
-    room_id: &str,
-    prefix: &str,
-    n: usize,
-) -> Vec<(String, String)> {
-    let first = sim.user(&format!("{prefix}0"));
-    let (_, made) = sim.make_knock(&k.server_name, room_id, first.as_str()).await;
-    let mut out = Vec::new();
-    for i in 0..n {
-        let user = sim.user(&format!("{prefix}{i}"));
-        let mut event = made["event"].clone();
-        event["sender"] = user.as_str().into();
-        event["state_key"] = user.as_str().into();
-        let (id, pdu) = sim.sign_template(v, &event, None);
-        let (status, body) = sim.send_knock(&k.server_name, room_id, id.as_str(), &pdu).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        out.push((user.to_string(), id.to_string()));
-    }
-    out
 }
 
 /// The ten forward extremities of the greatest depth.

@@ -167,18 +167,7 @@ async fn knocks_from_one_stale_template_fork_and_heal() {
         let sim = SimServer::start().await;
         for v in ["9", "12"] {
             let room_id = room(&k, v).await;
-            let (_, made) = sim.make_knock(&k.server_name, &room_id, sim.user("u0").as_str()).await;
-            let template = made["event"].clone();
-            for i in 0..14 {
-                let user = sim.user(&format!("u{i}"));
-                let mut event = template.clone();
-                event["sender"] = user.as_str().into();
-                event["state_key"] = user.as_str().into();
-                let (id, pdu) = sim.sign_template(v, &event, Some(&format!("knock {i}")));
-                let (status, body) =
-                    sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
-                assert_eq!(status, StatusCode::OK, "{backend:?} v{v} u{i}: {body}");
-            }
+            let (template, _) = sim.stale_knocks(&k.server_name, &room_id, "u", 14).await;
             let (extremities, _) = k.room_footprint(&room_id).await;
             assert_eq!(extremities, 14, "each stale knock is its own extremity");
             let late = sim.user("late");
