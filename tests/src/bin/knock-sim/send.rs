@@ -41,10 +41,15 @@ async fn join(target: &Target, sim: &SimServer, room_id: &str) -> Result<Member,
         .map_err(|e| e.to_string())?;
     let id = knocks.knocks.first().ok_or("knock not queued")?.id;
     admin.approve(id, None).await.map_err(|e| e.to_string())?;
+    // Approved once the counter-signed invite is stored in the room (after it reached us).
     let t0 = Instant::now();
-    while sim.inbox().invites.is_empty() {
+    loop {
+        let status = admin.knock(id).await.map_err(|e| e.to_string())?.knock.status;
+        if status == "approved" {
+            break;
+        }
         if t0.elapsed() > Duration::from_secs(30) {
-            return Err("the invite never arrived".to_owned());
+            return Err(format!("the approval never completed (knock is {status})"));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
