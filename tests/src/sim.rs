@@ -631,6 +631,15 @@ async fn read_request(req: axum::extract::Request) -> http::Request<Vec<u8>> {
     http::Request::from_parts(parts, bytes)
 }
 
+/// The X-Matrix check of every endpoint but the key server; a bad signature is counted.
+async fn authenticate(shared: &Shared, req: &http::Request<Vec<u8>>) -> Result<(), Reply> {
+    verify_request(shared, req).await.map_err(|e| {
+        shared.inbox.lock().expect("inbox").bad_signatures += 1;
+        reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }))
+    })?;
+    Ok(())
+}
+
 async fn on_invite(
     axum::extract::State(shared): axum::extract::State<Shared>,
     req: axum::extract::Request,
@@ -649,9 +658,8 @@ async fn on_invite(
         }
         Mode::Accept => {}
     }
-    if let Err(e) = verify_request(&shared, &req).await {
-        shared.inbox.lock().expect("inbox").bad_signatures += 1;
-        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    if let Err(refused) = authenticate(&shared, &req).await {
+        return refused;
     }
     let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
     let version = body["room_version"].as_str().unwrap_or_default().to_owned();
@@ -695,9 +703,8 @@ async fn on_send(
     if *shared.mode.read().expect("mode") == Mode::Down {
         return reply(503, serde_json::json!({ "errcode": "M_UNKNOWN", "error": "down" }));
     }
-    if let Err(e) = verify_request(&shared, &req).await {
-        shared.inbox.lock().expect("inbox").bad_signatures += 1;
-        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    if let Err(refused) = authenticate(&shared, &req).await {
+        return refused;
     }
     let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
     shared.inbox.lock().expect("inbox").transactions.push((txn_id, body));
@@ -709,9 +716,8 @@ async fn on_missing(
     req: axum::extract::Request,
 ) -> Reply {
     let req = read_request(req).await;
-    if let Err(e) = verify_request(&shared, &req).await {
-        shared.inbox.lock().expect("inbox").bad_signatures += 1;
-        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    if let Err(refused) = authenticate(&shared, &req).await {
+        return refused;
     }
     let events = shared.missing.lock().expect("missing").clone();
     reply(200, serde_json::json!({ "events": events }))
@@ -719,14 +725,13 @@ async fn on_missing(
 
 async fn on_event(
     axum::extract::State(shared): axum::extract::State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
     req: axum::extract::Request,
 ) -> Reply {
     let req = read_request(req).await;
-    if let Err(e) = verify_request(&shared, &req).await {
-        shared.inbox.lock().expect("inbox").bad_signatures += 1;
-        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    if let Err(refused) = authenticate(&shared, &req).await {
+        return refused;
     }
-    let id = percent_decode(req.uri().path().rsplit('/').next().unwrap_or_default());
     match shared.served.events.lock().expect("served").get(&id) {
         Some(pdu) => reply(
             200,
@@ -742,44 +747,16 @@ async fn on_event(
     }
 }
 
-/// `%XX` escapes of a path segment or query value, decoded.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn on_state_ids(
     axum::extract::State(shared): axum::extract::State<Shared>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
     req: axum::extract::Request,
 ) -> Reply {
     let req = read_request(req).await;
-    if let Err(e) = verify_request(&shared, &req).await {
-        shared.inbox.lock().expect("inbox").bad_signatures += 1;
-        return reply(401, serde_json::json!({ "errcode": "M_UNAUTHORIZED", "error": e }));
+    if let Err(refused) = authenticate(&shared, &req).await {
+        return refused;
     }
-    let at = req
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("event_id="))
-        .map(percent_decode)
-        .unwrap_or_default();
+    let at = query.get("event_id").cloned().unwrap_or_default();
     match shared.served.state_ids.lock().expect("served").get(&at) {
         Some(answer) => reply(200, answer.clone()),
         None => reply(404, serde_json::json!({ "errcode": "M_NOT_FOUND", "error": "no state" })),

@@ -36,6 +36,10 @@ impl ServerView {
         let joined_now = rooms::joined_servers(conn, room_id)?.iter().any(|s| s == origin.as_str());
         let mut members = HashMap::new();
         let mut users = Vec::new();
+        if joined_now {
+            // Sees everything: its memberships are never consulted.
+            return Ok(Self { joined_now, members, users });
+        }
         for (id, user, depth, text) in ev::member_events_of_server(conn, room_id, origin.as_str())?
         {
             let ours = ruma::UserId::parse(&user).is_ok_and(|u| u.server_name() == origin);
