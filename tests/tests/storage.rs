@@ -132,6 +132,37 @@ async fn state_groups_resolve_lookups_through_forks() {
                     .map(String::as_str),
                 Some("$k1-again")
             );
+
+            // Groups made before ancestries were stored (NULL) are walked instead, with the same
+            // answers, and a group made on one of them stores its ancestry.
+            let groups = [g1, g2, g3, g4, k1, k2, k1b];
+            let mut stored = Vec::new();
+            for g in groups {
+                stored.push((state::ancestry(conn, g)?, state::full_state(conn, g)?));
+            }
+            assert_eq!(stored[6].0.len(), 2, "k1b extends the fork k1 started on the main chain");
+            use diesel::RunQueryDsl;
+            diesel::sql_query("UPDATE state_groups SET ancestry = NULL")
+                .execute(conn)
+                .map_err(StoreError::from)?;
+            for (g, (anc, full)) in groups.iter().zip(&stored) {
+                assert_eq!(&state::ancestry(conn, *g)?, anc, "group {g} walked");
+                assert_eq!(&state::full_state(conn, *g)?, full, "group {g} walked");
+            }
+            let k2b = state::new_group(
+                conn,
+                room,
+                Some(k2),
+                &[(key("m.room.member", "@k3"), "$k3".into())],
+            )?;
+            let mut expected = stored[5].1.clone();
+            expected.insert(key("m.room.member", "@k3"), "$k3".into());
+            assert_eq!(state::full_state(conn, k2b)?, expected);
+            // k2 was its chain's tip: k2b extends that chain.
+            let (chain, pos) = stored[5].0[0];
+            let mut extended = vec![(chain, pos + 1)];
+            extended.extend_from_slice(&stored[5].0[1..]);
+            assert_eq!(state::ancestry(conn, k2b)?, extended);
             Ok(())
         })
         .await

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     matrix::{EventTemplate, Pdu, Placement, auth, event, now_ms},
-    store::{DbConn, StoreError, events as ev, rooms as room_store},
+    store::{DbConn, StoreError, events as ev},
 };
 
 /// Which handshake.
@@ -231,10 +231,9 @@ pub async fn send(
     let room_id = room.room_id.to_string();
     let txn_room = room.clone();
     let (answer, knock_id) = app
-        .db
-        .write(move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
+        .membership_writes
+        .run(&app.db, &room_id, move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
             let room = txn_room;
-            room_store::lock(conn, room.room_id.as_str())?;
             if ev::get(conn, event_id.as_str())?.is_some() {
                 return Err(ServiceError::Conflict("the same event is being processed".to_owned()));
             }

@@ -1,5 +1,6 @@
 //! Domain logic: rooms, knocks and their events. No HTTP types here.
 
+pub mod batch;
 pub mod delivery;
 pub mod discovery;
 pub mod events;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub origin_locks: Arc<transactions::OriginLocks>,
     /// Queue changes for live admin UIs (`GET /events`). Only this process's changes.
     pub queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
+    /// send_knock/send_join/send_leave writes, group-committed per room.
+    pub membership_writes: Arc<batch::RoomBatches<(membership::Answer, Option<i64>)>>,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             remote_keys,
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
             queue_events: tokio::sync::broadcast::channel(1024).0,
+            membership_writes: Arc::default(),
             origin_locks: Arc::new(transactions::OriginLocks::default()),
         })
     }

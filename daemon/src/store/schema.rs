@@ -52,6 +52,7 @@ diesel::table! {
         chain_id -> BigInt,
         chain_pos -> BigInt,
         parent_group -> Nullable<BigInt>,
+        ancestry -> Nullable<Text>,
     }
 }
 

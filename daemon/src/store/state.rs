@@ -17,26 +17,6 @@ pub type StateKey = (String, String);
 /// A full state map.
 pub type StateMap = BTreeMap<StateKey, String>;
 
-#[derive(Clone, Copy, Debug)]
-struct GroupPos {
-    chain_id: i64,
-    chain_pos: i64,
-}
-
-fn group_pos(conn: &mut DbConn, group: i64) -> Result<GroupPos, StoreError> {
-    let (chain_id, chain_pos) = state_groups::table
-        .find(group)
-        .select((state_groups::chain_id, state_groups::chain_pos))
-        .first::<(i64, i64)>(conn)
-        .map_err(|e| match e {
-            diesel::result::Error::NotFound => {
-                StoreError::Corrupt(format!("state group {group} missing"))
-            }
-            e => e.into(),
-        })?;
-    Ok(GroupPos { chain_id, chain_pos })
-}
-
 /// Creates a group = `parent` + `delta`, and returns its id.
 pub fn new_group(
     conn: &mut DbConn,
@@ -44,22 +24,22 @@ pub fn new_group(
     parent: Option<i64>,
     delta: &[(StateKey, String)],
 ) -> Result<i64, StoreError> {
+    let parent_ancestry = parent.map(|p| ancestry(conn, p)).transpose()?.unwrap_or_default();
     // Extend the parent's chain when the parent is its tip; else start a chain based on it.
-    let extend = match parent {
-        Some(p) => {
-            let pos = group_pos(conn, p)?;
+    let extend = match parent_ancestry.first() {
+        Some(&(chain_id, chain_pos)) => {
             let tip: i64 =
-                state_chains::table.find(pos.chain_id).select(state_chains::tip_pos).first(conn)?;
-            (tip == pos.chain_pos).then_some(pos)
+                state_chains::table.find(chain_id).select(state_chains::tip_pos).first(conn)?;
+            (tip == chain_pos).then_some((chain_id, chain_pos))
         }
         None => None,
     };
-    let (chain_id, chain_pos) = match extend {
-        Some(pos) => {
-            diesel::update(state_chains::table.find(pos.chain_id))
-                .set(state_chains::tip_pos.eq(pos.chain_pos + 1))
+    let (chain_id, chain_pos, inherited) = match extend {
+        Some((chain_id, pos)) => {
+            diesel::update(state_chains::table.find(chain_id))
+                .set(state_chains::tip_pos.eq(pos + 1))
                 .execute(conn)?;
-            (pos.chain_id, pos.chain_pos + 1)
+            (chain_id, pos + 1, &parent_ancestry[1..])
         }
         None => {
             let chain_id: i64 = with_backend!(conn, |c| diesel::insert_into(state_chains::table)
@@ -70,15 +50,19 @@ pub fn new_group(
                 ))
                 .returning(state_chains::chain_id)
                 .get_result(c))?;
-            (chain_id, 0)
+            (chain_id, 0, &parent_ancestry[..])
         }
     };
+    let mut own = vec![(chain_id, chain_pos)];
+    own.extend_from_slice(inherited);
+    let ancestry_text = format_ancestry(&own);
     let group_id: i64 = with_backend!(conn, |c| diesel::insert_into(state_groups::table)
         .values((
             state_groups::room_id.eq(room_id),
             state_groups::chain_id.eq(chain_id),
             state_groups::chain_pos.eq(chain_pos),
             state_groups::parent_group.eq(parent),
+            state_groups::ancestry.eq(&ancestry_text),
         ))
         .returning(state_groups::group_id)
         .get_result(c))?;
@@ -113,8 +97,9 @@ pub fn new_group(
     Ok(group_id)
 }
 
-/// The ancestry of a group as one recursive query: `(chain, position, distance)`.
-fn ancestry_cte(group: i64) -> String {
+/// The ancestry of a group made before ancestries were stored, as one recursive query:
+/// `(chain, position, distance)`.
+fn ancestry_walk(group: i64) -> String {
     format!(
         "WITH RECURSIVE anc(chain_id, pos, depth) AS ( \
            SELECT chain_id, chain_pos, 0 FROM state_groups WHERE group_id = {group} \
@@ -139,21 +124,22 @@ struct ChainPosRow {
     pos: i64,
 }
 
-/// The event holding `(event_type, state_key)` in the state of `group`: one query, whatever the
-/// depth of the group's ancestry.
+/// The event holding `(event_type, state_key)` in the state of `group`: the group's ancestry,
+/// then one query, whatever its depth.
 pub fn lookup(
     conn: &mut DbConn,
     group: i64,
     event_type: &str,
     state_key: &str,
 ) -> Result<Option<String>, StoreError> {
+    let anc = anc_cte(conn, group)?;
     let tail = "SELECT d.event_id AS event_id FROM anc JOIN state_deltas d \
                 ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos";
     let rows: Vec<EventIdRow> = match conn {
         DbConn::Pg(c) => diesel::sql_query(format!(
             "{} {tail} WHERE d.event_type = $1 AND d.state_key = $2 \
              ORDER BY anc.depth ASC, d.chain_pos DESC LIMIT 1",
-            ancestry_cte(group)
+            anc
         ))
         .bind::<diesel::sql_types::Text, _>(event_type)
         .bind::<diesel::sql_types::Text, _>(state_key)
@@ -161,7 +147,7 @@ pub fn lookup(
         DbConn::Sqlite(c) => diesel::sql_query(format!(
             "{} {tail} WHERE d.event_type = ? AND d.state_key = ? \
              ORDER BY anc.depth ASC, d.chain_pos DESC LIMIT 1",
-            ancestry_cte(group)
+            anc
         ))
         .bind::<diesel::sql_types::Text, _>(event_type)
         .bind::<diesel::sql_types::Text, _>(state_key)
@@ -180,6 +166,7 @@ pub fn lookup_many(
     if keys.is_empty() {
         return Ok(BTreeMap::new());
     }
+    let anc = anc_cte(conn, group)?;
     let sql = |placeholder: &dyn Fn(usize) -> String| {
         let list = |from: usize| {
             (0..keys.len()).map(|i| placeholder(from + i)).collect::<Vec<_>>().join(", ")
@@ -190,7 +177,7 @@ pub fn lookup_many(
                FROM anc JOIN state_deltas d ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos \
                WHERE d.event_type IN ({}) AND d.state_key IN ({})) \
              SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
-            ancestry_cte(group),
+            anc,
             list(1),
             list(1 + keys.len())
         )
@@ -221,40 +208,65 @@ pub fn lookup_many(
         .collect())
 }
 
-fn chain_base(conn: &mut DbConn, chain_id: i64) -> Result<Option<GroupPos>, StoreError> {
-    let base: Option<i64> =
-        state_chains::table.find(chain_id).select(state_chains::base_group).first(conn)?;
-    base.map(|g| group_pos(conn, g)).transpose()
-}
-
 /// The whole state of `group`. Reads every delta on the way to the root: for endpoints that
 /// must answer with full state, never for the per-event path.
 pub fn full_state(conn: &mut DbConn, group: i64) -> Result<StateMap, StoreError> {
     let mut state = StateMap::new();
-    let mut at = Some(group_pos(conn, group)?);
-    while let Some(pos) = at {
+    for (chain_id, pos) in ancestry(conn, group)? {
         let rows: Vec<(String, String, String)> = state_deltas::table
-            .filter(state_deltas::chain_id.eq(pos.chain_id))
-            .filter(state_deltas::chain_pos.le(pos.chain_pos))
+            .filter(state_deltas::chain_id.eq(chain_id))
+            .filter(state_deltas::chain_pos.le(pos))
             .order(state_deltas::chain_pos.desc())
             .select((state_deltas::event_type, state_deltas::state_key, state_deltas::event_id))
             .load(conn)?;
         for (t, k, e) in rows {
             state.entry((t, k)).or_insert(e);
         }
-        at = chain_base(conn, pos.chain_id)?;
     }
     Ok(state)
 }
 
-/// `(chain_id, position)` of every chain a group's state draws on, from the group up to the root.
+/// `(chain_id, position)` of every chain a group's state draws on, from the group up to the root:
+/// one row for groups that store it, a recursive walk for older ones.
 pub fn ancestry(conn: &mut DbConn, group: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-    let sql = format!("{} SELECT chain_id, pos FROM anc ORDER BY depth ASC", ancestry_cte(group));
-    let rows: Vec<ChainPosRow> = diesel::sql_query(sql).load(conn)?;
-    if rows.is_empty() {
-        return Err(StoreError::Corrupt(format!("state group {group} missing")));
+    let stored: Option<Option<String>> =
+        optional(state_groups::table.find(group).select(state_groups::ancestry).first(conn))?;
+    match stored {
+        None => Err(StoreError::Corrupt(format!("state group {group} missing"))),
+        Some(Some(text)) => parse_ancestry(&text)
+            .ok_or_else(|| StoreError::Corrupt(format!("state group {group} ancestry {text:?}"))),
+        Some(None) => {
+            let sql = format!(
+                "{} SELECT chain_id, pos FROM anc ORDER BY depth ASC",
+                ancestry_walk(group)
+            );
+            let rows: Vec<ChainPosRow> = diesel::sql_query(sql).load(conn)?;
+            Ok(rows.into_iter().map(|r| (r.chain_id, r.pos)).collect())
+        }
     }
-    Ok(rows.into_iter().map(|r| (r.chain_id, r.pos)).collect())
+}
+
+fn format_ancestry(chains: &[(i64, i64)]) -> String {
+    chains.iter().map(|(c, p)| format!("{c}:{p}")).collect::<Vec<_>>().join(",")
+}
+
+fn parse_ancestry(text: &str) -> Option<Vec<(i64, i64)>> {
+    text.split(',')
+        .map(|pair| {
+            let (c, p) = pair.split_once(':')?;
+            Some((c.parse().ok()?, p.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `WITH anc(chain_id, pos, depth)`: the group's ancestry as a constant table (integers only).
+fn anc_cte(conn: &mut DbConn, group: i64) -> Result<String, StoreError> {
+    let rows: Vec<String> = ancestry(conn, group)?
+        .iter()
+        .enumerate()
+        .map(|(depth, (chain, pos))| format!("({chain}, {pos}, {depth})"))
+        .collect();
+    Ok(format!("WITH anc(chain_id, pos, depth) AS (VALUES {})", rows.join(", ")))
 }
 
 /// Whether `(event_type, state_key)` changed in a chain at positions `lo < pos <= hi`.
@@ -339,6 +351,7 @@ pub fn values_for_segment_keys(
     if segments.is_empty() {
         return Ok(Vec::new());
     }
+    let anc = anc_cte(conn, group)?;
     let sql = format!(
         "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas WHERE {}), \
          hits AS (SELECT d.event_type, d.state_key, d.event_id, ROW_NUMBER() OVER ( \
@@ -346,7 +359,7 @@ pub fn values_for_segment_keys(
            FROM seg JOIN state_deltas d ON d.event_type = seg.event_type AND d.state_key = seg.state_key \
            JOIN anc ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos) \
          SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
-        ancestry_cte(group),
+        anc,
         segment_filter(segments)
     );
     let rows: Vec<KeyValueRow> = diesel::sql_query(sql).load(conn)?;

@@ -1,0 +1,190 @@
+//! Group commit: concurrent writes to one room share one transaction.
+//!
+//! Writes to a room serialise on its lock anyway; one transaction per write would pay for a
+//! commit (a WAL flush) and a lock hand-over each. Here the first writer to find the room idle
+//! becomes the leader: it takes every write queued for the room so far, runs each in its own
+//! savepoint (so one write's failure undoes only that write) inside one transaction holding the
+//! room lock, commits, and only then answers each writer. A 200 still means durable.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use diesel::Connection;
+use tokio::sync::oneshot;
+
+use super::ServiceError;
+use crate::store::{Db, DbConn, StoreError, rooms};
+
+/// Writes per transaction at most: bounds how long the first writer of a batch waits.
+const MAX_BATCH: usize = 64;
+
+type Work<T> = Box<dyn FnOnce(&mut DbConn) -> Result<T, ServiceError> + Send>;
+
+struct Job<T> {
+    work: Work<T>,
+    reply: oneshot::Sender<Result<T, ServiceError>>,
+}
+
+struct Queue<T> {
+    jobs: Mutex<Vec<Job<T>>>,
+    leader: tokio::sync::Mutex<()>,
+}
+
+/// Per-room queues of writes that return `T`.
+pub struct RoomBatches<T> {
+    queues: Mutex<HashMap<String, Arc<Queue<T>>>>,
+}
+
+impl<T> std::fmt::Debug for RoomBatches<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomBatches").finish_non_exhaustive()
+    }
+}
+
+impl<T> Default for RoomBatches<T> {
+    fn default() -> Self {
+        Self { queues: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: Send + 'static> RoomBatches<T> {
+    /// Runs `work` in a transaction holding `room_id`'s lock, possibly shared with other writes
+    /// to the room; returns once that transaction has committed (or failed).
+    pub async fn run(
+        &self,
+        db: &Db,
+        room_id: &str,
+        work: impl FnOnce(&mut DbConn) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let queue = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            queues
+                .entry(room_id.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Queue { jobs: Mutex::new(Vec::new()), leader: Default::default() })
+                })
+                .clone()
+        };
+        let (reply, mut answer) = oneshot::channel();
+        queue
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Job { work: Box::new(work), reply });
+        loop {
+            let leader = queue.leader.lock().await;
+            // A previous leader may have taken our write; it answers before letting go.
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Pool("the write was dropped".to_owned()).into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let jobs: Vec<Job<T>> = {
+                let mut jobs = queue.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                let n = jobs.len().min(MAX_BATCH);
+                jobs.drain(..n).collect()
+            };
+            run_batch(db, room_id, jobs).await;
+            drop(leader);
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            // Ours was beyond this batch's limit: lead (or wait for) the next one.
+        }
+    }
+}
+
+async fn run_batch<T: Send + 'static>(db: &Db, room_id: &str, jobs: Vec<Job<T>>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let (works, replies): (Vec<Work<T>>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
+    let room = room_id.to_owned();
+    let outcome = db
+        .write(move |conn| -> Result<Vec<Result<T, ServiceError>>, ServiceError> {
+            rooms::lock(conn, &room)?;
+            // Each write in a savepoint: its error rolls back only its own changes.
+            Ok(works.into_iter().map(|work| conn.transaction(work)).collect())
+        })
+        .await;
+    match outcome {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let why = e.to_string();
+            for reply in replies {
+                let _ =
+                    reply.send(Err(StoreError::Pool(format!("the write failed: {why}")).into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::RunQueryDsl;
+
+    use super::*;
+    use crate::store::DatabaseUrl;
+
+    fn insert(conn: &mut DbConn, x: i64) -> Result<(), ServiceError> {
+        diesel::sql_query(format!("INSERT INTO batch_test (x) VALUES ({x})")).execute(conn)?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_undoes_only_itself_and_everyone_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseUrl::sqlite(&dir.path().join("t.db"))).await.unwrap();
+        db.write(|c| -> Result<(), ServiceError> {
+            diesel::sql_query("CREATE TABLE batch_test (x BIGINT NOT NULL)").execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let batches = Arc::new(RoomBatches::<i64>::default());
+        let writes = (0..150).map(|i| {
+            let (batches, db) = (batches.clone(), db.clone());
+            tokio::spawn(async move {
+                batches
+                    .run(&db, "!r:x", move |c| {
+                        insert(c, i)?;
+                        // Every third write fails after writing.
+                        if i % 3 == 0 {
+                            return Err(ServiceError::Forbidden(format!("no {i}")));
+                        }
+                        Ok(i)
+                    })
+                    .await
+            })
+        });
+        let answers: Vec<_> = futures::future::join_all(writes).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer.unwrap() {
+                Ok(v) => assert_eq!(v, i as i64),
+                Err(e) => assert!(i % 3 == 0 && e.to_string() == format!("no {i}"), "{i}: {e}"),
+            }
+        }
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            x: i64,
+        }
+        let rows: Vec<Row> = db
+            .read(|c| -> Result<_, ServiceError> {
+                Ok(diesel::sql_query("SELECT x FROM batch_test ORDER BY x").load(c)?)
+            })
+            .await
+            .unwrap();
+        let kept: Vec<i64> = rows.into_iter().map(|r| r.x).collect();
+        assert_eq!(kept, (0..150).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,1 @@
+ALTER TABLE state_groups DROP COLUMN ancestry;

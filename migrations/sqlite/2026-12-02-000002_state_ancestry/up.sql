@@ -1,0 +1,4 @@
+-- Every chain a group's state draws on, from the group's own up to the root, as
+-- "chain:position" pairs separated by commas: reading a group's ancestry is one row, not a
+-- recursive walk. NULL for groups made before this column (read the walk for those).
+ALTER TABLE state_groups ADD COLUMN ancestry TEXT;
