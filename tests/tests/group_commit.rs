@@ -2,6 +2,7 @@
 //! answered only once durable, and one refused knock in a batch undoes nothing of the others.
 
 use futures::future::join_all;
+use knockd::store::{StoreError, events, rooms, state};
 use knockd_shared::{CreateRoomRequest, KnockQuery};
 use knockd_tests::{SimServer, TestKnockd, backends};
 use reqwest::StatusCode;
@@ -77,6 +78,64 @@ async fn concurrent_knocks_commit_together_and_a_refused_one_spoils_none() {
                 assert_eq!(k.event_status(id).await.as_deref(), Some("accepted"));
             }
         }
+        k.stop().await;
+    }
+}
+
+// Concurrent knocks, each from a fresh make_knock: every template cites forks the others made
+// meanwhile, so most states before are merges of several branches, and merges of merges. The
+// state before each knock is exactly its prev events' states together (distinct users: nothing
+// conflicts), the current state holds every knock, and state groups stay shallow.
+#[tokio::test]
+async fn merged_states_before_are_exact_and_stay_shallow() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        let knockers = (0..8).map(|w| {
+            let (sim, server, room_id) = (&sim, k.server_name.clone(), room_id.clone());
+            async move {
+                for i in 0..8 {
+                    let (status, body) =
+                        sim.knock(&server, &room_id, &format!("w{w}k{i}"), None).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+            }
+        });
+        join_all(knockers).await;
+        let room = room_id.clone();
+        k.app
+            .db
+            .read(move |conn| -> Result<(), StoreError> {
+                let current = rooms::current_group(conn, &room)?.expect("current state");
+                let current = state::full_state(conn, current)?;
+                let members = current.keys().filter(|(t, _)| t == "m.room.member").count();
+                assert_eq!(members, 1 + 64, "the creator and every knocker");
+                let mut merged = 0;
+                for (key, event_id) in current.iter().filter(|(k, _)| k.1.starts_with("@w")) {
+                    let pdu: serde_json::Value =
+                        serde_json::from_str(&events::get(conn, event_id)?.unwrap().pdu).unwrap();
+                    let prev: Vec<String> = pdu["prev_events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.as_str().unwrap().to_owned())
+                        .collect();
+                    let mut expected = state::StateMap::new();
+                    for placed in events::placements(conn, &prev)? {
+                        expected.extend(state::full_state(conn, placed.state_after.unwrap())?);
+                    }
+                    let before = events::state_before(conn, event_id)?.unwrap();
+                    assert_eq!(state::full_state(conn, before)?, expected, "{key:?}");
+                    merged += usize::from(prev.len() > 1);
+                    let depth = state::ancestry(conn, before)?.len();
+                    assert!(depth <= 3, "{key:?}: state before {depth} chains deep");
+                }
+                assert!(merged > 0, "some knocks cite several forks");
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
         k.stop().await;
     }
 }

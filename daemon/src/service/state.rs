@@ -92,22 +92,32 @@ pub fn state_before_stored(
     })
 }
 
-/// A new group equal to the resolution of several groups' states. The base is the group that
-/// already holds the most history (the largest sum of chain positions), so that only the short
-/// side branches of the others are read.
+/// A new group equal to the resolution of several groups' states. It is based where the groups'
+/// ancestries meet on the chain they all end on (the room's first chain), so that a merged group
+/// hangs at most two chains from the root however many merges came before it: lookups and later
+/// merges stay as cheap as in a room without forks.
 fn merge(conn: &mut DbConn, room: &RoomCtx, groups: &[i64]) -> Result<i64, StoreError> {
     let mut ancestries = HashMap::new();
-    let mut weighted = Vec::with_capacity(groups.len());
     for g in groups {
-        let chains = state::ancestry(conn, *g)?;
-        let weight: i64 = chains.iter().map(|(_, pos)| pos + 1).sum();
-        ancestries.insert(*g, chains);
-        weighted.push((weight, *g));
+        ancestries.insert(*g, state::ancestry(conn, *g)?);
     }
-    weighted.sort_by(|a, b| b.cmp(a));
-    let base = weighted[0].1;
-    let others: Vec<i64> = weighted[1..].iter().map(|(_, g)| *g).collect();
-    Ok(merge_with(conn, room, base, &others, ancestries)?.0)
+    let roots: HashSet<Option<i64>> =
+        ancestries.values().map(|a| a.last().map(|(chain, _)| *chain)).collect();
+    let base = match roots.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(root)] => {
+            let pos = ancestries.values().filter_map(|a| a.last()).map(|(_, p)| *p).min();
+            state::group_at(conn, *root, pos.unwrap_or_default())?
+        }
+        // Not expected (every group descends from the room's first one): the group holding the
+        // most history.
+        _ => {
+            let weight = |g: &i64| ancestries[g].iter().map(|(_, pos)| pos + 1).sum::<i64>();
+            *groups.iter().max_by_key(|g| (weight(g), **g)).unwrap_or(&groups[0])
+        }
+    };
+    let others: Vec<i64> = groups.iter().copied().filter(|g| *g != base).collect();
+    let base_is_a_state = groups.contains(&base);
+    Ok(merge_with(conn, room, base, &others, base_is_a_state, ancestries)?.0)
 }
 
 /// Resolves `others` into `base`: a new group whose parent is `base`, and its delta relative to
@@ -119,15 +129,17 @@ pub fn merge_into(
     base: i64,
     others: &[i64],
 ) -> Result<(i64, Vec<(StateKey, String)>), StoreError> {
-    merge_with(conn, room, base, others, HashMap::new())
+    merge_with(conn, room, base, others, true, HashMap::new())
 }
 
-/// `merge_into` with ancestries already read (keyed by group).
+/// `merge_into` with ancestries already read (keyed by group). `base_is_a_state`: whether
+/// `base`'s state is one of those resolved, or only where the others' states meet.
 fn merge_with(
     conn: &mut DbConn,
     room: &RoomCtx,
     base: i64,
     others: &[i64],
+    base_is_a_state: bool,
     mut ancestries: HashMap<i64, Vec<(i64, i64)>>,
 ) -> Result<(i64, Vec<(StateKey, String)>), StoreError> {
     let mut ancestry_of = |conn: &mut DbConn, g: i64| -> Result<Vec<(i64, i64)>, StoreError> {
@@ -173,7 +185,7 @@ fn merge_with(
         }
     }
     let resolved: BTreeMap<StateKey, String> = if conflicted {
-        let mut groups = vec![base];
+        let mut groups = if base_is_a_state { vec![base] } else { Vec::new() };
         groups.extend_from_slice(others);
         let per_group =
             |conn: &mut DbConn| -> Result<BTreeMap<StateKey, Vec<Option<String>>>, StoreError> {

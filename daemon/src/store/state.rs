@@ -342,7 +342,8 @@ pub fn segment_rows(
     Ok(rows.into_iter().map(|r| (r.chain_id, (r.event_type, r.state_key), r.event_id)).collect())
 }
 
-/// The values in `group`'s state of every key changed in the given segments, in one query.
+/// The values in `group`'s state of every key changed in the given segments, in one query: per
+/// key, an indexed probe of each chain of the group's ancestry.
 pub fn values_for_segment_keys(
     conn: &mut DbConn,
     group: i64,
@@ -353,17 +354,42 @@ pub fn values_for_segment_keys(
     }
     let anc = anc_cte(conn, group)?;
     let sql = format!(
-        "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas WHERE {}), \
-         hits AS (SELECT d.event_type, d.state_key, d.event_id, ROW_NUMBER() OVER ( \
-             PARTITION BY d.event_type, d.state_key ORDER BY anc.depth ASC, d.chain_pos DESC) AS rn \
-           FROM seg JOIN state_deltas d ON d.event_type = seg.event_type AND d.state_key = seg.state_key \
-           JOIN anc ON d.chain_id = anc.chain_id AND d.chain_pos <= anc.pos) \
-         SELECT event_type, state_key, event_id FROM hits WHERE rn = 1",
+        "{}, seg AS (SELECT DISTINCT event_type, state_key FROM state_deltas WHERE {}) \
+         SELECT seg.event_type, seg.state_key, (SELECT d.event_id FROM anc JOIN state_deltas d \
+             ON d.chain_id = anc.chain_id AND d.event_type = seg.event_type \
+             AND d.state_key = seg.state_key AND d.chain_pos <= anc.pos \
+             ORDER BY anc.depth ASC, d.chain_pos DESC LIMIT 1) AS event_id \
+         FROM seg",
         anc,
         segment_filter(segments)
     );
-    let rows: Vec<KeyValueRow> = diesel::sql_query(sql).load(conn)?;
-    Ok(rows.into_iter().map(|r| ((r.event_type, r.state_key), r.event_id)).collect())
+    let rows: Vec<MaybeValueRow> = diesel::sql_query(sql).load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.event_id.map(|id| ((r.event_type, r.state_key), id)))
+        .collect())
+}
+
+#[derive(QueryableByName)]
+struct MaybeValueRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_type: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    state_key: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    event_id: Option<String>,
+}
+
+/// The group at `pos` of chain `chain_id`.
+pub fn group_at(conn: &mut DbConn, chain_id: i64, pos: i64) -> Result<i64, StoreError> {
+    optional(
+        state_groups::table
+            .filter(state_groups::chain_id.eq(chain_id))
+            .filter(state_groups::chain_pos.eq(pos))
+            .select(state_groups::group_id)
+            .first(conn),
+    )?
+    .ok_or_else(|| StoreError::Corrupt(format!("no state group at {chain_id}:{pos}")))
 }
 
 /// The group already made to resolve `groups` (in any order) together, if any.
