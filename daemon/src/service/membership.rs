@@ -219,12 +219,6 @@ pub async fn send(
     let (pdu, content_redacted) = receive::verify_signatures(app, &room, pdu)
         .await
         .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
-    // C.26: an event we already accepted gets the same answer again.
-    let known = event_id.to_string();
-    let existing = app.db.read(move |conn| ev::get(conn, &known)).await?;
-    if let Some(row) = existing.filter(|r| r.status == ev::ACCEPTED) {
-        return replay(app, kind, &room, &row, authorised_here).await;
-    }
     let keys = app.keys.clone();
     let state_types = app.config.knock_room_state.clone();
     let origin_name = origin.to_string();
@@ -234,7 +228,12 @@ pub async fn send(
         .membership_writes
         .run(&app.db, &room_id, move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
             let room = txn_room;
-            if ev::get(conn, event_id.as_str())?.is_some() {
+            if let Some(row) = ev::get(conn, event_id.as_str())? {
+                // C.26: an event we already accepted gets the same answer again.
+                if row.status == ev::ACCEPTED {
+                    let our = keys.server_name().as_str();
+                    return Ok((replay(conn, kind, &room, &row, authorised_here, our)?, None));
+                }
                 return Err(ServiceError::Conflict("the same event is being processed".to_owned()));
             }
             let mut pdu = pdu;
@@ -311,40 +310,30 @@ pub async fn send(
 }
 
 /// The answer to a retried send of an event we already accepted.
-async fn replay(
-    app: &AppState,
+fn replay(
+    conn: &mut DbConn,
     kind: Kind,
     room: &RoomCtx,
     row: &ev::EventRow,
     authorised_here: bool,
-) -> Result<Answer, ServiceError> {
-    let (room, row) = (room.clone(), row.clone());
-    let our = app.keys.server_name().to_string();
-    app.db
-        .read(move |conn| match kind {
-            Kind::Knock => {
-                let knock = crate::store::knocks::by_event(conn, &row.event_id)?
-                    .ok_or(StoreError::NotFound)?;
-                let state = serde_json::from_str(&knock.knock_room_state)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(Answer::Knock(state))
-            }
-            Kind::Join => {
-                let before = ev::state_before(conn, &row.event_id)?
-                    .ok_or_else(|| StoreError::Corrupt("join without state".to_owned()))?;
-                let stored = load_pdus(conn, std::slice::from_ref(&row.event_id))?
-                    .pop()
-                    .ok_or(StoreError::NotFound)?;
-                Ok(Answer::Join(joins::answer(
-                    conn,
-                    &room,
-                    before,
-                    &stored,
-                    authorised_here,
-                    &our,
-                )?))
-            }
-            Kind::Leave => Ok(Answer::Leave),
-        })
-        .await
+    our: &str,
+) -> Result<Answer, StoreError> {
+    match kind {
+        Kind::Knock => {
+            let knock =
+                crate::store::knocks::by_event(conn, &row.event_id)?.ok_or(StoreError::NotFound)?;
+            let state = serde_json::from_str(&knock.knock_room_state)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Answer::Knock(state))
+        }
+        Kind::Join => {
+            let before = ev::state_before(conn, &row.event_id)?
+                .ok_or_else(|| StoreError::Corrupt("join without state".to_owned()))?;
+            let stored = load_pdus(conn, std::slice::from_ref(&row.event_id))?
+                .pop()
+                .ok_or(StoreError::NotFound)?;
+            Ok(Answer::Join(joins::answer(conn, room, before, &stored, authorised_here, our)?))
+        }
+        Kind::Leave => Ok(Answer::Leave),
+    }
 }
