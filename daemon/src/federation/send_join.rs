@@ -5,7 +5,7 @@ use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
 };
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 
 use super::{
     auth::{MAX_PDU_BODY, Signed},
@@ -23,7 +23,7 @@ async fn join(
     app: &AppState,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
-) -> Result<Value, ApiError> {
+) -> Result<Box<RawValue>, ApiError> {
     let (room_id, event_id) = path_ids(path)?;
     let origin = request.origin.clone();
     let pdu = request.json()?;
@@ -37,7 +37,7 @@ pub async fn send_join_v2(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Box<RawValue>>, ApiError> {
     Ok(Json(join(&app, path, request).await?))
 }
 
@@ -45,6 +45,8 @@ pub async fn send_join_v1(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!([200, join(&app, path, request).await?])))
+) -> Result<Json<Box<RawValue>>, ApiError> {
+    let body = join(&app, path, request).await?;
+    let wrapped = format!("[200,{}]", body.get());
+    Ok(Json(RawValue::from_string(wrapped).map_err(|e| ApiError::Internal(e.to_string()))?))
 }

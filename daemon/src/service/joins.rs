@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, ServerName, UserId};
-use serde_json::{Value, json};
+use serde_json::{Value, json, value::RawValue};
 
 use super::{
     ServiceError,
@@ -17,6 +17,8 @@ use crate::{
 
 /// The send_join answer: the state before the join and its auth chain, full state always
 /// (`members_omitted: false`), plus the event when we signed it as the authorising server.
+/// Assembled from the stored PDU texts, never parsed into trees: in a room of 10,000 members
+/// the answer is megabytes, and a tree of it would be ten times that.
 pub fn answer(
     conn: &mut DbConn,
     room: &RoomCtx,
@@ -24,38 +26,63 @@ pub fn answer(
     join: &Pdu,
     signed_here: bool,
     our_server: &str,
-) -> Result<Value, StoreError> {
+) -> Result<Box<RawValue>, StoreError> {
     let state_ids: Vec<String> = state::full_state(conn, before)?.into_values().collect();
-    let state = load_pdus(conn, &state_ids)?;
     let mut seen: HashSet<String> = HashSet::new();
-    let mut frontier: Vec<String> =
-        state.iter().flat_map(|p| p.auth_events.iter().map(|a| a.to_string())).collect();
-    frontier.extend(join.auth_events.iter().map(|a| a.to_string()));
+    let mut frontier: Vec<String> = join.auth_events.iter().map(|a| a.to_string()).collect();
+    let state = texts_and_auth(conn, &state_ids, &mut frontier)?;
     let mut chain = Vec::new();
     while !frontier.is_empty() {
         let batch: Vec<String> = frontier.drain(..).filter(|id| seen.insert(id.clone())).collect();
-        for pdu in load_pdus(conn, &batch)? {
-            frontier.extend(
-                pdu.auth_events.iter().map(|a| a.to_string()).filter(|a| !seen.contains(a)),
-            );
-            chain.push(pdu);
-        }
+        let mut next = Vec::new();
+        chain.extend(texts_and_auth(conn, &batch, &mut next)?);
+        frontier.extend(next.into_iter().filter(|a| !seen.contains(a)));
     }
     let mut servers = rooms::joined_servers(conn, room.room_id.as_str())?;
     if !servers.iter().any(|s| s == our_server) {
         servers.push(our_server.to_owned());
     }
-    let mut body = json!({
+    let mut head = json!({
         "origin": our_server,
-        "state": state.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect::<Vec<_>>(),
-        "auth_chain": chain.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect::<Vec<_>>(),
         "members_omitted": false,
         "servers_in_room": servers,
     });
     if signed_here {
-        body["event"] = serde_json::to_value(&*join.json).unwrap_or(Value::Null);
+        head["event"] = serde_json::to_value(&*join.json).unwrap_or(Value::Null);
     }
-    Ok(body)
+    let head = head.to_string();
+    let mut body = String::with_capacity(
+        head.len() + 40 + state.iter().chain(&chain).map(|t| t.len() + 1).sum::<usize>(),
+    );
+    body.push_str("{\"state\":[");
+    body.push_str(&state.join(","));
+    body.push_str("],\"auth_chain\":[");
+    body.push_str(&chain.join(","));
+    body.push_str("],");
+    body.push_str(head.strip_prefix('{').unwrap_or(&head));
+    RawValue::from_string(body).map_err(|e| StoreError::Corrupt(format!("send_join answer: {e}")))
+}
+
+/// The stored texts of these events, and their auth event IDs appended to `auth`.
+fn texts_and_auth(
+    conn: &mut DbConn,
+    ids: &[String],
+    auth: &mut Vec<String>,
+) -> Result<Vec<String>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct AuthEvents {
+        #[serde(default)]
+        auth_events: Vec<String>,
+    }
+    let rows = ev::pdus(conn, ids)?;
+    let mut texts = Vec::with_capacity(rows.len());
+    for (id, text) in rows {
+        let parsed: AuthEvents = serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+        auth.extend(parsed.auth_events);
+        texts.push(text);
+    }
+    Ok(texts)
 }
 
 /// Whether a join names one of our users as its authoriser.

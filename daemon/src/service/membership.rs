@@ -40,7 +40,7 @@ impl Kind {
 #[derive(Debug)]
 pub enum Answer {
     Knock(Vec<Value>),
-    Join(Value),
+    Join(Box<serde_json::value::RawValue>),
     Leave,
 }
 
