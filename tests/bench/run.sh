@@ -62,7 +62,7 @@ run_backend() { # $1 name, $2 db url
   local big
   big=$(sim $fed $adm "$dir" bench -n 10000 -c 1 --template fresh | tee "$OUT/$name-10k-fill.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["room_id"])')
   settle "$url"
-  # Alternating, three rounds: whichever runs first right after the fill meets its autovacuum.
+  # Alternating, three rounds, so that neither room is always the first measured after the fill.
   for round in 1 2 3; do
     sim $fed $adm "$dir" bench -n 300 -c 1 --template fresh | tee "$OUT/$name-empty-c1-$round.json"
     sim $fed $adm "$dir" bench -n 300 -c 1 --template fresh --room "$big" | tee "$OUT/$name-10k-c1-$round.json"

@@ -45,8 +45,6 @@ pub async fn send_join_v1(
     State(app): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     request: Signed<MAX_PDU_BODY>,
-) -> Result<Json<Box<RawValue>>, ApiError> {
-    let body = join(&app, path, request).await?;
-    let wrapped = format!("[200,{}]", body.get());
-    Ok(Json(RawValue::from_string(wrapped).map_err(|e| ApiError::Internal(e.to_string()))?))
+) -> Result<Json<(u16, Box<RawValue>)>, ApiError> {
+    Ok(Json((200, join(&app, path, request).await?)))
 }

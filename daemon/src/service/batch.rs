@@ -98,17 +98,11 @@ impl<T: Send + 'static> RoomBatches<T> {
     }
 }
 
-async fn run_batch<T: Send + 'static>(db: &Db, room_id: &str, jobs: Vec<Job<T>>) {
-    if jobs.is_empty() {
-        return;
-    }
-    let (works, replies): (Vec<Work<T>>, Vec<_>) =
-        jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
+async fn run_batch<T: Send + 'static>(db: &Db, room_id: &str, mut jobs: Vec<Job<T>>) {
     let room = room_id.to_owned();
-    if works.len() == 1 {
+    if jobs.len() <= 1 {
         // Alone in the batch: the transaction itself undoes a failure, no savepoint needed.
-        let (work, reply) = (works.into_iter().next(), replies.into_iter().next());
-        let (Some(work), Some(reply)) = (work, reply) else { return };
+        let Some(Job { work, reply }) = jobs.pop() else { return };
         let result = db
             .write(move |conn| -> Result<T, ServiceError> {
                 rooms::lock(conn, &room)?;
@@ -118,6 +112,8 @@ async fn run_batch<T: Send + 'static>(db: &Db, room_id: &str, jobs: Vec<Job<T>>)
         let _ = reply.send(result);
         return;
     }
+    let (works, replies): (Vec<Work<T>>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
     let outcome = db
         .write(move |conn| -> Result<Vec<Result<T, ServiceError>>, ServiceError> {
             rooms::lock(conn, &room)?;

@@ -1,8 +1,6 @@
 //! Joins after approval (KNOCK-SPEC H.44): the send_join answer, and restricted joins that knockd
 //! authorises for `knock_restricted` rooms whose allow rooms it hosts.
 
-use std::collections::HashSet;
-
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, ServerName, UserId};
 use serde_json::{Value, json, value::RawValue};
 
@@ -28,16 +26,11 @@ pub fn answer(
     our_server: &str,
 ) -> Result<Box<RawValue>, StoreError> {
     let state_ids: Vec<String> = state::full_state(conn, before)?.into_values().collect();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut frontier: Vec<String> = join.auth_events.iter().map(|a| a.to_string()).collect();
-    let state = texts_and_auth(conn, &state_ids, &mut frontier)?;
-    let mut chain = Vec::new();
-    while !frontier.is_empty() {
-        let batch: Vec<String> = frontier.drain(..).filter(|id| seen.insert(id.clone())).collect();
-        let mut next = Vec::new();
-        chain.extend(texts_and_auth(conn, &batch, &mut next)?);
-        frontier.extend(next.into_iter().filter(|a| !seen.contains(a)));
-    }
+    let mut auth: Vec<String> = join.auth_events.iter().map(|a| a.to_string()).collect();
+    let state = texts_and_auth(conn, &state_ids, &mut auth)?;
+    // The chain is the few events the state's events are authorised by: parsed is fine.
+    let chain: Vec<String> =
+        super::reads::auth_chain(conn, auth)?.iter().map(|p| p.to_json_string()).collect();
     let mut servers = rooms::joined_servers(conn, room.room_id.as_str())?;
     if !servers.iter().any(|s| s == our_server) {
         servers.push(our_server.to_owned());
