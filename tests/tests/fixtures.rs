@@ -1,5 +1,5 @@
 //! Our use of ruma against the spec's signing test vectors and rooms made by Synapse 1.163
-//! (`../shared/fixtures`). KNOCK-SPEC A.3.
+//! (`tests/fixtures`, copied from the team folder). KNOCK-SPEC A.3.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,4 +1,4 @@
-//! Knocks made by Synapse 1.163 (`../shared/fixtures/synapse`) pass knockd's send_knock pipeline
+//! Knocks made by Synapse 1.163 (`tests/fixtures/synapse`) pass knockd's send_knock pipeline
 //! (shape, event ID, signature, auth three ways) when knockd holds the rest of the room.
 
 use knockd::{

@@ -30,7 +30,7 @@ pub async fn event(
     req: Signed<MAX_PDU_BODY>,
 ) -> Result<Json<Value>, ApiError> {
     let origin = req.origin.clone();
-    let pdu = app.db.read(move |conn| reads::event_for(conn, &event_id, &origin)).await?;
+    let pdu = app.db.read(move |conn| reads::event_for(conn, &event_id, None, &origin)).await?;
     let ours = app.keys.server_name().to_string();
     Ok(Json(json!({ "origin": ours, "origin_server_ts": now_ms(), "pdus": pdus(&[pdu]) })))
 }
@@ -87,10 +87,11 @@ pub async fn event_auth(
     let chain = app
         .db
         .read(move |conn| -> Result<_, ServiceError> {
-            reads::readable_room(conn, &room_id, &origin)?;
+            let (room, _) = reads::readable_room(conn, &room_id, &origin)?;
             // Redacted when hidden from origin: redaction keeps auth_events.
-            let pdu = reads::event_for(conn, &event_id, &origin)?;
-            Ok(reads::auth_chain(conn, pdu.auth_events.iter().map(|a| a.to_string()).collect())?)
+            let pdu = reads::event_for(conn, &event_id, Some(&room_id), &origin)?;
+            let start = pdu.auth_events.iter().map(|a| a.to_string()).collect();
+            Ok(reads::auth_chain(conn, &room, start)?)
         })
         .await?;
     Ok(Json(json!({ "auth_chain": pdus(&chain) })))

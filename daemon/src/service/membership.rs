@@ -204,10 +204,21 @@ pub async fn send(
     let (o, r) = (origin.to_owned(), room_id.clone());
     let room = app.db.read(move |conn| room_for(conn, &r, &o)).await?;
     let event_id = check_shape(&room, origin, kind, &path_event_id, &pdu)?;
-    // A restricted join authorised by one of our users carries our signature too (v8+ rules).
-    let authorised_here =
-        kind == Kind::Join && joins::authorised_by_us(&pdu, app.keys.server_name());
-    if authorised_here {
+    // A restricted join authorised by one of our users carries our signature too (v8+ rules):
+    // only when we would have offered it on make_join (checked here before signing anything, and
+    // again inside the room write, where the state cannot change under us).
+    let authoriser = match kind {
+        Kind::Join => joins::authoriser_here(&pdu, app.keys.server_name()),
+        _ => None,
+    };
+    let authorised_here = authoriser.is_some();
+    if let Some(authoriser) = &authoriser {
+        let join =
+            Pdu::from_canonical(event_id.clone(), pdu.clone()).map_err(ServiceError::BadJson)?;
+        let (keys, r, authoriser) = (app.keys.clone(), room.clone(), authoriser.clone());
+        app.db
+            .read(move |conn| joins::check_authorised_join(conn, &keys, &r, &join, &authoriser))
+            .await?;
         ruma::signatures::sign_event(
             app.keys.server_name().as_str(),
             app.keys.pair(),
@@ -228,14 +239,24 @@ pub async fn send(
         .membership_writes
         .run(&app.db, &room_id, move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
             let room = txn_room;
-            if let Some(row) = ev::get(conn, event_id.as_str())? {
+            let outlier = match ev::get(conn, event_id.as_str())? {
                 // C.26: an event we already accepted gets the same answer again.
-                if row.status == ev::ACCEPTED {
+                Some(row) if row.status == ev::ACCEPTED => {
                     let our = keys.server_name().as_str();
                     return Ok((replay(conn, kind, &room, &row, authorised_here, our)?, None));
                 }
-                return Err(ServiceError::Conflict("the same event is being processed".to_owned()));
-            }
+                // Known only as part of a gap's state: checked now as any new event.
+                Some(row) if row.status == ev::OUTLIER => true,
+                Some(row) => {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{event_id} was already received and refused ({}); a new {} needs a \
+                         new event",
+                        row.status,
+                        kind.membership()
+                    )));
+                }
+                None => false,
+            };
             let mut pdu = pdu;
             if !authorised_here {
                 // Our signature on what we accept (Synapse does not add it; it does no harm).
@@ -252,6 +273,9 @@ pub async fn send(
             let refused = |stage: String| {
                 ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))
             };
+            if let Some(authoriser) = &authoriser {
+                joins::check_authorised_join(conn, &keys, &room, &stored, authoriser)?;
+            }
             let before = match receive::authorize(conn, &room, &stored)? {
                 Verdict::Accepted { before } => before,
                 Verdict::Rejected(why) => return Err(refused(why)),
@@ -261,6 +285,9 @@ pub async fn send(
                     return Err(refused(format!("unknown prev event {id}")));
                 }
             };
+            if outlier {
+                ev::remove_outlier(conn, event_id.as_str())?;
+            }
             persist_received_state(conn, &room, &stored, before)?;
             let now = now_ms();
             fan_out(

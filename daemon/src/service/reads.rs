@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     ServiceError,
-    events::{RoomCtx, load_pdus},
+    events::{RoomCtx, load_pdus, parse_stored},
     knocks,
     visibility::ServerView,
 };
@@ -45,15 +45,31 @@ pub fn readable_room(
     }
 }
 
-/// An accepted event of a room that `origin` may read, redacted where its history_visibility
-/// hides it from `origin`.
+/// Those of `ids` that are events of `room` with one of `statuses` (`ev::IN_GRAPH`,
+/// `ev::AUTHORISED`): every event served to another server is loaded through here.
+pub fn room_pdus(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    ids: &[String],
+    statuses: &[&str],
+) -> Result<Vec<Pdu>, StoreError> {
+    ev::room_pdus(conn, room.room_id.as_str(), ids, statuses)?
+        .into_iter()
+        .map(|(id, text)| parse_stored(&id, &text))
+        .collect()
+}
+
+/// An accepted event of a room that `origin` may read (of `in_room` when given), redacted where
+/// its history_visibility hides it from `origin`.
 pub fn event_for(
     conn: &mut DbConn,
     event_id: &str,
+    in_room: Option<&str>,
     origin: &ServerName,
 ) -> Result<Pdu, ServiceError> {
     let row = ev::get(conn, event_id)?
         .filter(|r| r.status == ev::ACCEPTED)
+        .filter(|r| in_room.is_none_or(|room| room == r.room_id))
         .ok_or_else(|| ServiceError::NotFound(format!("no event {event_id}")))?;
     let (room, view) = readable_room(conn, &row.room_id, origin)?;
     let pdus = load_pdus(conn, &[row.event_id])?;
@@ -84,22 +100,27 @@ pub fn state_at(
         Some(group) => state::full_state(conn, group)?.into_values().collect(),
         None => Vec::new(),
     };
-    let state = load_pdus(conn, &ids)?;
+    let state = room_pdus(conn, room, &ids, ev::AUTHORISED)?;
     let chain = auth_chain(
         conn,
+        room,
         state.iter().flat_map(|p| p.auth_events.iter().map(|a| a.to_string())).collect(),
     )?;
     Ok((state, chain))
 }
 
-/// Every auth event reachable from `start`.
-pub fn auth_chain(conn: &mut DbConn, start: Vec<String>) -> Result<Vec<Pdu>, StoreError> {
+/// Every auth event of `room` reachable from `start` through events that passed their checks.
+pub fn auth_chain(
+    conn: &mut DbConn,
+    room: &RoomCtx,
+    start: Vec<String>,
+) -> Result<Vec<Pdu>, StoreError> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut frontier = start;
     let mut out = Vec::new();
     while !frontier.is_empty() {
         let batch: Vec<String> = frontier.drain(..).filter(|id| seen.insert(id.clone())).collect();
-        for pdu in load_pdus(conn, &batch)? {
+        for pdu in room_pdus(conn, room, &batch, ev::AUTHORISED)? {
             frontier.extend(
                 pdu.auth_events.iter().map(|a| a.to_string()).filter(|a| !seen.contains(a)),
             );
@@ -110,6 +131,8 @@ pub fn auth_chain(conn: &mut DbConn, start: Vec<String>) -> Result<Vec<Pdu>, Sto
 }
 
 /// Walks `prev_events` back from `from`, breadth first, stopping at `stop` events, up to `limit`.
+/// It starts from, passes through and returns only accepted events of `room`: a start or prev
+/// event of another room, or one that was rejected or soft-failed, ends that branch of the walk.
 pub fn walk_back(
     conn: &mut DbConn,
     room: &RoomCtx,
@@ -123,12 +146,7 @@ pub fn walk_back(
     let mut seen: HashSet<String> = from.iter().cloned().collect();
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut out = Vec::new();
-    for pdu in load_pdus(conn, from)? {
-        if pdu.room_id.as_ref().is_some_and(|r| r != &room.room_id)
-            && pdu.event_type.to_string() != "m.room.create"
-        {
-            continue;
-        }
+    for pdu in room_pdus(conn, room, from, ev::IN_GRAPH)? {
         if include_start && out.len() < limit {
             out.push(pdu.clone());
         }
@@ -141,7 +159,10 @@ pub fn walk_back(
         if !seen.insert(id.clone()) || stop.contains(&id) {
             continue;
         }
-        let Some(pdu) = load_pdus(conn, std::slice::from_ref(&id))?.pop() else { continue };
+        let Some(pdu) = room_pdus(conn, room, std::slice::from_ref(&id), ev::IN_GRAPH)?.pop()
+        else {
+            continue;
+        };
         if pdu.depth < min_depth {
             continue;
         }

@@ -303,6 +303,23 @@ pub fn pdus(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<(String, Stri
         .load(conn)?)
 }
 
+/// The PDU texts of those of `event_ids` that are events of `room_id` with one of `statuses`, in
+/// one query. What other servers are served goes through here: an event of another room, or a
+/// rejected or soft-failed one, is never among the answers.
+pub fn room_pdus(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_ids: &[String],
+    statuses: &[&str],
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(events::table
+        .filter(events::event_id.eq_any(event_ids))
+        .filter(events::room_id.eq(room_id))
+        .filter(events::status.eq_any(statuses))
+        .select((events::event_id, events::pdu))
+        .load(conn)?)
+}
+
 /// A room's accepted events in the order they were stored, from `after` on (stream ordering).
 pub fn room_events(
     conn: &mut DbConn,
@@ -312,6 +329,7 @@ pub fn room_events(
 ) -> Result<Vec<(i64, String, String)>, StoreError> {
     Ok(events::table
         .filter(events::room_id.eq(room_id))
+        .filter(events::status.eq(ACCEPTED))
         .filter(events::stream_ordering.gt(after))
         .order(events::stream_ordering.asc())
         .select((events::stream_ordering, events::event_id, events::pdu))
@@ -353,6 +371,10 @@ pub const SOFT_FAILED: &str = "soft_failed";
 /// Fetched to know the state at a gap (`/state_ids`): checked against its auth events, may be
 /// cited as an auth event, never in our graph or current state.
 pub const OUTLIER: &str = "outlier";
+/// Events in the room's graph, as walked by backfill and get_missing_events.
+pub const IN_GRAPH: &[&str] = &[ACCEPTED];
+/// Events that passed the auth checks, as served in states and auth chains (outliers included).
+pub const AUTHORISED: &[&str] = &[ACCEPTED, OUTLIER];
 
 /// Which of these event IDs we have (any status).
 pub fn known(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<String>, StoreError> {

@@ -1,0 +1,224 @@
+//! Attacks from outside (issue 15): a hostile remote server, with its own real keys, against a
+//! live knockd. Each test fails on a knockd without the guard it names.
+
+use knockd_shared::CreateRoomRequest;
+use knockd_tests::{SimServer, TestKnockd, backends};
+use reqwest::{Method, StatusCode};
+use ruma::MilliSecondsSinceUnixEpoch;
+use serde_json::{Value, json};
+
+async fn room(k: &TestKnockd, v: &str, rule: &str, allow: Vec<String>) -> String {
+    k.admin
+        .create_room(&CreateRoomRequest {
+            room_version: Some(v.into()),
+            join_rule: Some(rule.into()),
+            name: Some(format!("Secret {rule} room")),
+            allow,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .room_id
+}
+
+// Issue 15.1: send_join signed and accepted any join naming one of our users as its authoriser.
+// The attacker is in no allow room; it turns a template into a restricted join, with and without
+// the authoriser's member event among auth_events, and sends it through v1 and v2.
+#[tokio::test]
+async fn a_restricted_join_nobody_here_would_authorise_is_refused_and_never_signed() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["10", "12"] {
+            let allow_room = room(&k, v, "public", vec![]).await;
+            let room_id = room(&k, v, "knock_restricted", vec![allow_room.clone()]).await;
+            // kim is in the allow room: her template cites the authoriser's member event.
+            let (s, b) = sim.membership("join", &k.server_name, &allow_room, "kim").await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let (s, kims) = sim
+                .make_membership("join", &k.server_name, &room_id, sim.user("kim").as_str())
+                .await;
+            assert_eq!(s, StatusCode::OK, "{kims}");
+            let (s, knock) = sim.make_knock(&k.server_name, &room_id, "@mallory:x").await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "another server's user: {knock}");
+            let mallory = sim.user("mallory");
+            let (s, knock) = sim.make_knock(&k.server_name, &room_id, mallory.as_str()).await;
+            assert_eq!(s, StatusCode::OK, "{knock}");
+
+            let from_knock = knock["event"].clone();
+            let mut from_kims = kims["event"].clone();
+            from_kims["sender"] = mallory.as_str().into();
+            from_kims["state_key"] = mallory.as_str().into();
+            for (what, template) in
+                [("authoriser not cited", from_knock), ("authoriser cited", from_kims)]
+            {
+                for api in [1, 2] {
+                    let mut event = template.clone();
+                    event["content"] = json!({
+                        "membership": "join",
+                        "join_authorised_via_users_server": k.admin_user(),
+                    });
+                    let (id, pdu) = sim.sign_event(v, event);
+                    let (status, answer) = sim
+                        .send_membership("join", api, &k.server_name, &room_id, id.as_str(), &pdu)
+                        .await;
+                    let case = format!("{backend:?} v{v} v{api} {what}");
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{case}: {answer}");
+                    assert_eq!(answer["errcode"], "M_FORBIDDEN", "{case}");
+                    assert!(
+                        !answer.to_string().contains(k.server_name.as_str())
+                            || answer.get("event").is_none(),
+                        "{case}: nothing signed comes back"
+                    );
+                    assert_eq!(k.event_status(id.as_str()).await, None, "{case}: nothing stored");
+                }
+            }
+            let summary = k.admin.room(&room_id).await.unwrap().summary;
+            assert_eq!(summary.joined_members, 1, "v{v}: only the admin is joined");
+
+            // The real thing still works: kim, in the allow room, joins.
+            let (id, pdu) = sim.sign_event(v, kims["event"].clone());
+            let (s, answer) =
+                sim.send_membership("join", 2, &k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(s, StatusCode::OK, "v{v}: {answer}");
+            assert!(answer["event"]["signatures"][k.server_name.as_str()].is_object());
+        }
+        k.stop().await;
+    }
+}
+
+/// A syntactically valid event ID that no server has.
+const NOBODY_HAS: &str = "$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn ids_of(answer: &Value, field: &str, version: &str) -> Vec<String> {
+    let rules =
+        knockd::matrix::event::rules(&ruma::RoomVersionId::try_from(version).unwrap()).unwrap();
+    answer[field]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| {
+                    let object = serde_json::from_value(p.clone()).unwrap();
+                    knockd::matrix::event::event_id(&object, &rules).unwrap().to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// Issue 15.2: a server joined to room A stores a rejected PDU in A whose prev_events cite room B,
+// then walks from it (backfill, get_missing_events) or asks for B's events through A's endpoints.
+#[tokio::test]
+async fn reads_never_cross_into_another_room_nor_serve_rejected_events() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        for v in ["10", "12"] {
+            let a = room(&k, v, "public", vec![]).await;
+            let b = room(&k, v, "knock", vec![]).await;
+            let (s, joined) = sim.membership("join", &k.server_name, &a, "eve").await;
+            assert_eq!(s, StatusCode::OK, "{joined}");
+            let eve = sim.user("eve");
+            let (s, knock) = sim.make_knock(&k.server_name, &b, eve.as_str()).await;
+            assert_eq!(s, StatusCode::OK, "{knock}");
+            // Everything the attacker learnt of room B.
+            let mut b_events: Vec<String> = ["prev_events", "auth_events"]
+                .iter()
+                .flat_map(|f| knock["event"][f].as_array().cloned().unwrap_or_default())
+                .filter_map(|id| id.as_str().map(str::to_owned))
+                .collect();
+            if v == "12" {
+                b_events.push(format!("${}", &b[1..]));
+            }
+            let b_latest = knock["event"]["prev_events"][0].as_str().unwrap().to_owned();
+
+            let (rejected, pdu) = sim.sign_event(
+                v,
+                json!({
+                    "room_id": a,
+                    "type": "m.room.message",
+                    "sender": eve,
+                    "content": { "msgtype": "m.text", "body": "let me in" },
+                    "prev_events": [b_latest],
+                    "auth_events": [NOBODY_HAS],
+                    "depth": 100,
+                    "origin_server_ts": MilliSecondsSinceUnixEpoch::now(),
+                }),
+            );
+            let (s, answer) = sim.send_txn(&k.server_name, &format!("t{v}"), &[pdu], &[]).await;
+            assert_eq!(s, StatusCode::OK, "{answer}");
+            assert!(answer["pdus"][rejected.as_str()]["error"].is_string(), "{answer}");
+            assert_eq!(k.event_status(rejected.as_str()).await.as_deref(), Some("rejected"));
+
+            let enc = knockd::matrix::client::encode_segment;
+            let case = format!("{backend:?} v{v}");
+            let get = |path: String| {
+                let sim = &sim;
+                let dest = k.server_name.clone();
+                async move { sim.request(Method::GET, &dest, &path, None).await }
+            };
+            // Walks from the rejected event and from B's events, through room A.
+            let mut starts = b_events.clone();
+            starts.push(rejected.to_string());
+            for start in &starts {
+                let (s, back) = get(format!(
+                    "/_matrix/federation/v1/backfill/{}?v={}&limit=100",
+                    enc(&a),
+                    enc(start)
+                ))
+                .await;
+                let served = ids_of(&back, "pdus", v);
+                assert!(
+                    s == StatusCode::NOT_FOUND || (s == StatusCode::OK && served.is_empty()),
+                    "{case}: backfill from {start}: {s} {served:?}"
+                );
+                let body = json!({
+                    "earliest_events": [], "latest_events": [start], "limit": 100, "min_depth": 0,
+                });
+                let (s, missing) = sim
+                    .request(
+                        Method::POST,
+                        &k.server_name,
+                        &format!("/_matrix/federation/v1/get_missing_events/{}", enc(&a)),
+                        Some(&serde_json::to_vec(&body).unwrap()),
+                    )
+                    .await;
+                let served = ids_of(&missing, "events", v);
+                assert!(
+                    s == StatusCode::NOT_FOUND || (s == StatusCode::OK && served.is_empty()),
+                    "{case}: get_missing_events from {start}: {s} {served:?}"
+                );
+                for path in [
+                    format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(&a), enc(start)),
+                    format!("/_matrix/federation/v1/state/{}?event_id={}", enc(&a), enc(start)),
+                    format!("/_matrix/federation/v1/event_auth/{}/{}", enc(&a), enc(start)),
+                ] {
+                    let (s, body) = get(path.clone()).await;
+                    assert_eq!(s, StatusCode::NOT_FOUND, "{case}: {path}: {body}");
+                }
+            }
+            // A rejected event is never served, even by ID.
+            let (s, body) =
+                get(format!("/_matrix/federation/v1/event/{}", enc(rejected.as_str()))).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{case}: /event of a rejected event: {body}");
+
+            // Walks from A's own events stay in A.
+            let a_latest = k.template(&a, eve.as_str(), "m.room.message", None, json!({})).await
+                ["prev_events"][0]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let (s, back) = get(format!(
+                "/_matrix/federation/v1/backfill/{}?v={}&limit=100",
+                enc(&a),
+                enc(&a_latest)
+            ))
+            .await;
+            assert_eq!(s, StatusCode::OK, "{case}: {back}");
+            let served = ids_of(&back, "pdus", v);
+            assert!(served.len() >= 5, "{case}: A's history is served: {served:?}");
+            assert!(served.iter().all(|id| !b_events.contains(id) && *id != rejected.as_str()));
+        }
+        k.stop().await;
+    }
+}
