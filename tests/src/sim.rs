@@ -37,6 +37,19 @@ pub enum Mode {
     RefuseInvites(u16, String),
     /// Answer 503 to everything but the key server (a server that is down).
     Down,
+    /// Counter-sign invites, then change the answer in this way (a hostile invitee server).
+    TamperInvites(InviteTamper),
+}
+
+/// How a hostile server changes the invite it hands back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InviteTamper {
+    /// Adds data under `unsigned`.
+    Unsigned,
+    /// Adds a signature of another server.
+    ExtraSignature,
+    /// Replaces the inviting server's own signature.
+    InvitersSignature,
 }
 
 /// What the simulated server received.
@@ -656,7 +669,7 @@ async fn on_invite(
                 serde_json::json!({ "errcode": errcode, "error": "invites are blocked here" }),
             );
         }
-        Mode::Accept => {}
+        Mode::Accept | Mode::TamperInvites(_) => {}
     }
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
@@ -691,7 +704,25 @@ async fn on_invite(
         return reply(400, serde_json::json!({ "errcode": "M_BAD_JSON", "error": e.to_string() }));
     }
     shared.inbox.lock().expect("inbox").invites.push(body);
-    reply(200, serde_json::json!({ "event": event }))
+    let mut answer = serde_json::json!({ "event": event });
+    if let Mode::TamperInvites(how) = mode {
+        let sender = answer["event"]["sender"].as_str().unwrap_or_default().to_owned();
+        let inviter = sender.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
+        let fake = "A".repeat(86);
+        match how {
+            InviteTamper::Unsigned => {
+                answer["event"]["unsigned"] = serde_json::json!({ "planted": "by the invitee" });
+            }
+            InviteTamper::ExtraSignature => {
+                answer["event"]["signatures"]["127.0.0.1:1"] =
+                    serde_json::json!({ "ed25519:x": fake });
+            }
+            InviteTamper::InvitersSignature => {
+                answer["event"]["signatures"][inviter] = serde_json::json!({ "ed25519:x": fake });
+            }
+        }
+    }
+    reply(200, answer)
 }
 
 async fn on_send(

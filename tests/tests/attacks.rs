@@ -1,8 +1,13 @@
 //! Attacks from outside (issue 15): a hostile remote server, with its own real keys, against a
 //! live knockd. Each test fails on a knockd without the guard it names.
 
-use knockd_shared::CreateRoomRequest;
-use knockd_tests::{SimServer, TestKnockd, backends};
+use std::time::Duration;
+
+use knockd_shared::{CreateRoomRequest, KnockQuery};
+use knockd_tests::{
+    SimServer, TestDb, TestKnockd, backends,
+    sim::{InviteTamper, Mode},
+};
 use reqwest::{Method, StatusCode};
 use ruma::MilliSecondsSinceUnixEpoch;
 use serde_json::{Value, json};
@@ -218,6 +223,72 @@ async fn reads_never_cross_into_another_room_nor_serve_rejected_events() {
             let served = ids_of(&back, "pdus", v);
             assert!(served.len() >= 5, "{case}: A's history is served: {served:?}");
             assert!(served.iter().all(|id| !b_events.contains(id) && *id != rejected.as_str()));
+        }
+        k.stop().await;
+    }
+}
+
+const FAST: [(&str, &str); 3] = [
+    ("KNOCKD_OUTBOX_MIN_BACKOFF_MS", "50"),
+    ("KNOCKD_OUTBOX_MAX_BACKOFF_MS", "300"),
+    ("KNOCKD_OUTBOX_POLL_MS", "50"),
+];
+
+async fn settled(k: &TestKnockd, id: i64) -> knockd_shared::KnockDetail {
+    for _ in 0..400 {
+        let d = k.admin.knock(id).await.unwrap();
+        if d.knock.status != "delivery_pending" {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("knock {id} never settled");
+}
+
+// Issue 15.3: the invite we store and relay is our own event plus only the invitee server's
+// signature. A changed signature of ours or a third server's signature is refused; `unsigned`
+// planted by the invitee is never taken over.
+#[tokio::test]
+async fn a_countersigned_invite_takes_over_nothing_but_the_invitees_signature() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "knock", vec![]).await;
+        for (n, how) in
+            [InviteTamper::Unsigned, InviteTamper::ExtraSignature, InviteTamper::InvitersSignature]
+                .into_iter()
+                .enumerate()
+        {
+            let local = format!("tamper{n}");
+            let (s, b) = sim.knock(&k.server_name, &room_id, &local, None).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            let query =
+                KnockQuery { user_id: Some(sim.user(&local).to_string()), ..Default::default() };
+            let id = k.admin.list_knocks(&query).await.unwrap().knocks[0].id;
+            sim.set_mode(Mode::TamperInvites(how));
+            k.admin.approve(id, None).await.unwrap();
+            let detail = settled(&k, id).await;
+            let case = format!("{backend:?} {how:?}");
+            if how == InviteTamper::Unsigned {
+                assert_eq!(detail.knock.status, "approved", "{case}");
+                let invite = detail.decisions[0].event_id.clone().expect("the invite's ID");
+                let id = invite.clone();
+                let stored = k
+                    .app
+                    .db
+                    .read(move |conn| knockd::store::events::get(conn, &id))
+                    .await
+                    .unwrap()
+                    .expect("stored invite");
+                let pdu: Value = serde_json::from_str(&stored.pdu).unwrap();
+                assert!(pdu.get("unsigned").is_none(), "{case}: {pdu}");
+                let signers: Vec<&String> = pdu["signatures"].as_object().unwrap().keys().collect();
+                assert_eq!(signers.len(), 2, "{case}: ours and the invitee's: {signers:?}");
+            } else {
+                assert_eq!(detail.knock.status, "approve_failed", "{case}");
+                let why = detail.decisions[0].delivery_error.clone().unwrap_or_default();
+                assert!(why.contains("signature") || why.contains("signed"), "{case}: {why}");
+            }
         }
         k.stop().await;
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use ruma::{
-    CanonicalJsonObject, OwnedServerName, ServerName,
+    CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, ServerName,
     serde::{Base64, base64::Standard},
     signatures::PublicKeyMap,
 };
@@ -282,6 +282,16 @@ pub fn parse_key_response(
     }
     let object: CanonicalJsonObject = serde_json::from_value(body.clone())
         .map_err(|e| format!("key response is not canonical JSON: {e}"))?;
+    // ruma checks the signers that are there: an answer with no signature of the server (or of
+    // the notary it came through) would pass it untouched.
+    let signers = object.get("signatures").and_then(CanonicalJsonValue::as_object);
+    let required = std::iter::once(server.as_str())
+        .chain(notary.into_iter().flat_map(|n| n.keys().map(String::as_str)));
+    for signer in required {
+        if !signers.is_some_and(|s| s.contains_key(signer)) {
+            return Err(format!("key response is not signed by {signer}"));
+        }
+    }
     // Self-signed by the server, and (through a notary) signed by the notary too: ruma checks
     // every signer of the object, so both key sets go in one map.
     let mut map = PublicKeyMap::from([(server.to_string(), own)]);
@@ -291,4 +301,54 @@ pub fn parse_key_response(
     ruma::signatures::verify_json(&map, &object)
         .map_err(|e| format!("key response signatures: {e}"))?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::matrix::KeyRing;
+
+    fn ring(name: &str, seed: u8) -> KeyRing {
+        KeyRing::from_seed(OwnedServerName::try_from(name).unwrap(), "k1", &[seed; 32]).unwrap()
+    }
+
+    fn response(keys: &KeyRing) -> Value {
+        serde_json::to_value(keys.server_keys_response(MilliSecondsSinceUnixEpoch::now())).unwrap()
+    }
+
+    // Issue 15.3: a key response must carry the server's own signature.
+    #[test]
+    fn a_key_response_without_the_servers_signature_is_refused() {
+        let server = ring("a.test", 1);
+        let name = server.server_name().clone();
+        assert_eq!(parse_key_response(&name, &response(&server), None).unwrap().len(), 1);
+        let mut unsigned = response(&server);
+        unsigned["signatures"] = serde_json::json!({});
+        let err = parse_key_response(&name, &unsigned, None).unwrap_err();
+        assert!(err.contains("not signed by a.test"), "{err}");
+        let mut missing = response(&server);
+        missing.as_object_mut().unwrap().remove("signatures");
+        assert!(parse_key_response(&name, &missing, None).is_err());
+    }
+
+    // Issue 15.3: through a notary, the notary's signature is required too.
+    #[test]
+    fn a_notary_answer_must_carry_the_notarys_signature() {
+        let (server, notary) = (ring("a.test", 1), ring("notary.test", 2));
+        let notary_map = key_map_of(
+            notary.server_name(),
+            &parse_key_response(notary.server_name(), &response(&notary), None).unwrap(),
+        );
+        let name = server.server_name().clone();
+        let self_signed_only = response(&server);
+        let err = parse_key_response(&name, &self_signed_only, Some(&notary_map)).unwrap_err();
+        assert!(err.contains("not signed by notary.test"), "{err}");
+        let mut object: CanonicalJsonObject = serde_json::from_value(response(&server)).unwrap();
+        notary.sign_json(&mut object).unwrap();
+        let cosigned = serde_json::to_value(object).unwrap();
+        assert!(parse_key_response(&name, &cosigned, Some(&notary_map)).is_ok());
+    }
 }
