@@ -5,6 +5,10 @@
 //! becomes the leader: it takes every write queued for the room so far, runs each in its own
 //! savepoint (so one write's failure undoes only that write) inside one transaction holding the
 //! room lock, commits, and only then answers each writer. A 200 still means durable.
+//!
+//! The batch runs in a task of its own, holding the room's leadership: a leader whose client
+//! goes away (its request future dropped) neither abandons the other writers of its batch nor
+//! turns their committed writes into errors.
 
 use std::{
     collections::HashMap,
@@ -29,7 +33,7 @@ struct Job<T> {
 
 struct Queue<T> {
     jobs: Mutex<Vec<Job<T>>>,
-    leader: tokio::sync::Mutex<()>,
+    leader: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Per-room queues of writes that return `T`.
@@ -74,7 +78,7 @@ impl<T: Send + 'static> RoomBatches<T> {
             .unwrap_or_else(|e| e.into_inner())
             .push(Job { work: Box::new(work), reply });
         loop {
-            let leader = queue.leader.lock().await;
+            let leader = queue.leader.clone().lock_owned().await;
             // A previous leader may have taken our write; it answers before letting go.
             match answer.try_recv() {
                 Ok(result) => return result,
@@ -88,10 +92,19 @@ impl<T: Send + 'static> RoomBatches<T> {
                 let n = jobs.len().min(MAX_BATCH);
                 jobs.drain(..n).collect()
             };
-            run_batch(db, room_id, jobs).await;
-            drop(leader);
-            if let Ok(result) = answer.try_recv() {
-                return result;
+            let (db, room) = (db.clone(), room_id.to_owned());
+            let batch = tokio::spawn(async move {
+                run_batch(&db, &room, jobs).await;
+                drop(leader);
+            });
+            // Only a panic ends the task early; the answers then tell (their senders are gone).
+            let _ = batch.await;
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Pool("the write was dropped".to_owned()).into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
             }
             // Ours was beyond this batch's limit: lead (or wait for) the next one.
         }
@@ -195,5 +208,57 @@ mod tests {
             .unwrap();
         let kept: Vec<i64> = rows.into_iter().map(|r| r.x).collect();
         assert_eq!(kept, (0..150).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+    }
+
+    // Issue 15.3: the leader of a batch is a request; its client may go away mid-batch. The
+    // other writes of its batch are still committed and answered as such.
+    #[tokio::test]
+    async fn a_leader_dropped_mid_batch_leaves_the_others_committed_and_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseUrl::sqlite(&dir.path().join("t.db"))).await.unwrap();
+        db.write(|c| -> Result<(), ServiceError> {
+            diesel::sql_query("CREATE TABLE batch_test (x BIGINT NOT NULL)").execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let batches = Arc::new(RoomBatches::<i64>::default());
+        let slow = |i: i64| {
+            move |c: &mut DbConn| {
+                insert(c, i)?;
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(i)
+            }
+        };
+        let spawn = |i: i64| {
+            let (batches, db) = (batches.clone(), db.clone());
+            tokio::spawn(async move { batches.run(&db, "!r:x", slow(i)).await })
+        };
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(60));
+        // 1 leads a batch alone; 2 and 3 queue behind it, and 2 leads the next batch with 3.
+        let first = spawn(1);
+        pause().await;
+        let second = spawn(2);
+        pause().await;
+        let third = spawn(3);
+        // 2's batch is under way when its client goes away.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        second.abort();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(third.await.unwrap().expect("3 committed and answered"), 3);
+        let count: i64 = db
+            .read(|c| -> Result<_, ServiceError> {
+                #[derive(diesel::QueryableByName)]
+                struct N {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                let n: N =
+                    diesel::sql_query("SELECT COUNT(*) AS n FROM batch_test").get_result(c)?;
+                Ok(n.n)
+            })
+            .await
+            .unwrap();
+        assert_eq!(count, 3, "2's write commits with its batch");
     }
 }

@@ -100,11 +100,17 @@ impl Db {
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
-        let _guard = match self.backend {
+        let guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        self.read(move |conn| conn.transaction(f)).await
+        // The lock goes with the transaction: a caller that gives up waiting (a dropped request)
+        // must not let another writer in while its transaction still runs.
+        self.read(move |conn| {
+            let _guard = guard;
+            conn.transaction(f)
+        })
+        .await
     }
 
     /// Readiness: the database answers and every migration is applied.
