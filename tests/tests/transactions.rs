@@ -355,3 +355,67 @@ async fn a_gap_get_missing_events_cannot_fill_is_filled_through_state_ids() {
         k.stop().await;
     }
 }
+
+/// Makes every insert into `events` fail (a full or broken disk), or stops doing so.
+async fn break_event_inserts(k: &TestKnockd, backend: knockd_tests::TestBackend, broken: bool) {
+    use diesel::RunQueryDsl;
+    let statements: &[&str] = match (backend, broken) {
+        (knockd_tests::TestBackend::Sqlite, true) => {
+            &["CREATE TRIGGER knockd_test_fail BEFORE INSERT ON events \
+             BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END"]
+        }
+        (knockd_tests::TestBackend::Sqlite, false) => &["DROP TRIGGER knockd_test_fail"],
+        (knockd_tests::TestBackend::Postgres, true) => &[
+            "CREATE FUNCTION knockd_test_fail() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'disk full (test)'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER knockd_test_fail BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION knockd_test_fail()",
+        ],
+        (knockd_tests::TestBackend::Postgres, false) => {
+            &["DROP TRIGGER knockd_test_fail ON events"]
+        }
+    };
+    k.app
+        .db
+        .write(move |conn| -> Result<(), knockd::store::StoreError> {
+            for sql in statements {
+                diesel::sql_query(*sql).execute(conn)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("trigger");
+}
+
+// Issue 15.3: our own storage failure while handling /send is a 5xx, and the answer is not
+// remembered: the origin sends the transaction again and the PDU is then taken.
+#[tokio::test]
+async fn a_storage_failure_answers_5xx_and_the_resent_transaction_is_taken() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let sim = SimServer::start().await;
+        let room_id = joined_room(&k, &sim, "10", "bob").await;
+        let bob = sim.user("bob");
+        let msg = k
+            .template(
+                &room_id,
+                bob.as_str(),
+                "m.room.message",
+                None,
+                json!({ "msgtype": "m.text", "body": "through a bad disk" }),
+            )
+            .await;
+        let (id, pdu) = sim.sign_event("10", msg);
+        break_event_inserts(&k, backend, true).await;
+        let (s, answer) =
+            sim.send_txn(&k.server_name, "disk", std::slice::from_ref(&pdu), &[]).await;
+        assert!(s.is_server_error(), "{backend:?}: {s} {answer}");
+        assert_eq!(k.event_status(id.as_str()).await, None);
+        break_event_inserts(&k, backend, false).await;
+        let (s, answer) = sim.send_txn(&k.server_name, "disk", &[pdu], &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(result(&answer, id.as_str()), &json!({}), "{backend:?}: {answer}");
+        assert_eq!(k.event_status(id.as_str()).await.as_deref(), Some("accepted"));
+        k.stop().await;
+    }
+}

@@ -60,7 +60,9 @@ pub async fn receive(
     }
     let mut results = BTreeMap::new();
     for pdu in &pdus {
-        if let Some((event_id, outcome)) = process(app, origin, pdu, FETCH_DEPTH).await {
+        // A local failure answers the whole transaction 5xx, unremembered: the origin sends it
+        // again, and what was stored before the failure is answered from the store then.
+        if let Some((event_id, outcome)) = process(app, origin, pdu, FETCH_DEPTH).await? {
             let result = match outcome {
                 Ok(()) => json!({}),
                 Err(error) => json!({ "error": error }),
@@ -75,10 +77,44 @@ pub async fn receive(
     Ok(answer)
 }
 
-type Processing<'a> =
-    Pin<Box<dyn Future<Output = Option<(String, Result<(), String>)>> + Send + 'a>>;
+/// One PDU's outcome: `Ok(None)` when it cannot even be identified (no room we host), else its
+/// event ID and whether it was taken; `Err` for a local failure (nothing about the PDU).
+type Processed = Result<Option<(String, Result<(), String>)>, ServiceError>;
+type Processing<'a> = Pin<Box<dyn Future<Output = Processed> + Send + 'a>>;
 
-/// Checks and stores one PDU. `None` when it cannot even be identified (no known room).
+/// Why a PDU was not taken.
+enum Failure {
+    /// Refused: answered in the transaction's result for the PDU, and remembered.
+    Refused(String),
+    /// Our own failure (the database): the transaction is answered 5xx and not remembered.
+    Local(ServiceError),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Self::Refused(why)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Rejected(why) => Self::Refused(why),
+            e => Self::Local(e.into()),
+        }
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(e) => e.into(),
+            refused => Self::Refused(refused.to_string()),
+        }
+    }
+}
+
+/// Checks and stores one PDU.
 fn process<'a>(
     app: &'a AppState,
     origin: &'a ServerName,
@@ -86,28 +122,43 @@ fn process<'a>(
     fetch_depth: u32,
 ) -> Processing<'a> {
     Box::pin(async move {
-        let room_id = value.get("room_id").and_then(Value::as_str)?.to_owned();
-        let lookup = room_id.clone();
-        let room = app.db.read(move |conn| RoomCtx::load(conn, &lookup)).await.ok().flatten()?;
-        let bytes = serde_json::to_vec(value).ok()?;
+        let Some(room_id) = value.get("room_id").and_then(Value::as_str) else { return Ok(None) };
+        let lookup = room_id.to_owned();
+        let Some(room) = app.db.read(move |conn| RoomCtx::load(conn, &lookup)).await? else {
+            return Ok(None);
+        };
+        let Ok(bytes) = serde_json::to_vec(value) else { return Ok(None) };
         let pdu: CanonicalJsonObject = match json::parse_object(&bytes) {
             Ok(p) => p,
             Err(e) => {
                 // Not canonical JSON: name it by its would-be ID if that can be computed.
-                let loose: CanonicalJsonObject = serde_json::from_value(value.clone()).ok()?;
-                let id = crate::matrix::event::event_id(&loose, &room.rules).ok()?;
-                return Some((id.to_string(), Err(format!("not canonical JSON: {e}"))));
+                let Ok(loose) = serde_json::from_value::<CanonicalJsonObject>(value.clone()) else {
+                    return Ok(None);
+                };
+                let Ok(id) = crate::matrix::event::event_id(&loose, &room.rules) else {
+                    return Ok(None);
+                };
+                return Ok(Some((id.to_string(), Err(format!("not canonical JSON: {e}")))));
             }
         };
         let event_id = match receive::check_format(&room, &pdu) {
             Ok(id) => id,
             Err(e) => {
-                let id = crate::matrix::event::event_id(&pdu, &room.rules).ok()?;
-                return Some((id.to_string(), Err(format!("bad event format: {e}"))));
+                let Ok(id) = crate::matrix::event::event_id(&pdu, &room.rules) else {
+                    return Ok(None);
+                };
+                return Ok(Some((id.to_string(), Err(format!("bad event format: {e}")))));
             }
         };
         let id = event_id.to_string();
-        Some((id.clone(), handle(app, origin, &room, pdu, event_id, fetch_depth).await))
+        match handle(app, origin, &room, pdu, event_id, fetch_depth).await {
+            Ok(()) => Ok(Some((id, Ok(())))),
+            Err(Failure::Refused(why)) => Ok(Some((id, Err(why)))),
+            Err(Failure::Local(e)) => {
+                tracing::warn!(%origin, event_id = %id, error = %e, "PDU not processed");
+                Err(e)
+            }
+        }
     })
 }
 
@@ -118,18 +169,15 @@ async fn handle(
     pdu: CanonicalJsonObject,
     event_id: ruma::OwnedEventId,
     fetch_depth: u32,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let (r, o) = (room.room_id.to_string(), origin.to_owned());
-    app.db
-        .read(move |conn| knocks::check_acl(conn, &r, &o))
-        .await
-        .map_err(|e: ServiceError| e.to_string())?;
+    app.db.read(move |conn| knocks::check_acl(conn, &r, &o)).await.map_err(Failure::from)?;
     let known = event_id.to_string();
     if app
         .db
         .read(move |conn| ev::get(conn, &known))
         .await
-        .map_err(|e: StoreError| e.to_string())?
+        .map_err(Failure::from)?
         .is_some_and(|row| row.status != ev::OUTLIER)
     {
         return Ok(());
@@ -141,7 +189,7 @@ async fn handle(
     let prevs: Vec<String> = parsed.prev_events.iter().map(|p| p.to_string()).collect();
     let have = {
         let p = prevs.clone();
-        app.db.read(move |conn| ev::known(conn, &p)).await.map_err(|e: StoreError| e.to_string())?
+        app.db.read(move |conn| ev::known(conn, &p)).await.map_err(Failure::from)?
     };
     // Whether a prev's state came from the origin's /state_ids rather than from our graph.
     let mut from_gap = false;
@@ -153,11 +201,7 @@ async fn handle(
         // lack, from the origin's /state_ids. Only for the event the origin sent us.
         if fetch_depth == FETCH_DEPTH {
             let p = prevs.clone();
-            let have = app
-                .db
-                .read(move |conn| ev::known(conn, &p))
-                .await
-                .map_err(|e: StoreError| e.to_string())?;
+            let have = app.db.read(move |conn| ev::known(conn, &p)).await.map_err(Failure::from)?;
             for prev in prevs.iter().filter(|p| !have.contains(p)) {
                 match super::gap::fill_with_state(app, origin, room, prev).await {
                     Ok(()) => from_gap = true,
@@ -242,7 +286,7 @@ async fn handle(
             }
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Failure::from)?;
     app.outbox_wake.notify_one();
     match outcome {
         (Ok(()), Some(id)) => {
@@ -258,7 +302,7 @@ async fn handle(
             app.publish("knock", None, Some(room.room_id.as_str()), None);
             Ok(())
         }
-        (Err(e), _) => Err(e),
+        (Err(e), _) => Err(Failure::Refused(e)),
     }
 }
 
