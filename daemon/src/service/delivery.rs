@@ -221,8 +221,11 @@ fn invite_state(conn: &mut DbConn, room_id: &str, inviter: &str) -> Result<Vec<V
         .collect())
 }
 
-/// The returned event must be ours with only signatures added, including a valid one from the
-/// invitee's server.
+/// The returned event must be ours with only the invitee server's signature added, and that one
+/// valid. What we store and relay is our own event plus that signature: nothing else of the
+/// answer is taken over. Its `unsigned` is ignored rather than refused (Synapse puts `age` and
+/// its own `invite_room_state` there; it is not covered by any signature); any other change,
+/// to our signature or by a third server's, is refused.
 async fn check_countersigned(
     app: &AppState,
     room: &RoomCtx,
@@ -242,6 +245,18 @@ async fn check_countersigned(
     };
     if strip(&returned) != strip(&ours.json) {
         return Err("fields other than signatures changed".to_owned());
+    }
+    let signatures = |o: &CanonicalJsonObject| -> CanonicalJsonObject {
+        o.get("signatures").and_then(CanonicalJsonValue::as_object).cloned().unwrap_or_default()
+    };
+    let (mut added, original) = (signatures(&returned), signatures(&ours.json));
+    for (signer, sigs) in &original {
+        if added.remove(signer).as_ref() != Some(sigs) {
+            return Err(format!("the signature of {signer} changed"));
+        }
+    }
+    if let Some(other) = added.keys().find(|s| *s != server.as_str()) {
+        return Err(format!("signed by {other}, a server the invite was not sent to"));
     }
     let id = event::event_id(&returned, &room.rules)?;
     if id != ours.event_id {
@@ -278,7 +293,14 @@ async fn check_countersigned(
             sig.as_bytes(),
             signing_bytes.as_bytes(),
         ) {
-            Ok(()) => return Pdu::from_canonical(id, returned),
+            Ok(()) => {
+                let mut stored = (*ours.json).clone();
+                let mut all = original;
+                let only = CanonicalJsonObject::from([(key_id.clone(), theirs[key_id].clone())]);
+                all.insert(server.to_string(), CanonicalJsonValue::Object(only));
+                stored.insert("signatures".to_owned(), CanonicalJsonValue::Object(all));
+                return Pdu::from_canonical(id, stored);
+            }
             Err(e) => last = format!("bad signature from {server}: {e}"),
         }
     }
