@@ -102,16 +102,41 @@ async fn ensure_admin(db: &Db, config: &Config) -> Result<(), StartError> {
             path.display()
         )));
     }
+    let probe = token.clone();
+    let live = db
+        .read(move |conn| users::token_live(conn, &probe))
+        .await
+        .map_err(|e| StartError(format!("reading the admin tokens: {e}")))?;
+    let token = match live {
+        Some(true) => return ensure_user(db, user).await,
+        None => token,
+        // Revoked (`knockd admin token revoke`): it stays revoked, and admin.token gets a new
+        // one, so that the file always holds a working token of the local admin.
+        Some(false) => {
+            let token = new_token().map_err(StartError)?;
+            let fresh = path.with_extension("token.new");
+            let _ = std::fs::remove_file(&fresh);
+            write_private_file(&fresh, format!("{token}\n").as_bytes())
+                .and_then(|()| std::fs::rename(&fresh, &path))
+                .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "the admin token was revoked; wrote a new one");
+            token
+        }
+    };
     db.write(move |conn| {
         let now = now_ms();
         users::ensure_user(conn, &user, now)?;
-        if users::user_for_token(conn, &token)?.is_none() {
-            users::add_token(conn, &token, &user, Some("admin.token"), now)?;
-        }
+        users::add_token(conn, &token, &user, Some("admin.token"), now)?;
         Ok::<_, StoreError>(())
     })
     .await
     .map_err(|e| StartError(format!("storing the admin token: {e}")))
+}
+
+async fn ensure_user(db: &Db, user: String) -> Result<(), StartError> {
+    db.write(move |conn| users::ensure_user(conn, &user, now_ms()))
+        .await
+        .map_err(|e: StoreError| StartError(format!("storing the admin user: {e}")))
 }
 
 /// A fresh random bearer token.

@@ -313,3 +313,36 @@ async fn bad_room_requests_get_clear_errors_and_write_nothing() {
         k.stop().await;
     }
 }
+
+// Issue 15.3: revoking the token kept in admin.token (`knockd admin token revoke`) leaves it
+// revoked; the next start writes a new working one instead of failing.
+#[tokio::test]
+async fn a_revoked_admin_token_is_replaced_at_the_next_start() {
+    use knockd::store::{StoreError, users};
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        k.admin.list_rooms(None, None).await.expect("the first token works");
+        let revoked = k
+            .app
+            .db
+            .write(|conn| -> Result<bool, StoreError> {
+                let id = users::tokens(conn)?
+                    .into_iter()
+                    .find(|t| t.label.as_deref() == Some("admin.token"))
+                    .expect("admin.token's row")
+                    .token_id;
+                users::revoke(conn, &id, 1)
+            })
+            .await
+            .unwrap();
+        assert!(revoked);
+        let stale = k.admin.clone();
+        let k = k.restart().await;
+        assert!(
+            stale.list_rooms(None, None).await.is_err(),
+            "{backend:?}: the revoked token stays revoked"
+        );
+        k.admin.list_rooms(None, None).await.expect("the new token in admin.token works");
+        k.stop().await;
+    }
+}

@@ -48,6 +48,17 @@ pub fn add_token(
     Ok(token_id)
 }
 
+/// Whether a token is known: `Some(true)` live, `Some(false)` revoked, `None` never issued.
+pub fn token_live(conn: &mut DbConn, token: &str) -> Result<Option<bool>, StoreError> {
+    let revoked: Option<Option<i64>> = optional(
+        admin_tokens::table
+            .filter(admin_tokens::token_hash.eq(hash_token(token)))
+            .select(admin_tokens::revoked_ms)
+            .first(conn),
+    )?;
+    Ok(revoked.map(|r| r.is_none()))
+}
+
 /// The user a live token belongs to.
 pub fn user_for_token(conn: &mut DbConn, token: &str) -> Result<Option<String>, StoreError> {
     optional(
