@@ -130,7 +130,7 @@ pub async fn approve(
                 knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
             let job = serde_json::to_string(&InviteJob { knock_id, decision_id: id })
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, now)?;
+            outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, &knock.room_id, now)?;
             let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
             Ok(decision_view(row, Some(knock.user_id)))
         })

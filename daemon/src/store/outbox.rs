@@ -22,6 +22,8 @@ pub struct Item {
     pub txn_id: Option<String>,
     pub parked_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The room the item belongs to (`None`: no room, or queued before rooms were recorded).
+    pub room_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Queryable)]
@@ -37,12 +39,13 @@ pub struct Destination {
     pub last_error: Option<String>,
 }
 
-/// Queues work for a destination. Part of the caller's transaction.
+/// Queues work of a room for a destination. Part of the caller's transaction.
 pub fn enqueue(
     conn: &mut DbConn,
     destination: &str,
     kind: &str,
     payload: &str,
+    room_id: &str,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     with_backend!(conn, |c| diesel::insert_into(d::table)
@@ -54,7 +57,8 @@ pub fn enqueue(
             o::destination.eq(destination),
             o::kind.eq(kind),
             o::payload.eq(payload),
-            o::created_ms.eq(now_ms)
+            o::created_ms.eq(now_ms),
+            o::room_id.eq(room_id),
         ))
         .returning(o::item_id)
         .get_result::<i64>(c))?;
