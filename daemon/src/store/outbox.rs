@@ -246,16 +246,24 @@ pub fn park_if_failing_since(
     Ok(n)
 }
 
-/// Parked items, for the admin API.
-pub fn parked(conn: &mut DbConn, limit: i64) -> Result<Vec<Item>, StoreError> {
-    Ok(o::table
-        .filter(o::parked_ms.is_not_null())
-        .order(o::item_id.asc())
-        .limit(limit)
-        .load(conn)?)
+/// Parked items of the given rooms (`None`: of every room, and of none), for the admin API.
+pub fn parked(
+    conn: &mut DbConn,
+    rooms: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<Item>, StoreError> {
+    let mut query = o::table.filter(o::parked_ms.is_not_null()).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(o::room_id.eq_any(rooms));
+    }
+    Ok(query.order(o::item_id.asc()).limit(limit).load(conn)?)
 }
 
-/// Items still waiting, for the admin API and tests.
-pub fn pending_count(conn: &mut DbConn) -> Result<i64, StoreError> {
-    Ok(o::table.filter(o::parked_ms.is_null()).count().get_result(conn)?)
+/// Items of the given rooms still waiting (`None`: of every room, and of none).
+pub fn pending_count(conn: &mut DbConn, rooms: Option<&[String]>) -> Result<i64, StoreError> {
+    let mut query = o::table.filter(o::parked_ms.is_null()).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(o::room_id.eq_any(rooms));
+    }
+    Ok(query.count().get_result(conn)?)
 }
