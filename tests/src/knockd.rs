@@ -212,6 +212,24 @@ impl TestKnockd {
     pub fn admin_user(&self) -> String {
         format!("@admin:{}", self.server_name)
     }
+
+    /// An admin client with a new token of a local user (created if needed), as
+    /// `knockd admin token create --user` makes one.
+    pub async fn client_for(&self, user: &str) -> AdminClient {
+        let token = knockd::server::new_token().expect("token");
+        let (user, stored) = (user.to_owned(), token.clone());
+        self.app
+            .db
+            .write(move |conn| -> Result<(), knockd::store::StoreError> {
+                let now = knockd::matrix::now_ms();
+                knockd::store::users::ensure_user(conn, &user, now)?;
+                knockd::store::users::add_token(conn, &stored, &user, Some("test"), now)?;
+                Ok(())
+            })
+            .await
+            .expect("token stored");
+        AdminClient::new(self.admin_url.clone(), token)
+    }
 }
 
 /// Binds, retrying briefly while a just-stopped server still holds the port.

@@ -3,11 +3,23 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
 use ruma::OwnedUserId;
 
-use crate::{error::ApiError, service::AppState, store::users};
+use crate::{
+    error::ApiError,
+    service::{AppState, scope::Scope},
+    store::users,
+};
 
 /// The local user a valid bearer token belongs to.
 #[derive(Clone, Debug)]
 pub struct AdminUser(pub OwnedUserId);
+
+impl AdminUser {
+    /// What this user sees and decides: everything for the server admin, else the rooms they
+    /// moderate (see `service::scope`).
+    pub fn scope(&self, app: &AppState) -> Scope {
+        Scope::of(app, &self.0)
+    }
+}
 
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;

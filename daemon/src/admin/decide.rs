@@ -26,10 +26,10 @@ fn knock_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
 /// `GET /_knockd/admin/v1/knocks/{id}`
 pub async fn show(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<KnockDetail>, ApiError> {
-    Ok(Json(queue::show(&app, knock_id(path)?).await?))
+    Ok(Json(queue::show(&app, &user.scope(&app), knock_id(path)?).await?))
 }
 
 /// `POST /_knockd/admin/v1/knocks/{id}/approve`
@@ -93,9 +93,9 @@ pub async fn deny_many(
 /// `GET /_knockd/admin/v1/decisions?room_id=&actor=&action=&knock_id=&from=&limit=`
 pub async fn decisions(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
     query: Result<Query<DecisionQuery>, QueryRejection>,
 ) -> Result<Json<DecisionList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    Ok(Json(queue::decisions(&app, query).await?))
+    Ok(Json(queue::decisions(&app, &user.scope(&app), query).await?))
 }

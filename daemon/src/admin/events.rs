@@ -1,4 +1,6 @@
-//! `GET /events`: server-sent events of queue changes, for live UIs.
+//! `GET /events`: server-sent events of queue changes, for live UIs. A moderator's stream carries
+//! only the changes of rooms they moderate (checked per event, so a changed power level counts
+//! from the next event on) and `resync`.
 
 use std::{convert::Infallible, time::Duration};
 
@@ -14,9 +16,10 @@ use crate::service::AppState;
 
 pub async fn stream(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = app.queue_events.subscribe();
+    let scope = user.scope(&app);
     let stream = async_stream(move |tx| async move {
         loop {
             let event = match rx.recv().await {
@@ -29,6 +32,14 @@ pub async fn stream(
                 },
                 Err(RecvError::Closed) => return,
             };
+            match scope.shows(&app, &event).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: scope check failed; event withheld");
+                    continue;
+                }
+            }
             let data = serde_json::to_string(&event).unwrap_or_default();
             if tx.send(Ok(Event::default().event(event.kind.clone()).data(data))).await.is_err() {
                 return;

@@ -15,9 +15,9 @@ use crate::{
 /// `GET /_knockd/admin/v1/knocks?status=&room_id=&server=&user_id=&from=&limit=`
 pub async fn list(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
     query: Result<Query<KnockQuery>, QueryRejection>,
 ) -> Result<Json<KnockList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    Ok(Json(queue::list(&app, query).await?))
+    Ok(Json(queue::list(&app, &user.scope(&app), query).await?))
 }

@@ -1,4 +1,4 @@
-//! `GET /outbox`: what is waiting to be sent, and what was parked and why.
+//! `GET /outbox`: what is waiting to be sent, and what was parked and why (of the rooms in scope).
 
 use axum::{Json, extract::State};
 use knockd_shared::{OutboxItem, OutboxStatus};
@@ -12,12 +12,14 @@ use crate::{
 
 pub async fn status(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
 ) -> Result<Json<OutboxStatus>, ApiError> {
+    let scope = user.scope(&app);
     let status = app
         .db
-        .read(|conn| -> Result<OutboxStatus, StoreError> {
-            let parked = outbox::parked(conn, 500)?
+        .read(move |conn| -> Result<OutboxStatus, StoreError> {
+            let rooms = scope.rooms(conn)?;
+            let parked = outbox::parked(conn, rooms.as_deref(), 500)?
                 .into_iter()
                 .map(|i| OutboxItem {
                     id: i.item_id,
@@ -28,7 +30,7 @@ pub async fn status(
                     last_error: i.last_error,
                 })
                 .collect();
-            Ok(OutboxStatus { pending: outbox::pending_count(conn)?, parked })
+            Ok(OutboxStatus { pending: outbox::pending_count(conn, rooms.as_deref())?, parked })
         })
         .await?;
     Ok(Json(status))

@@ -34,19 +34,21 @@ pub struct ListQuery {
 /// `GET /_knockd/admin/v1/rooms?from=&limit=`
 pub async fn list(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RoomList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid_param(e.body_text()))?;
-    let (rooms, next) = rooms::list_rooms(&app, query.from, query.limit.unwrap_or(100)).await?;
+    let scope = user.scope(&app);
+    let (rooms, next) =
+        rooms::list_rooms(&app, &scope, query.from, query.limit.unwrap_or(100)).await?;
     Ok(Json(RoomList { rooms, next }))
 }
 
 /// `GET /_knockd/admin/v1/rooms/{roomId}`
 pub async fn show(
     State(app): State<AppState>,
-    _user: AdminUser,
+    user: AdminUser,
     Path(room_id): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    Ok(Json(rooms::show_room(&app, room_id).await?))
+    Ok(Json(rooms::show_room(&app, &user.scope(&app), room_id).await?))
 }

@@ -86,7 +86,7 @@ pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outco
     if let (Ok(Outcome::Done), Ok(job)) =
         (&outcome, serde_json::from_str::<InviteJob>(&item.payload))
     {
-        app.publish("decision", Some(job.knock_id), None, None);
+        app.publish("decision", Some(job.knock_id), item.room_id.as_deref(), None);
     }
     outcome
 }

@@ -212,7 +212,14 @@ pub fn fan_out(
     let text = pdu.to_json_string();
     let mut n = 0;
     for server in servers.iter().filter(|s| s.as_str() != our_server && !except.contains(s)) {
-        crate::store::outbox::enqueue(conn, server, crate::store::outbox::KIND_PDU, &text, now_ms)?;
+        crate::store::outbox::enqueue(
+            conn,
+            server,
+            crate::store::outbox::KIND_PDU,
+            &text,
+            room_id,
+            now_ms,
+        )?;
         n += 1;
     }
     Ok(n)

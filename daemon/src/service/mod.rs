@@ -13,6 +13,7 @@ pub mod queue;
 pub mod reads;
 pub mod receive;
 pub mod rooms;
+pub mod scope;
 pub mod settings;
 pub mod state;
 pub mod transactions;

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{
     AppState, ServiceError,
     events::{RoomCtx, append_local, build_local, fan_out},
+    scope::Scope,
 };
 use crate::{
     matrix::{EventTemplate, now_ms},
@@ -37,13 +38,20 @@ pub fn decision_view(row: decisions::DecisionRow, user_id: Option<String>) -> De
     }
 }
 
-/// The knock, still pending, or the reason it cannot be decided.
+/// The knock, still pending, or the reason it cannot be decided. A knock of a room out of scope
+/// is refused before anything else about it is told (its status, who decided it).
 fn pending_knock(
     conn: &mut DbConn,
+    scope: &Scope,
     knock_id: i64,
 ) -> Result<(knocks::KnockRow, RoomCtx), ServiceError> {
     let not_found = || ServiceError::NotFound(format!("no knock {knock_id}"));
     let room_id = knocks::get(conn, knock_id)?.ok_or_else(not_found)?.room_id;
+    if !scope.covers(conn, &room_id)? {
+        return Err(ServiceError::Forbidden(format!(
+            "you cannot decide knock {knock_id}: you do not moderate its room"
+        )));
+    }
     // Decisions in one room are serialised by its lock; read the knock again under it.
     rooms::lock(conn, &room_id)?;
     let knock = knocks::get(conn, knock_id)?.ok_or_else(not_found)?;
@@ -93,11 +101,12 @@ pub async fn approve(
     reason: Option<String>,
 ) -> Result<Decision, ServiceError> {
     let keys = app.keys.clone();
+    let scope = Scope::of(app, actor);
     let actor: OwnedUserId = actor.to_owned();
     let decision = app
         .db
         .write(move |conn| -> Result<Decision, ServiceError> {
-            let (knock, room) = pending_knock(conn, knock_id)?;
+            let (knock, room) = pending_knock(conn, &scope, knock_id)?;
             let now = now_ms();
             // KNOCK-SPEC D.27: only a joined member with invite power approves. Checked now with
             // a provisional invite; the real one is built at delivery time.
@@ -130,7 +139,7 @@ pub async fn approve(
                 knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
             let job = serde_json::to_string(&InviteJob { knock_id, decision_id: id })
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, now)?;
+            outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, &knock.room_id, now)?;
             let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
             Ok(decision_view(row, Some(knock.user_id)))
         })
@@ -149,11 +158,12 @@ pub async fn deny(
     ban: bool,
 ) -> Result<Decision, ServiceError> {
     let keys = app.keys.clone();
+    let scope = Scope::of(app, actor);
     let actor: OwnedUserId = actor.to_owned();
     let decision = app
         .db
         .write(move |conn| -> Result<Decision, ServiceError> {
-            let (knock, room) = pending_knock(conn, knock_id)?;
+            let (knock, room) = pending_knock(conn, &scope, knock_id)?;
             let now = now_ms();
             let (status, action) = if ban {
                 (knocks::BANNED, decisions::BAN)

@@ -2,10 +2,15 @@
 
 use knockd_shared::{KnockList, KnockQuery, KnockSummary};
 
-use super::{AppState, ServiceError, events::load_pdus};
+use super::{AppState, ServiceError, events::load_pdus, scope::Scope};
 use crate::store::{DbConn, StoreError, events as ev, knocks};
 
-pub async fn list(app: &AppState, query: KnockQuery) -> Result<KnockList, ServiceError> {
+/// The knocks of the rooms in scope, oldest first.
+pub async fn list(
+    app: &AppState,
+    scope: &Scope,
+    query: KnockQuery,
+) -> Result<KnockList, ServiceError> {
     let status = match query.status.as_deref() {
         None => Some(knocks::PENDING.to_owned()),
         Some("all") => None,
@@ -24,14 +29,17 @@ pub async fn list(app: &AppState, query: KnockQuery) -> Result<KnockList, Servic
         ),
     };
     let limit = i64::from(query.limit.unwrap_or(100).clamp(1, 1000));
-    let filter = knocks::KnockFilter {
+    let mut filter = knocks::KnockFilter {
         status,
         room_id: query.room_id,
         origin_server: query.server,
         user_id: query.user_id,
+        rooms: None,
     };
+    let scope = scope.clone();
     app.db
         .read(move |conn| -> Result<_, StoreError> {
+            filter.rooms = scope.rooms(conn)?;
             let rows = knocks::list(conn, &filter, after, limit + 1)?;
             let more = rows.len() as i64 > limit;
             let mut names = std::collections::HashMap::new();
@@ -76,15 +84,20 @@ pub fn summary(row: knocks::KnockRow, room_name: Option<String>) -> KnockSummary
     }
 }
 
-/// One knock with its context: the state the knocker saw, decisions, and history.
+/// One knock with its context: the state the knocker saw, decisions, and history. A knock of a
+/// room out of scope is answered like one that does not exist.
 pub async fn show(
     app: &AppState,
+    scope: &Scope,
     knock_id: i64,
 ) -> Result<knockd_shared::KnockDetail, ServiceError> {
     use crate::store::decisions;
+    let scope = scope.clone();
     app.db
         .read(move |conn| -> Result<_, ServiceError> {
+            let rooms = scope.rooms(conn)?;
             let row = knocks::get(conn, knock_id)?
+                .filter(|k| rooms.as_ref().is_none_or(|rooms| rooms.contains(&k.room_id)))
                 .ok_or_else(|| ServiceError::NotFound(format!("no knock {knock_id}")))?;
             let name = room_name(conn, &row.room_id)?;
             let state: Vec<serde_json::Value> =
@@ -93,11 +106,12 @@ pub async fn show(
                 .into_iter()
                 .filter(|k| k.knock_id != knock_id)
                 .collect();
-            let server_rows: Vec<_> = knocks::history_for_server(conn, &row.origin_server, 51)?
-                .into_iter()
-                .filter(|k| k.knock_id != knock_id)
-                .take(50)
-                .collect();
+            let server_rows: Vec<_> =
+                knocks::history_for_server(conn, &row.origin_server, rooms.as_deref(), 51)?
+                    .into_iter()
+                    .filter(|k| k.knock_id != knock_id)
+                    .take(50)
+                    .collect();
             let view = |r: decisions::DecisionRow| {
                 super::moderation::decision_view(r, Some(row.user_id.clone()))
             };
@@ -130,9 +144,10 @@ pub async fn show(
         .await
 }
 
-/// The audit log, newest first.
+/// The audit log of the rooms in scope, newest first.
 pub async fn decisions(
     app: &AppState,
+    scope: &Scope,
     query: knockd_shared::DecisionQuery,
 ) -> Result<knockd_shared::DecisionList, ServiceError> {
     use crate::store::decisions as dc;
@@ -143,14 +158,17 @@ pub async fn decisions(
         ),
     };
     let limit = i64::from(query.limit.unwrap_or(100).clamp(1, 1000));
-    let filter = dc::DecisionFilter {
+    let mut filter = dc::DecisionFilter {
         room_id: query.room_id,
         actor: query.actor,
         action: query.action,
         knock_id: query.knock_id,
+        rooms: None,
     };
+    let scope = scope.clone();
     app.db
         .read(move |conn| -> Result<_, ServiceError> {
+            filter.rooms = scope.rooms(conn)?;
             let rows = dc::list(conn, &filter, before, limit + 1)?;
             let more = rows.len() as i64 > limit;
             let mut out = Vec::new();

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{
     AppState, ServiceError,
     events::{RoomCtx, append_local, build, load_pdus, persist_accepted},
+    scope::Scope,
 };
 use crate::{
     matrix::{EventTemplate, Placement, auth, event, now_ms},
@@ -99,11 +100,22 @@ fn plan(
 }
 
 /// Creates a room of real signed PDUs, all in one transaction.
+///
+/// Only the server admin creates rooms. A room's creator holds full power in it, and a room
+/// claims what belongs to the whole server (aliases in its name, the public directory), so a
+/// moderator gets rooms from the server admin (`POST /rooms/{roomId}/members` with a power
+/// level) rather than making their own.
 pub async fn create_room(
     app: &AppState,
     creator: &UserId,
     req: CreateRoomRequest,
 ) -> Result<CreateRoomResponse, ServiceError> {
+    if Scope::of(app, creator) != Scope::Server {
+        return Err(ServiceError::Forbidden(format!(
+            "only the server admin ({}) creates rooms",
+            app.config.admin_user()
+        )));
+    }
     let server_name = app.keys.server_name().clone();
     if creator.server_name() != server_name {
         return Err(ServiceError::Forbidden(format!("{creator} is not a user of this server")));
@@ -219,9 +231,10 @@ fn summary(
     })
 }
 
-/// One page of rooms, oldest first. The cursor is opaque to callers.
+/// One page of the rooms in scope, oldest first. The cursor is opaque to callers.
 pub async fn list_rooms(
     app: &AppState,
+    scope: &Scope,
     from: Option<String>,
     limit: i64,
 ) -> Result<(Vec<RoomSummary>, Option<String>), ServiceError> {
@@ -235,10 +248,12 @@ pub async fn list_rooms(
         ),
     };
     let limit = limit.clamp(1, 500);
+    let scope = scope.clone();
     Ok(app
         .db
         .read(move |conn| -> Result<_, StoreError> {
-            let rows = room_store::list(conn, after, limit + 1)?;
+            let only = scope.rooms(conn)?;
+            let rows = room_store::list(conn, only.as_deref(), after, limit + 1)?;
             let more = rows.len() as i64 > limit;
             let mut out = Vec::new();
             for row in rows.into_iter().take(limit as usize) {
@@ -252,11 +267,19 @@ pub async fn list_rooms(
         .await?)
 }
 
-/// A room with its full current state.
-pub async fn show_room(app: &AppState, room_id: String) -> Result<RoomDetail, ServiceError> {
+/// A room with its full current state. A room out of scope is answered like one not hosted here.
+pub async fn show_room(
+    app: &AppState,
+    scope: &Scope,
+    room_id: String,
+) -> Result<RoomDetail, ServiceError> {
     let shown = room_id.clone();
+    let scope = scope.clone();
     app.db
         .read(move |conn| -> Result<_, StoreError> {
+            if !scope.covers(conn, &room_id)? {
+                return Ok(None);
+            }
             let Some(row) = room_store::get(conn, &room_id)? else { return Ok(None) };
             let summary = summary(conn, row)?;
             let ids = crate::store::rooms::current_state_ids(conn, &room_id)?;

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{
     AppState, ServiceError,
     events::{RoomCtx, append_local, fan_out, load_pdus},
+    scope::Scope,
 };
 use crate::{
     matrix::{EventTemplate, now_ms},
@@ -22,8 +23,10 @@ fn forbidden(e: StoreError) -> ServiceError {
 }
 
 /// Runs `build` in one transaction with the room locked, appending and fanning out each event.
+/// A room out of the actor's scope is refused before anything is built.
 async fn change(
     app: &AppState,
+    scope: Scope,
     room_id: String,
     build: impl FnOnce(&mut DbConn, &RoomCtx) -> Result<Vec<EventTemplate>, ServiceError>
     + Send
@@ -36,6 +39,11 @@ async fn change(
             let room = RoomCtx::load(conn, &room_id)?.ok_or_else(|| {
                 ServiceError::NotFound(format!("no room {room_id} is hosted here"))
             })?;
+            if !scope.covers(conn, &room_id)? {
+                return Err(ServiceError::Forbidden(format!(
+                    "you cannot change room {room_id}: you do not moderate it"
+                )));
+            }
             rooms::lock(conn, &room_id)?;
             let templates = build(conn, &room)?;
             let now = now_ms();
@@ -62,7 +70,7 @@ pub async fn update(
     let actor = actor.to_owned();
     let published = s.published;
     let server = app.keys.server_name().to_string();
-    change(app, room_id, move |conn, room| {
+    change(app, Scope::of(app, &actor), room_id, move |conn, room| {
         let mut out = Vec::new();
         let state = |t: &str, content: Value| EventTemplate::state(t, "", &actor, content);
         if let Some(name) = s.name {
@@ -187,7 +195,7 @@ pub async fn add_member(
     let server = app.keys.server_name().to_string();
     let user = local_user(&server, &user_id)?;
     let actor = actor.to_owned();
-    change(app, room_id, move |conn, room| {
+    change(app, Scope::of(app, &actor), room_id, move |conn, room| {
         users::ensure_user(conn, user.as_str(), now_ms())?;
         let member = |sender: &UserId, membership: &str| {
             EventTemplate::state(
@@ -216,7 +224,7 @@ pub async fn remove_member(
     let server = app.keys.server_name().to_string();
     let user = local_user(&server, &user_id)?;
     let actor = actor.to_owned();
-    change(app, room_id, move |_, _| {
+    change(app, Scope::of(app, &actor), room_id, move |_, _| {
         Ok(vec![EventTemplate::state(
             "m.room.member",
             user.as_str(),
@@ -238,7 +246,7 @@ pub async fn set_power_level(
     let user =
         UserId::parse(&user_id).map_err(|e| ServiceError::Invalid(format!("{user_id:?}: {e}")))?;
     let actor = actor.to_owned();
-    change(app, room_id, move |conn, room| {
+    change(app, Scope::of(app, &actor), room_id, move |conn, room| {
         Ok(vec![power_levels_with(conn, room, &actor, &user, level)?])
     })
     .await

@@ -92,6 +92,8 @@ pub struct DecisionFilter {
     pub actor: Option<String>,
     pub action: Option<String>,
     pub knock_id: Option<i64>,
+    /// Only decisions in these rooms; `None` means every room.
+    pub rooms: Option<Vec<String>>,
 }
 
 /// Newest first, before the cursor.
@@ -113,6 +115,9 @@ pub fn list(
     }
     if let Some(k) = filter.knock_id {
         q = q.filter(dc::knock_id.eq(k));
+    }
+    if let Some(rooms) = &filter.rooms {
+        q = q.filter(dc::room_id.eq_any(rooms.clone()));
     }
     if let Some(b) = before {
         q = q.filter(dc::decision_id.lt(b));

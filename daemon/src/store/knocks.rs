@@ -122,6 +122,8 @@ pub struct KnockFilter {
     pub room_id: Option<String>,
     pub origin_server: Option<String>,
     pub user_id: Option<String>,
+    /// Only knocks on these rooms; `None` means every room.
+    pub rooms: Option<Vec<String>>,
 }
 
 /// Knocks oldest first, after the cursor (a knock id).
@@ -143,6 +145,9 @@ pub fn list(
     }
     if let Some(u) = &filter.user_id {
         query = query.filter(k::user_id.eq(u.clone()));
+    }
+    if let Some(rooms) = &filter.rooms {
+        query = query.filter(k::room_id.eq_any(rooms.clone()));
     }
     if let Some(after) = after {
         query = query.filter(k::knock_id.gt(after));
@@ -196,17 +201,18 @@ pub fn history_for_user(
         .load(conn)?)
 }
 
-/// Recent knocks delivered by a server (newest first).
+/// Recent knocks delivered by a server (newest first), on the given rooms (`None`: every room).
 pub fn history_for_server(
     conn: &mut DbConn,
     server: &str,
+    rooms: Option<&[String]>,
     limit: i64,
 ) -> Result<Vec<KnockRow>, StoreError> {
-    Ok(k::table
-        .filter(k::origin_server.eq(server))
-        .order(k::knock_id.desc())
-        .limit(limit)
-        .load(conn)?)
+    let mut query = k::table.filter(k::origin_server.eq(server)).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(k::room_id.eq_any(rooms));
+    }
+    Ok(query.order(k::knock_id.desc()).limit(limit).load(conn)?)
 }
 
 /// Expires pending knocks received before `cutoff_ms`.

@@ -22,6 +22,8 @@ pub struct Item {
     pub txn_id: Option<String>,
     pub parked_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// The room the item belongs to (`None`: no room, or queued before rooms were recorded).
+    pub room_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Queryable)]
@@ -37,12 +39,13 @@ pub struct Destination {
     pub last_error: Option<String>,
 }
 
-/// Queues work for a destination. Part of the caller's transaction.
+/// Queues work of a room for a destination. Part of the caller's transaction.
 pub fn enqueue(
     conn: &mut DbConn,
     destination: &str,
     kind: &str,
     payload: &str,
+    room_id: &str,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
     with_backend!(conn, |c| diesel::insert_into(d::table)
@@ -54,7 +57,8 @@ pub fn enqueue(
             o::destination.eq(destination),
             o::kind.eq(kind),
             o::payload.eq(payload),
-            o::created_ms.eq(now_ms)
+            o::created_ms.eq(now_ms),
+            o::room_id.eq(room_id),
         ))
         .returning(o::item_id)
         .get_result::<i64>(c))?;
@@ -242,16 +246,24 @@ pub fn park_if_failing_since(
     Ok(n)
 }
 
-/// Parked items, for the admin API.
-pub fn parked(conn: &mut DbConn, limit: i64) -> Result<Vec<Item>, StoreError> {
-    Ok(o::table
-        .filter(o::parked_ms.is_not_null())
-        .order(o::item_id.asc())
-        .limit(limit)
-        .load(conn)?)
+/// Parked items of the given rooms (`None`: of every room, and of none), for the admin API.
+pub fn parked(
+    conn: &mut DbConn,
+    rooms: Option<&[String]>,
+    limit: i64,
+) -> Result<Vec<Item>, StoreError> {
+    let mut query = o::table.filter(o::parked_ms.is_not_null()).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(o::room_id.eq_any(rooms));
+    }
+    Ok(query.order(o::item_id.asc()).limit(limit).load(conn)?)
 }
 
-/// Items still waiting, for the admin API and tests.
-pub fn pending_count(conn: &mut DbConn) -> Result<i64, StoreError> {
-    Ok(o::table.filter(o::parked_ms.is_null()).count().get_result(conn)?)
+/// Items of the given rooms still waiting (`None`: of every room, and of none).
+pub fn pending_count(conn: &mut DbConn, rooms: Option<&[String]>) -> Result<i64, StoreError> {
+    let mut query = o::table.filter(o::parked_ms.is_null()).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(o::room_id.eq_any(rooms));
+    }
+    Ok(query.count().get_result(conn)?)
 }

@@ -31,13 +31,18 @@ pub fn get(conn: &mut DbConn, room_id: &str) -> Result<Option<RoomRow>, StoreErr
     optional(rooms::table.find(room_id).first(conn))
 }
 
-/// Rooms ordered by creation, after the cursor `(created_ms, room_id)`.
+/// Rooms ordered by creation, after the cursor `(created_ms, room_id)`, among `only` (`None`:
+/// every room).
 pub fn list(
     conn: &mut DbConn,
+    only: Option<&[String]>,
     after: Option<(i64, String)>,
     limit: i64,
 ) -> Result<Vec<RoomRow>, StoreError> {
     let mut query = rooms::table.into_boxed();
+    if let Some(only) = only {
+        query = query.filter(rooms::room_id.eq_any(only));
+    }
     if let Some((ms, id)) = after {
         query = query.filter(
             rooms::created_ms.gt(ms).or(rooms::created_ms.eq(ms).and(rooms::room_id.gt(id))),
@@ -158,4 +163,55 @@ pub fn alias_events(conn: &mut DbConn) -> Result<Vec<(String, String)>, StoreErr
         .filter(cs::state_key.eq(""))
         .select((cs::room_id, cs::event_id))
         .load(conn)?)
+}
+
+/// A room where a user is joined, with what their power there is read from.
+#[derive(Clone, Debug)]
+pub struct JoinedRoom {
+    pub room_id: String,
+    pub room_version: String,
+    /// The stored PDU text of the current `m.room.create`.
+    pub create: Option<String>,
+    /// The stored PDU text of the current `m.room.power_levels`, if the room has one.
+    pub power_levels: Option<String>,
+}
+
+/// Every room whose current state has the user joined (two queries: rooms are few, and each one
+/// is probed by its own key, never by scanning the members of all rooms).
+pub fn joined_with_power(conn: &mut DbConn, user_id: &str) -> Result<Vec<JoinedRoom>, StoreError> {
+    use super::schema::{current_state as cs, events as ev};
+    let joined: Vec<(String, String)> = rooms::table
+        .inner_join(
+            cs::table.on(cs::room_id
+                .eq(rooms::room_id)
+                .and(cs::event_type.eq("m.room.member"))
+                .and(cs::state_key.eq(user_id))),
+        )
+        .filter(cs::membership.eq("join"))
+        .select((rooms::room_id, rooms::room_version))
+        .order(rooms::room_id.asc())
+        .load(conn)?;
+    if joined.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = joined.iter().map(|(id, _)| id.as_str()).collect();
+    let pdus: Vec<(String, String, String)> = cs::table
+        .inner_join(ev::table.on(ev::event_id.eq(cs::event_id)))
+        .filter(cs::room_id.eq_any(&ids))
+        .filter(cs::event_type.eq_any(["m.room.create", "m.room.power_levels"]))
+        .filter(cs::state_key.eq(""))
+        .select((cs::room_id, cs::event_type, ev::pdu))
+        .load(conn)?;
+    let pdu_of = |room: &str, event_type: &str| {
+        pdus.iter().find(|(r, t, _)| r == room && t == event_type).map(|(_, _, p)| p.clone())
+    };
+    Ok(joined
+        .into_iter()
+        .map(|(room_id, room_version)| JoinedRoom {
+            create: pdu_of(&room_id, "m.room.create"),
+            power_levels: pdu_of(&room_id, "m.room.power_levels"),
+            room_id,
+            room_version,
+        })
+        .collect())
 }

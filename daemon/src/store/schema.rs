@@ -173,6 +173,7 @@ diesel::table! {
         txn_id -> Nullable<Text>,
         parked_ms -> Nullable<BigInt>,
         last_error -> Nullable<Text>,
+        room_id -> Nullable<Text>,
     }
 }
 

@@ -1,0 +1,6 @@
+-- The room an outbound item belongs to, so that the admin API shows a moderator only the items
+-- of rooms they moderate. NULL for an item of no known room (shown to the server admin only).
+ALTER TABLE outbox ADD COLUMN room_id TEXT;
+UPDATE outbox SET room_id = payload::jsonb ->> 'room_id' WHERE kind = 'pdu';
+UPDATE outbox SET room_id = knocks.room_id FROM knocks
+    WHERE outbox.kind = 'invite' AND knocks.knock_id = (outbox.payload::jsonb ->> 'knock_id')::bigint;

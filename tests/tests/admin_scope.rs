@@ -1,0 +1,184 @@
+//! Admin API scope: a token whose user moderates room A lists, shows and decides only A's
+//! knocks, and sees only A's decisions, outbound items and live events; the server admin sees
+//! every room. The moderator is also joined to room B, without power there.
+
+use std::time::Duration;
+
+use knockd_shared::{AdminClient, ClientError, CreateRoomRequest, DecisionQuery, KnockQuery};
+use knockd_tests::{SimServer, TestDb, TestKnockd, backends, sim::Mode};
+use reqwest::StatusCode;
+
+const FAST: [(&str, &str); 3] = [
+    ("KNOCKD_OUTBOX_MIN_BACKOFF_MS", "50"),
+    ("KNOCKD_OUTBOX_MAX_BACKOFF_MS", "300"),
+    ("KNOCKD_OUTBOX_POLL_MS", "50"),
+];
+
+fn api_error(e: ClientError) -> (u16, String) {
+    match e {
+        ClientError::Api { status, body } => (status, body.errcode),
+        other => panic!("expected an API error: {other}"),
+    }
+}
+
+async fn room(k: &TestKnockd, version: &str, name: &str) -> String {
+    let request = CreateRoomRequest {
+        room_version: Some(version.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    k.admin.create_room(&request).await.unwrap().room_id
+}
+
+async fn knock(k: &TestKnockd, sim: &SimServer, room_id: &str, local: &str) -> i64 {
+    let (status, body) = sim.knock(&k.server_name, room_id, local, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let query = KnockQuery { user_id: Some(sim.user(local).to_string()), ..Default::default() };
+    k.admin.list_knocks(&query).await.unwrap().knocks[0].id
+}
+
+async fn listed(client: &AdminClient, query: KnockQuery) -> Vec<i64> {
+    let mut ids: Vec<i64> =
+        client.list_knocks(&query).await.unwrap().knocks.iter().map(|k| k.id).collect();
+    ids.sort();
+    ids
+}
+
+/// Reads a live event stream until `until` appears; returns everything read.
+async fn read_until(response: &mut reqwest::Response, until: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(until) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("{until} within 10 s; got {seen}"))
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_moderator_sees_and_decides_only_their_rooms() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let sim = SimServer::start().await;
+        let (a, b) = (room(&k, "12", "Room A").await, room(&k, "10", "Room B").await);
+        let moderator = format!("@mod:{}", k.server_name);
+        k.admin.add_member(&a, &moderator, Some(50)).await.unwrap();
+        k.admin.add_member(&b, &moderator, None).await.unwrap();
+        let m = k.client_for(&moderator).await;
+
+        let mut mod_stream = m.events().await.unwrap();
+        let mut admin_stream = k.admin.events().await.unwrap();
+        let b1 = knock(&k, &sim, &b, "b1").await;
+        let a1 = knock(&k, &sim, &a, "a1").await;
+        let b2 = knock(&k, &sim, &b, "b2").await;
+        let a2 = knock(&k, &sim, &a, "a2").await;
+
+        // Live events: B's knocks came first, yet only A's reach the moderator.
+        let seen = read_until(&mut mod_stream, &format!("\"knock_id\":{a2},")).await;
+        assert!(seen.contains(&format!("\"knock_id\":{a1},")), "{seen}");
+        assert!(!seen.contains(&b), "{backend:?}: B's events withheld: {seen}");
+        let seen = read_until(&mut admin_stream, &format!("\"knock_id\":{a2},")).await;
+        assert!(seen.contains(&b) && seen.contains(&a), "{seen}");
+        drop((mod_stream, admin_stream));
+
+        // Lists and single knocks.
+        assert_eq!(listed(&m, KnockQuery::default()).await, [a1, a2], "{backend:?}");
+        assert_eq!(listed(&k.admin, KnockQuery::default()).await, [b1, a1, b2, a2]);
+        let only_b = KnockQuery { room_id: Some(b.clone()), ..Default::default() };
+        assert!(listed(&m, only_b).await.is_empty());
+        let detail = m.knock(a1).await.unwrap();
+        assert!(detail.server_history.iter().all(|h| h.room_id == a), "{detail:?}");
+        assert_eq!(detail.server_history.len(), 1, "a2 only: the sim's knocks on A");
+        assert_eq!(k.admin.knock(a1).await.unwrap().server_history.len(), 3);
+        for id in [b1, b2, 999_999] {
+            let (status, errcode) = api_error(m.knock(id).await.unwrap_err());
+            assert_eq!((status, errcode.as_str()), (404, "M_NOT_FOUND"), "knock {id}");
+        }
+
+        // Rooms: only A is listed and shown; creating rooms is the server admin's.
+        let rooms = m.list_rooms(None, None).await.unwrap().rooms;
+        assert_eq!(rooms.iter().map(|r| r.room_id.as_str()).collect::<Vec<_>>(), [a.as_str()]);
+        assert_eq!(k.admin.list_rooms(None, None).await.unwrap().rooms.len(), 2);
+        m.room(&a).await.unwrap();
+        assert_eq!(api_error(m.room(&b).await.unwrap_err()), (404, "M_NOT_FOUND".into()));
+        let created = m.create_room(&CreateRoomRequest::default()).await;
+        assert_eq!(api_error(created.unwrap_err()), (403, "M_FORBIDDEN".into()));
+        let rename =
+            knockd_shared::RoomSettings { name: Some("Taken".into()), ..Default::default() };
+        assert_eq!(api_error(m.update_room(&b, &rename).await.unwrap_err()).0, 403);
+
+        // B's knocks cannot be decided by the moderator, singly or in bulk; nothing is written.
+        let footprint = k.room_footprint(&b).await;
+        for (what, result) in [
+            ("approve", m.approve(b1, None).await.map(|_| ())),
+            ("deny", m.deny(b1, None, false).await.map(|_| ())),
+            ("ban", m.deny(b2, None, true).await.map(|_| ())),
+        ] {
+            assert_eq!(api_error(result.unwrap_err()), (403, "M_FORBIDDEN".into()), "{what}");
+        }
+        for bulk in [
+            m.approve_many(&[b1, b2], None).await.unwrap(),
+            m.deny_many(&[b1, b2], None, true).await.unwrap(),
+        ] {
+            for item in bulk.results {
+                assert!(item.decision.is_none(), "{item:?}");
+                assert_eq!(item.error.unwrap().errcode, "M_FORBIDDEN");
+            }
+        }
+        for id in [b1, b2] {
+            assert_eq!(k.admin.knock(id).await.unwrap().knock.status, "pending");
+        }
+        assert_eq!(k.room_footprint(&b).await, footprint, "{backend:?}: no event in B");
+        assert_eq!(k.admin.room(&b).await.unwrap().summary.name.as_deref(), Some("Room B"));
+        let in_b = DecisionQuery { room_id: Some(b.clone()), ..Default::default() };
+        assert!(k.admin.decisions(&in_b).await.unwrap().decisions.is_empty());
+
+        // A's knocks are the moderator's; B's the server admin's. The knocker's server is down,
+        // so the invites and kicks wait in the outbox.
+        sim.set_mode(Mode::Down);
+        assert_eq!(m.approve(a1, None).await.unwrap().actor, moderator);
+        let bulk = m.deny_many(&[a2], Some("no"), false).await.unwrap();
+        assert_eq!(bulk.results[0].decision.as_ref().unwrap().actor, moderator);
+        k.admin.approve(b1, None).await.unwrap();
+        k.admin.deny(b2, None, false).await.unwrap();
+
+        let log = m.decisions(&DecisionQuery::default()).await.unwrap().decisions;
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log.iter().all(|d| d.room_id == a));
+        assert!(m.decisions(&in_b).await.unwrap().decisions.is_empty());
+        assert_eq!(k.admin.decisions(&DecisionQuery::default()).await.unwrap().decisions.len(), 4);
+
+        // Outbound items: an invite and a kick per room.
+        assert_eq!(m.outbox().await.unwrap().pending, 2, "{backend:?}");
+        assert_eq!(k.admin.outbox().await.unwrap().pending, 4);
+        park_all(&k, &sim).await;
+        let parked = m.outbox().await.unwrap();
+        assert_eq!((parked.pending, parked.parked.len()), (0, 2), "{parked:?}");
+        k.stop().await;
+    }
+}
+
+/// Parks every item for the (down) simulated server once it has failed, and waits until the
+/// server admin sees all four parked.
+async fn park_all(k: &TestKnockd, sim: &SimServer) {
+    for _ in 0..400 {
+        let destination = sim.server_name.to_string();
+        k.app
+            .db
+            .write(move |conn| {
+                let now = knockd::matrix::now_ms();
+                knockd::store::outbox::park_if_failing_since(conn, &destination, now, now)
+            })
+            .await
+            .unwrap();
+        if k.admin.outbox().await.unwrap().parked.len() == 4 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the items were never parked: {:?}", k.admin.outbox().await.unwrap());
+}
