@@ -293,3 +293,105 @@ async fn a_countersigned_invite_takes_over_nothing_but_the_invitees_signature() 
         k.stop().await;
     }
 }
+
+// Issue 15.3: `since` is the asker's number; the largest one does not overflow (a panic there
+// answered 500 in debug builds and wrapped around in release ones).
+#[tokio::test]
+async fn public_rooms_since_the_largest_number_is_an_empty_page() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        k.admin
+            .create_room(&CreateRoomRequest {
+                join_rule: Some("public".into()),
+                published: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let path = format!("/_matrix/federation/v1/publicRooms?since={}&limit=5", u64::MAX);
+        let (s, body) = sim.request(Method::GET, &k.server_name, &path, None).await;
+        assert_eq!(s, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(body["chunk"], json!([]));
+        assert!(body.get("next_batch").is_none(), "{body}");
+        let post = format!(r#"{{"since":"{}","limit":5}}"#, u64::MAX);
+        let (s, body) = sim
+            .request(
+                Method::POST,
+                &k.server_name,
+                "/_matrix/federation/v1/publicRooms",
+                Some(post.as_bytes()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{backend:?}: {body}");
+        assert_eq!(body["chunk"], json!([]));
+        k.stop().await;
+    }
+}
+
+// Issue 15.3: a knock's times are ours. A rescind whose origin_server_ts says 1970 (or 2100)
+// does not date the knock's last change.
+#[tokio::test]
+async fn a_knocks_updated_time_comes_from_our_clock() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "knock", vec![]).await;
+        let (s, b) = sim.knock(&k.server_name, &room_id, "liar", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let user = sim.user("liar");
+        let query = KnockQuery { user_id: Some(user.to_string()), ..Default::default() };
+        let id = k.admin.list_knocks(&query).await.unwrap().knocks[0].id;
+        let (s, made) = sim.make_membership("leave", &k.server_name, &room_id, user.as_str()).await;
+        assert_eq!(s, StatusCode::OK, "{made}");
+        let mut leave = made["event"].clone();
+        leave["origin_server_ts"] = 1000.into();
+        let (eid, pdu) = sim.sign_event("10", leave);
+        let before = knockd::matrix::now_ms();
+        let (s, b) =
+            sim.send_membership("leave", 2, &k.server_name, &room_id, eid.as_str(), &pdu).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let row = k
+            .app
+            .db
+            .read(move |conn| knockd::store::knocks::get(conn, id))
+            .await
+            .unwrap()
+            .expect("the knock");
+        assert_eq!(row.status, "rescinded");
+        assert!(
+            row.updated_ms >= before,
+            "{backend:?}: updated at {} (sent {before})",
+            row.updated_ms
+        );
+        k.stop().await;
+    }
+}
+
+// Issue 15.3: send_knock of an event we stored as rejected gets a clear refusal, not 409
+// ("being processed") forever.
+#[tokio::test]
+async fn send_knock_of_an_event_already_rejected_is_a_clear_refusal() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "knock", vec![]).await;
+        let user = sim.user("twice");
+        let (s, made) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+        assert_eq!(s, StatusCode::OK, "{made}");
+        let mut event = made["event"].clone();
+        event["auth_events"] = json!([NOBODY_HAS]);
+        let (id, pdu) = sim.sign_event("10", event);
+        let (s, answer) =
+            sim.send_txn(&k.server_name, "first", std::slice::from_ref(&pdu), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(k.event_status(id.as_str()).await.as_deref(), Some("rejected"));
+        for _ in 0..2 {
+            let (s, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{backend:?}: {body}");
+            assert_eq!(body["errcode"], "M_FORBIDDEN");
+            assert!(body["error"].as_str().unwrap_or_default().contains("refused"), "{body}");
+        }
+        k.stop().await;
+    }
+}

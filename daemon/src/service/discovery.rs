@@ -127,8 +127,10 @@ pub fn public_rooms(conn: &mut DbConn, limit: usize, since: usize) -> Result<Val
         }
     }
     let mut out = json!({ "chunk": chunk, "total_room_count_estimate": total });
-    if since + limit < total {
-        out["next_batch"] = (since + limit).to_string().into();
+    // `since` comes from the asker: any number, up to usize::MAX.
+    let next = since.saturating_add(limit);
+    if next < total {
+        out["next_batch"] = next.to_string().into();
     }
     if since > 0 {
         out["prev_batch"] = since.saturating_sub(limit).to_string().into();

@@ -399,6 +399,7 @@ fn queue_hygiene(
         }
         _ => &[knocks::PENDING, knocks::DELIVERY_PENDING],
     };
-    knocks::transition(conn, knock.knock_id, from, to, i64::from(pdu.origin_server_ts.0))?;
+    // Our clock, never the event's: origin_server_ts is whatever the sending server says.
+    knocks::transition(conn, knock.knock_id, from, to, crate::matrix::now_ms())?;
     Ok(())
 }
