@@ -8,7 +8,10 @@ use std::{
 use ruma::OwnedServerName;
 use serde::Deserialize;
 
-use crate::store::DatabaseUrl;
+use crate::{
+    matrix::address_policy::{AddressPolicy, DEFAULT_BLOCKLIST},
+    store::DatabaseUrl,
+};
 
 /// The config file format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -49,6 +52,13 @@ verify_certificates = true
 # Notary servers asked for a server's keys when the server itself cannot be reached.
 # Env: KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS (comma-separated)
 trusted_key_servers = []
+# Addresses outbound federation (requests, key fetches, discovery) never connects to. Default:
+# loopback, private, link-local, documentation and other special ranges (as Synapse's
+# federation_ip_range_blocklist). Env: KNOCKD_FEDERATION_IP_RANGE_BLOCKLIST (comma-separated)
+# ip_range_blocklist = ["127.0.0.0/8", "10.0.0.0/8", "..."]
+# Exceptions to the block list, e.g. ["127.0.0.1"] for servers on this machine (tests, a demo).
+# Env: KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST (comma-separated)
+ip_range_allowlist = []
 
 [outbox]
 # Back-off between failed deliveries to one server, doubling from min to max (milliseconds).
@@ -137,6 +147,8 @@ struct FileFederation {
     key: Option<PathBuf>,
     verify_certificates: Option<bool>,
     trusted_key_servers: Option<Vec<String>>,
+    ip_range_blocklist: Option<Vec<String>>,
+    ip_range_allowlist: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +185,8 @@ pub struct FederationConfig {
     pub tls: TlsMode,
     pub verify_certificates: bool,
     pub trusted_key_servers: Vec<OwnedServerName>,
+    /// Where outbound federation may connect.
+    pub address_policy: AddressPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -281,15 +295,29 @@ impl Config {
             None => parsed.federation.verify_certificates.unwrap_or(true),
         };
 
-        let trusted_names = match env("KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS") {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            None => parsed.federation.trusted_key_servers.unwrap_or_default(),
+        let list = |var: &str, file: Option<Vec<String>>| -> Option<Vec<String>> {
+            match env(var) {
+                Some(list) => Some(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                None => file,
+            }
         };
+        let trusted_names =
+            list("KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS", parsed.federation.trusted_key_servers)
+                .unwrap_or_default();
+        let blocklist =
+            list("KNOCKD_FEDERATION_IP_RANGE_BLOCKLIST", parsed.federation.ip_range_blocklist)
+                .unwrap_or_else(|| DEFAULT_BLOCKLIST.map(str::to_owned).to_vec());
+        let allowlist =
+            list("KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST", parsed.federation.ip_range_allowlist)
+                .unwrap_or_default();
+        let address_policy = AddressPolicy::parse(&blocklist, &allowlist)
+            .map_err(|e| ConfigError(format!("federation.ip_range_blocklist/allowlist: {e}")))?;
         let trusted_key_servers = trusted_names
             .into_iter()
             .map(|s| {
@@ -359,6 +387,7 @@ impl Config {
                 tls,
                 verify_certificates,
                 trusted_key_servers,
+                address_policy,
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,

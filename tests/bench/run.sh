@@ -20,6 +20,7 @@ start_knockd() { # $1 = database url, $2 = data dir, $3 = fed port, $4 = admin p
   rm -rf "$2"; mkdir -p "$2"
   KNOCKD_SERVER_NAME=127.0.0.1:$3 KNOCKD_FEDERATION_LISTEN=127.0.0.1:$3 KNOCKD_ADMIN_LISTEN=127.0.0.1:$4 \
   KNOCKD_DATA_DIR=$2 KNOCKD_DATABASE_URL=$1 KNOCKD_FEDERATION_VERIFY_CERTIFICATES=false KNOCKD_LOG=warn \
+  KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST=127.0.0.1 \
     "$KNOCKD" > "$2/knockd.log" 2>&1 &
   pids+=($!)
   KPID=$!

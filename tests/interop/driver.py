@@ -502,6 +502,7 @@ class Knockd:
             KNOCKD_ADMIN_LISTEN=f"127.0.0.1:{self.admin_port}",
             KNOCKD_DATA_DIR=str(self.data_dir),
             KNOCKD_FEDERATION_VERIFY_CERTIFICATES="false",
+            KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST="127.0.0.1",
             KNOCKD_OUTBOX_MIN_BACKOFF_MS="200",
             KNOCKD_OUTBOX_MAX_BACKOFF_MS="2000",
             KNOCKD_OUTBOX_POLL_MS="100",

@@ -88,6 +88,9 @@ impl TestKnockd {
             ("KNOCKD_FEDERATION_LISTEN".into(), fed_addr.to_string()),
             ("KNOCKD_ADMIN_LISTEN".into(), adm_addr.to_string()),
             ("KNOCKD_FEDERATION_VERIFY_CERTIFICATES".into(), "false".into()),
+            // Every simulated server is on this machine, which outbound federation refuses by
+            // default.
+            ("KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST".into(), "127.0.0.1,::1".into()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let lookup =

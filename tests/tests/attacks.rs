@@ -395,3 +395,63 @@ async fn send_knock_of_an_event_already_rejected_is_a_clear_refusal() {
         k.stop().await;
     }
 }
+
+/// A TCP listener on loopback that counts the connections it gets (a local service an attacker
+/// would like knockd to talk to).
+fn counting_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (addr, count)
+}
+
+// Issue 19.3: an X-Matrix origin naming a local service (`127.0.0.1:5432`) made knockd connect to
+// it to fetch "keys", before anything was verified, and say in the 401 what it found there.
+// Special addresses are refused by default; only the allow list opens them.
+#[tokio::test]
+async fn an_origin_on_a_special_address_is_never_connected_to() {
+    for (allow, expect_connections) in [("", false), ("127.0.0.1", true)] {
+        let k = TestKnockd::start_with(
+            TestDb::new(knockd_tests::TestBackend::Sqlite),
+            &[("KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST", allow)],
+        )
+        .await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "knock", vec![]).await;
+        // A real server on loopback: its keys cannot be fetched, so its requests are refused.
+        let (s, body) = sim.make_knock(&k.server_name, &room_id, sim.user("a").as_str()).await;
+        let case = format!("allow list {allow:?}");
+        if expect_connections {
+            assert_eq!(s, StatusCode::OK, "{case}: {body}");
+        } else {
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{case}: {body}");
+            assert_eq!(sim.key_fetches(), 0, "{case}: nothing reached the key server");
+        }
+        // An origin naming a local service.
+        let (service, connections) = counting_listener();
+        let header = format!(
+            "X-Matrix origin=\"{service}\",destination=\"{}\",key=\"ed25519:a\",sig=\"{}\"",
+            k.server_name,
+            "A".repeat(86)
+        );
+        let path = format!(
+            "/_matrix/federation/v1/make_knock/{}/%40x%3A{}?ver=10",
+            knockd::matrix::client::encode_segment(&room_id),
+            knockd::matrix::client::encode_segment(&service)
+        );
+        let (s, body) = sim.raw(Method::GET, &k.server_name, &path, None, Some(header)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{case}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(!error.contains("refused") && !error.contains("connect"), "{case}: {error}");
+        let connected = connections.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        assert_eq!(connected, expect_connections, "{case}: connections to {service}");
+        k.stop().await;
+    }
+}

@@ -34,6 +34,7 @@ fn start(db_url: &str, data: &std::path::Path, fed: u16, adm: u16) -> Child {
         .env("KNOCKD_DATA_DIR", data)
         .env("KNOCKD_DATABASE_URL", db_url)
         .env("KNOCKD_FEDERATION_VERIFY_CERTIFICATES", "false")
+        .env("KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST", "127.0.0.1")
         .env("KNOCKD_OUTBOX_MIN_BACKOFF_MS", "50")
         .env("KNOCKD_OUTBOX_MAX_BACKOFF_MS", "300")
         .env("KNOCKD_OUTBOX_POLL_MS", "50")

@@ -125,11 +125,15 @@ async fn authenticate(
             Err(e) => return Err(json_error(e)),
         }
     }
-    let map = app
-        .remote_keys
-        .key_map(&x.origin, x.key.as_str(), now_ms())
-        .await
-        .map_err(|e| unauthorized(format!("cannot check the signature: {e}")))?;
+    let map = app.remote_keys.key_map(&x.origin, x.key.as_str(), now_ms()).await.map_err(|e| {
+        // The cause (a refused address, a connection error) stays in our log: the answer
+        // must not make this listener a port scanner for whoever names an origin.
+        tracing::info!(origin = %x.origin, key = %x.key, error = %e, "origin's key not found");
+        unauthorized(format!(
+            "cannot check the signature: key {} of {} could not be fetched",
+            x.key, x.origin
+        ))
+    })?;
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if let Some(content) = lenient {
         verify_lenient(&x, ours, method, path_and_query, content, &map)

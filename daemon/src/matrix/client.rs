@@ -19,6 +19,7 @@ use ruma::{
 };
 
 use super::{
+    address_policy::AddressPolicy,
     discovery::{self, Destination, HostPort},
     keys::KeyRing,
 };
@@ -26,6 +27,8 @@ use super::{
 /// Largest response we read by default.
 pub const DEFAULT_MAX_RESPONSE: usize = 4 * 1024 * 1024;
 const DESTINATION_TTL: Duration = Duration::from_secs(3600);
+/// How long one name lookup may take.
+const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong talking to another server.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum FedError {
     TooLarge { server: String, limit: usize },
     #[error("{server}: {message}")]
     BadResponse { server: String, message: String },
+    #[error("{server}: its address is refused by federation.ip_range_blocklist")]
+    Blocked { server: String },
 }
 
 impl FedError {
@@ -57,8 +62,12 @@ struct Overrides {
     hosts: Mutex<HashMap<String, String>>,
 }
 
+/// Names to addresses through hickory (async, with a deadline; never `getaddrinfo` on the
+/// blocking pool the database uses), keeping only addresses the policy permits.
 struct FederationResolver {
     overrides: Arc<Overrides>,
+    dns: Option<TokioResolver>,
+    policy: Arc<AddressPolicy>,
 }
 
 impl Resolve for FederationResolver {
@@ -70,10 +79,33 @@ impl Resolve for FederationResolver {
             .ok()
             .and_then(|m| m.get(name.as_str()).cloned())
             .unwrap_or_else(|| name.as_str().to_owned());
+        let (dns, policy) = (self.dns.clone(), self.policy.clone());
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((target.as_str(), 0)).await?.collect();
-            Ok(Box::new(addrs.into_iter()) as Addrs)
+            let failed = |why: String| -> Box<dyn std::error::Error + Send + Sync> {
+                Box::new(std::io::Error::other(format!("{target}: {why}")))
+            };
+            let ips: Vec<std::net::IpAddr> = match target.parse() {
+                Ok(ip) => vec![ip],
+                Err(_) => {
+                    let dns = dns.ok_or_else(|| failed("no DNS resolver configured".to_owned()))?;
+                    let lookup = tokio::time::timeout(DNS_TIMEOUT, dns.lookup_ip(target.as_str()))
+                        .await
+                        .map_err(|_| failed("DNS lookup timed out".to_owned()))?
+                        .map_err(|e| failed(format!("DNS lookup failed: {e}")))?;
+                    lookup.iter().collect()
+                }
+            };
+            let allowed: Vec<SocketAddr> = ips
+                .into_iter()
+                .filter(|ip| policy.permits(*ip))
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            if allowed.is_empty() {
+                return Err(failed(
+                    "no address that federation.ip_range_blocklist permits".to_owned(),
+                ));
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
         })
     }
 }
@@ -84,6 +116,7 @@ pub struct FederationClient {
     keys: Arc<KeyRing>,
     overrides: Arc<Overrides>,
     dns: Option<TokioResolver>,
+    policy: Arc<AddressPolicy>,
     destinations: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
 }
 
@@ -94,11 +127,22 @@ impl std::fmt::Debug for FederationClient {
 }
 
 impl FederationClient {
-    pub fn new(keys: Arc<KeyRing>, verify_certificates: bool) -> Result<Self, String> {
+    pub fn new(
+        keys: Arc<KeyRing>,
+        verify_certificates: bool,
+        policy: AddressPolicy,
+    ) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let overrides = Arc::new(Overrides::default());
+        let policy = Arc::new(policy);
+        let dns = hickory_resolver::Resolver::builder_tokio().and_then(|b| b.build()).ok();
+        let resolver = FederationResolver {
+            overrides: overrides.clone(),
+            dns: dns.clone(),
+            policy: policy.clone(),
+        };
         let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(FederationResolver { overrides: overrides.clone() }))
+            .dns_resolver(Arc::new(resolver))
             .tls_danger_accept_invalid_certs(!verify_certificates)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
@@ -107,8 +151,7 @@ impl FederationClient {
             .user_agent(concat!("knockd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("federation client: {e}"))?;
-        let dns = hickory_resolver::Resolver::builder_tokio().and_then(|b| b.build()).ok();
-        Ok(Self { http, keys, overrides, dns, destinations: Mutex::new(HashMap::new()) })
+        Ok(Self { http, keys, overrides, dns, policy, destinations: Mutex::new(HashMap::new()) })
     }
 
     /// Where requests to `server` go (cached for an hour).
@@ -193,6 +236,12 @@ impl FederationClient {
         max_bytes: usize,
     ) -> Result<Bytes, FedError> {
         let dest = self.destination(server).await;
+        // An IP literal is connected to as it is, without the resolver's filter.
+        if let Ok(ip) = dest.tls_host.parse::<std::net::IpAddr>()
+            && !self.policy.permits(ip)
+        {
+            return Err(FedError::Blocked { server: server.to_string() });
+        }
         let url = format!("{}{path_and_query}", dest.base_url());
         let mut builder = self
             .http

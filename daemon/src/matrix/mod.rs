@@ -1,6 +1,7 @@
 //! Our thin layer over ruma: keys, events, auth rules.
 
 pub mod acl;
+pub mod address_policy;
 pub mod auth;
 pub mod client;
 pub mod discovery;

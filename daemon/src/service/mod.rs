@@ -48,8 +48,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, db: Db, keys: KeyRing) -> Result<Self, String> {
         let keys = Arc::new(keys);
-        let federation =
-            Arc::new(FederationClient::new(keys.clone(), config.federation.verify_certificates)?);
+        let federation = Arc::new(FederationClient::new(
+            keys.clone(),
+            config.federation.verify_certificates,
+            config.federation.address_policy.clone(),
+        )?);
         let remote_keys = Arc::new(RemoteKeys::new(
             db.clone(),
             federation.clone(),
