@@ -455,3 +455,175 @@ async fn an_origin_on_a_special_address_is_never_connected_to() {
         k.stop().await;
     }
 }
+
+// Found by review (issue 15): a server never in a knock room sent a message citing an unknown
+// prev; its "state" there (from its own /state_ids) held a join of its own user authorised by the
+// create event alone. The gap fill checked the outlier's auth events only as a list, stored the
+// join as accepted, and the server then read the room's history as a former member.
+#[tokio::test]
+async fn a_gap_fill_cannot_smuggle_in_a_join_the_rules_refuse() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "knock", vec![]).await;
+        let x = sim.user("x");
+        let (s, knock) = sim.make_knock(&k.server_name, &room_id, x.as_str()).await;
+        assert_eq!(s, StatusCode::OK, "{knock}");
+        let template = knock["event"].clone();
+        let auth: Vec<String> = template["auth_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let detail = k.admin.room(&room_id).await.unwrap();
+        let id_of =
+            |t: &str| detail.state.iter().find(|s| s.event_type == t).unwrap().event_id.clone();
+        let (create, name) = (id_of("m.room.create"), id_of("m.room.name"));
+        // A join of x allowed by nothing but the create event (an outlier in the gap's state).
+        let mut forged = template.clone();
+        forged["content"] = json!({ "membership": "join" });
+        forged["auth_events"] = json!([create]);
+        let forged = sim.sign_event("10", forged);
+        // x's join citing it, and a message citing that join: the gap.
+        let mut join = template.clone();
+        join["content"] = json!({ "membership": "join" });
+        join["depth"] = json!(9_000_000_000_000i64);
+        let join = sim.sign_event("10", join);
+        let mut message = template.clone();
+        message.as_object_mut().unwrap().remove("state_key");
+        message["type"] = "m.room.message".into();
+        message["content"] = json!({ "msgtype": "m.text", "body": "hi" });
+        message["prev_events"] = json!([join.0.as_str()]);
+        message["auth_events"] = json!([create, join.0.as_str()]);
+        message["depth"] = json!(9_000_000_000_001i64);
+        let message = sim.sign_event("10", message);
+        let mut state = auth.clone();
+        state.push(forged.0.to_string());
+        sim.serve_state_ids(join.0.as_str(), &state, &[]);
+        sim.serve_events(&[join.clone(), forged.clone()]);
+        let (s, answer) =
+            sim.send_txn(&k.server_name, "gap", std::slice::from_ref(&message.1), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        let case = format!("{backend:?}");
+        assert_eq!(k.event_status(forged.0.as_str()).await, None, "{case}: forged join stored");
+        assert_ne!(k.event_status(join.0.as_str()).await.as_deref(), Some("accepted"), "{case}");
+        let path = format!("/_matrix/federation/v1/event/{}", encode(&name));
+        let (s, body) = sim.request(Method::GET, &k.server_name, &path, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{case}: the room's name: {body}");
+        k.stop().await;
+    }
+}
+
+fn encode(s: &str) -> String {
+    knockd::matrix::client::encode_segment(s)
+}
+
+// Found by review (issue 15): an outlier that is part of current state (a display name change
+// that arrived in a gap's state) was deleted when it was sent again over /send with its prev
+// still unknown: current state then named an event that did not exist, and the member's next
+// event was refused.
+#[tokio::test]
+async fn an_outlier_sent_again_without_its_prev_stays() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "public", vec![]).await;
+        let (s, b) = sim.membership("join", &k.server_name, &room_id, "bob").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let bob = sim.user("bob");
+        let text = |b: &str| json!({ "msgtype": "m.text", "body": b });
+        let chained = |mut t: Value, prev: &(ruma::OwnedEventId, ruma::CanonicalJsonObject)| {
+            t["prev_events"] = json!([prev.0.as_str()]);
+            t["depth"] = (prev.1["depth"].as_integer().map(i64::from).unwrap() + 1).into();
+            t
+        };
+        let detail = k.admin.room(&room_id).await.unwrap();
+        let state0: Vec<(String, String, String)> = detail
+            .state
+            .iter()
+            .map(|s| (s.event_type.clone(), s.state_key.clone(), s.event_id.clone()))
+            .collect();
+        let old_join = state0
+            .iter()
+            .find(|(t, key, _)| t == "m.room.member" && key == bob.as_str())
+            .unwrap()
+            .2
+            .clone();
+        // e0 is never served; e1 (bob's new name) comes as part of the state at e2.
+        let t0 = k.template(&room_id, bob.as_str(), "m.room.message", None, text("hidden")).await;
+        let e0 = sim.sign_event("10", t0);
+        let t1 = k
+            .template(
+                &room_id,
+                bob.as_str(),
+                "m.room.member",
+                Some(bob.as_str()),
+                json!({ "membership": "join", "displayname": "Robert" }),
+            )
+            .await;
+        let e1 = sim.sign_event("10", chained(t1, &e0));
+        let t2 = k.template(&room_id, bob.as_str(), "m.room.message", None, text("2")).await;
+        let e2 = sim.sign_event("10", chained(t2, &e1));
+        let t3 = k.template(&room_id, bob.as_str(), "m.room.message", None, text("3")).await;
+        let e3 = sim.sign_event("10", chained(t3, &e2));
+        let before_e2: Vec<String> = state0
+            .iter()
+            .map(|(_, _, id)| if *id == old_join { e1.0.to_string() } else { id.clone() })
+            .collect();
+        sim.serve_state_ids(e2.0.as_str(), &before_e2, std::slice::from_ref(&old_join));
+        sim.serve_events(&[e1.clone(), e2.clone()]);
+        let (s, a) = sim.send_txn(&k.server_name, "gap", std::slice::from_ref(&e3.1), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+        assert_eq!(k.event_status(e1.0.as_str()).await.as_deref(), Some("outlier"));
+        // e1 again, alone, its prev still unknown.
+        let (s, a) = sim.send_txn(&k.server_name, "again", std::slice::from_ref(&e1.1), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+        let case = format!("{backend:?}");
+        assert_eq!(k.event_status(e1.0.as_str()).await.as_deref(), Some("outlier"), "{case}");
+        let t4 = k.template(&room_id, bob.as_str(), "m.room.message", None, text("4")).await;
+        let e4 = sim.sign_event("10", t4);
+        let (s, a) = sim.send_txn(&k.server_name, "after", std::slice::from_ref(&e4.1), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+        assert_eq!(a["pdus"][e4.0.as_str()], json!({}), "{case}: bob still speaks: {a}");
+        k.stop().await;
+    }
+}
+
+// Found by review (issue 15): a member's event of the largest depth made every later event of
+// ours (settings, decisions, templates) unrepresentable: the room was locked for good.
+#[tokio::test]
+async fn an_event_of_the_largest_depth_does_not_lock_the_room() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "public", vec![]).await;
+        let (s, b) = sim.membership("join", &k.server_name, &room_id, "eve").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let eve = sim.user("eve");
+        let mut t = k
+            .template(&room_id, eve.as_str(), "m.room.message", None, json!({ "body": "x" }))
+            .await;
+        t["depth"] = json!(knockd::matrix::event::MAX_DEPTH);
+        let e = sim.sign_event("10", t);
+        let (s, a) = sim.send_txn(&k.server_name, "deep", std::slice::from_ref(&e.1), &[]).await;
+        assert_eq!(s, StatusCode::OK, "{a}");
+        let case = format!("{backend:?}");
+        k.admin
+            .update_room(
+                &room_id,
+                &knockd_shared::RoomSettings {
+                    topic: Some("still ours".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (s, b) = sim.make_knock(&k.server_name, &room_id, sim.user("zed").as_str()).await;
+        assert_ne!(s, StatusCode::INTERNAL_SERVER_ERROR, "{case}: {b}");
+        let (s, b) =
+            sim.make_membership("join", &k.server_name, &room_id, sim.user("zed").as_str()).await;
+        assert_eq!(s, StatusCode::OK, "{case}: {b}");
+        k.stop().await;
+    }
+}

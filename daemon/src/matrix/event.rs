@@ -85,7 +85,12 @@ pub struct Placement {
     pub auth_events: Vec<OwnedEventId>,
 }
 
-/// The unsigned PDU for a template, with `depth` = max(prev depth) + 1.
+/// The largest depth an event may have (the largest integer canonical JSON allows).
+pub const MAX_DEPTH: i64 = 9_007_199_254_740_991;
+
+/// The unsigned PDU for a template, with `depth` = max(prev depth) + 1, at most [`MAX_DEPTH`]
+/// (as Synapse does: a member citing an event of the largest depth must not make every later
+/// event of ours unrepresentable, which would lock the room).
 pub fn unsigned_pdu(
     template: &EventTemplate,
     placement: &Placement,
@@ -94,7 +99,7 @@ pub fn unsigned_pdu(
     let mut prev = placement.prev_events.clone();
     prev.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     prev.truncate(MAX_PREV_EVENTS);
-    let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let depth = prev.iter().map(|(_, d)| *d).max().unwrap_or(0).saturating_add(1).min(MAX_DEPTH);
     let mut value = serde_json::json!({
         "type": template.event_type,
         "sender": template.sender,

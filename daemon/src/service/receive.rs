@@ -137,18 +137,6 @@ pub fn authorize(conn: &mut DbConn, room: &RoomCtx, pdu: &Pdu) -> Result<Verdict
     }) {
         return Ok(Verdict::Rejected(format!("not allowed by its auth events: {e}")));
     }
-    // Step 4 is the whole rule set against the state the auth events make up, not only the
-    // checks of the list itself: a restricted join must cite its authoriser's membership, a
-    // kick its sender's, or the servers that check it this way would refuse what we accepted.
-    let cited: HashMap<(StateEventType, String), &Pdu> = auth_events
-        .values()
-        .filter_map(|p| Some(((p.event_type.to_string().into(), p.state_key.clone()?), p)))
-        .collect();
-    if let Err(e) = auth::check_against_state(&room.rules.authorization, pdu, |t, k| {
-        cited.get(&(t.clone(), k.to_owned())).map(|p| (*p).clone())
-    }) {
-        return Ok(Verdict::Rejected(format!("not allowed by its auth events: {e}")));
-    }
     // Step 5: the state before it.
     let before = match state_before(conn, room, &pdu.prev_events) {
         Ok(g) => g,

@@ -231,10 +231,13 @@ async fn handle(
                 None => false,
             };
             let verdict = receive::authorize(conn, &room, &parsed)?;
-            if outlier {
+            // The outlier row gives way only to the event stored in the graph: refused there
+            // (or its prev unknown), it stays what it was, part of a state we rely on.
+            if outlier && matches!(verdict, Verdict::Accepted { .. } | Verdict::SoftFailed { .. }) {
                 ev::remove_outlier(conn, parsed.event_id.as_str())?;
             }
             match verdict {
+                Verdict::Rejected(why) if outlier => Ok((Err(why), None)),
                 Verdict::Accepted { before } => {
                     persist_received_state(conn, &room, &parsed, before)?;
                     if outlier {
