@@ -49,6 +49,9 @@ verify_certificates = true
 # Notary servers asked for a server's keys when the server itself cannot be reached.
 # Env: KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS (comma-separated)
 trusted_key_servers = []
+# The most one outbound request may take, discovery included (milliseconds).
+# Env: KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS
+request_timeout_ms = 60000
 
 [outbox]
 # Back-off between failed deliveries to one server, doubling from min to max (milliseconds).
@@ -56,6 +59,9 @@ min_backoff_ms = 2000
 max_backoff_ms = 3600000
 # Items failing for longer than this are parked, with the reason shown in the admin API.
 park_after_ms = 86400000
+# How long one knockd holds a server's outbound lease without renewing it. At least twice
+# federation.request_timeout_ms (the default), so a request always ends before its lease does.
+# lease_ms = 120000
 
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
@@ -105,6 +111,7 @@ pub struct OutboxConfig {
     pub max_backoff_ms: i64,
     pub park_after_ms: i64,
     /// How long a destination lease lasts without renewal (another process may take it after).
+    /// At least twice the federation request timeout.
     pub lease_ms: i64,
     /// How often the sender looks for due work when nothing woke it.
     pub poll_ms: u64,
@@ -137,6 +144,7 @@ struct FileFederation {
     key: Option<PathBuf>,
     verify_certificates: Option<bool>,
     trusted_key_servers: Option<Vec<String>>,
+    request_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +181,8 @@ pub struct FederationConfig {
     pub tls: TlsMode,
     pub verify_certificates: bool,
     pub trusted_key_servers: Vec<OwnedServerName>,
+    /// The most one outbound request may take, discovery included.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -313,6 +323,26 @@ impl Config {
                 None => Ok(file.unwrap_or(default)),
             }
         };
+        let request_timeout_ms = num(
+            "KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS",
+            parsed.federation.request_timeout_ms,
+            60_000,
+        )?;
+        if request_timeout_ms < 100 {
+            return Err(ConfigError(format!(
+                "federation.request_timeout_ms = {request_timeout_ms}: must be at least 100"
+            )));
+        }
+        // A sender renews its lease right before each request; the request must end (answer or
+        // timeout) well before the lease does, or another sender could start on the same server.
+        let min_lease_ms = request_timeout_ms.saturating_mul(2);
+        let lease_ms = num("KNOCKD_OUTBOX_LEASE_MS", parsed.outbox.lease_ms, min_lease_ms)?;
+        if lease_ms < min_lease_ms {
+            return Err(ConfigError(format!(
+                "outbox.lease_ms = {lease_ms} is shorter than twice federation.request_timeout_ms \
+                 ({request_timeout_ms}): a lease must outlast the request made under it"
+            )));
+        }
         let outbox = OutboxConfig {
             min_backoff_ms: num(
                 "KNOCKD_OUTBOX_MIN_BACKOFF_MS",
@@ -331,7 +361,7 @@ impl Config {
                 parsed.outbox.park_after_ms,
                 86_400_000,
             )?,
-            lease_ms: num("KNOCKD_OUTBOX_LEASE_MS", parsed.outbox.lease_ms, 30_000)?.max(1),
+            lease_ms,
             poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
                 .max(10) as u64,
         };
@@ -359,6 +389,7 @@ impl Config {
                 tls,
                 verify_certificates,
                 trusted_key_servers,
+                request_timeout_ms: request_timeout_ms as u64,
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,
@@ -443,6 +474,28 @@ mod tests {
         assert!(c.federation.verify_certificates);
         assert_eq!(c.database_url.sqlite_path(), Some("./knockd-data/knockd.db"));
         assert!(c.server_name_is_local());
+        assert_eq!(c.federation.request_timeout_ms, 60_000);
+        assert_eq!(c.outbox.lease_ms, 120_000);
+    }
+
+    #[test]
+    fn the_outbox_lease_outlasts_a_request() {
+        let short = env_of(&[("KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS", "1500")]);
+        let c = Config::load(None, &short, &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.lease_ms, 3_000, "derived from the timeout");
+        let err = Config::load(
+            None,
+            &env_of(&[("KNOCKD_OUTBOX_LEASE_MS", "30000")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lease_ms") && err.contains("request_timeout_ms"), "{err}");
+        let ok = env_of(&[
+            ("KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS", "10000"),
+            ("KNOCKD_OUTBOX_LEASE_MS", "20000"),
+        ]);
+        assert_eq!(Config::load(None, &ok, &Overrides::default()).unwrap().outbox.lease_ms, 20_000);
     }
 
     #[test]

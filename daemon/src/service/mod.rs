@@ -47,8 +47,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, db: Db, keys: KeyRing) -> Result<Self, String> {
         let keys = Arc::new(keys);
-        let federation =
-            Arc::new(FederationClient::new(keys.clone(), config.federation.verify_certificates)?);
+        let timeout = std::time::Duration::from_millis(config.federation.request_timeout_ms);
+        let federation = Arc::new(FederationClient::new(
+            keys.clone(),
+            config.federation.verify_certificates,
+            timeout,
+        )?);
         let remote_keys = Arc::new(RemoteKeys::new(
             db.clone(),
             federation.clone(),
