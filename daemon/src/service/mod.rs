@@ -30,6 +30,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// This knockd among those sharing the database (random, kept in the data dir).
+    pub instance_id: Arc<str>,
     pub db: Db,
     pub keys: Arc<KeyRing>,
     pub federation: Arc<FederationClient>,
@@ -45,7 +47,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, keys: KeyRing) -> Result<Self, String> {
+    pub fn new(config: Config, db: Db, keys: KeyRing, instance_id: String) -> Result<Self, String> {
         let keys = Arc::new(keys);
         let timeout = std::time::Duration::from_millis(config.federation.request_timeout_ms);
         let federation = Arc::new(FederationClient::new(
@@ -60,6 +62,7 @@ impl AppState {
         ));
         Ok(Self {
             config: Arc::new(config),
+            instance_id: instance_id.into(),
             db,
             keys,
             federation,
