@@ -1,17 +1,27 @@
 //! The outbound worker: leases destinations with work, delivers invites, and sends PDUs in
 //! transactions (≤ 50 PDUs), one transaction in flight per destination, retried with the same
 //! txnId and body, backing off on failure, parking what keeps failing (KNOCK-SPEC H.42).
+//!
+//! One sender per destination, across every knockd sharing the database: a destination is only
+//! worked under its lease, renewed right before each request, and a lease outlasts any request
+//! (`outbox.lease_ms` ≥ 2 × `federation.request_timeout_ms`). Every write for the destination is
+//! fenced by the lease's generation, so a sender whose lease was taken over commits nothing; a
+//! started transaction stays stored until it is answered, and whoever holds the lease next sends
+//! it again, same txnId, same body.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use crate::{
-    matrix::{client::encode_segment, now_ms},
-    service::{AppState, delivery},
-    store::{StoreError, outbox},
+    matrix::{
+        client::{FedError, encode_segment},
+        now_ms,
+    },
+    service::{AppState, ServiceError, delivery},
+    store::{StoreError, outbox, outbox::Lease},
 };
 
 /// PDUs per transaction (spec limit).
@@ -20,24 +30,42 @@ const MAX_PDUS: i64 = 50;
 /// Runs until dropped. Every task it starts is aborted with it.
 pub async fn run(app: AppState, owner: String) {
     let mut tasks: JoinSet<()> = JoinSet::new();
+    // Destinations this process is working on: never leased twice, even if a lease ran out.
+    let mut busy: HashMap<Id, String> = HashMap::new();
     // Leases of an earlier run of this instance (crashed or killed) are ours to take back.
     let me = owner.clone();
     if let Err(e) = app.db.write(move |conn| outbox::release_all(conn, &me)).await {
         tracing::warn!(error = %e, "outbox: cannot release stale leases");
     }
     loop {
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            busy.remove(&id);
+        }
         let now = now_ms();
         let lease_ms = app.config.outbox.lease_ms;
         let due = app.db.read(move |conn| outbox::due(conn, now, 64)).await;
         match due {
             Ok(due) => {
                 for destination in due {
+                    if busy.values().any(|d| *d == destination) {
+                        continue;
+                    }
                     let (d, o) = (destination.clone(), owner.clone());
-                    let leased =
-                        app.db.write(move |conn| outbox::lease(conn, &d, &o, now, lease_ms)).await;
-                    if matches!(leased, Ok(true)) {
-                        tasks.spawn(serve_destination(app.clone(), owner.clone(), destination));
+                    let leased = app
+                        .db
+                        .write(move |conn| outbox::lease(conn, &d, &o, now_ms(), lease_ms))
+                        .await;
+                    match leased {
+                        Ok(Some(lease)) => {
+                            let task = tasks.spawn(serve_destination(app.clone(), lease));
+                            busy.insert(task.id(), destination);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(%destination, error = %e, "outbox: cannot lease"),
                     }
                 }
             }
@@ -50,48 +78,95 @@ pub async fn run(app: AppState, owner: String) {
     }
 }
 
-async fn serve_destination(app: AppState, owner: String, destination: String) {
-    if let Err(e) = send_all(&app, &owner, &destination).await {
-        tracing::warn!(%destination, error = %e, "outbox: destination failed");
-        let (d, err) = (destination.clone(), e.clone());
-        let (min, max, park_after) = (
-            app.config.outbox.min_backoff_ms,
-            app.config.outbox.max_backoff_ms,
-            app.config.outbox.park_after_ms,
-        );
-        let _ = app
-            .db
-            .write(move |conn| -> Result<(), StoreError> {
-                let now = now_ms();
-                outbox::failed(conn, &d, &err, now, min, max)?;
-                let parked = outbox::park_if_failing_since(conn, &d, now - park_after, now)?;
-                if parked > 0 {
-                    tracing::warn!(destination = %d, parked, "outbox: parked items after failing too long");
-                }
-                Ok(())
-            })
-            .await;
+/// Why a sender stopped working on a destination before its queue was empty.
+#[derive(Debug)]
+enum Failure {
+    /// The lease was taken over (or released): stop and write nothing more.
+    LeaseLost,
+    /// Back off and try again later.
+    Retry(String),
+}
+
+impl Failure {
+    fn retry(error: impl ToString) -> Self {
+        Self::Retry(error.to_string())
     }
-    let (d, o) = (destination, owner);
-    let _ = app.db.write(move |conn| outbox::release(conn, &d, &o)).await;
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LeaseLost => Self::LeaseLost,
+            e => Self::retry(e),
+        }
+    }
+}
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(e) => e.into(),
+            e => Self::retry(e),
+        }
+    }
+}
+
+async fn serve_destination(app: AppState, lease: Lease) {
+    let destination = lease.destination.clone();
+    match send_all(&app, &lease).await {
+        Ok(()) => {}
+        Err(Failure::LeaseLost) => {
+            tracing::warn!(%destination, "outbox: lease taken over by another sender; stopping");
+            return;
+        }
+        Err(Failure::Retry(error)) => {
+            tracing::warn!(%destination, %error, "outbox: delivery failed; backing off");
+            back_off(&app, &lease, error).await;
+        }
+    }
+    let l = lease.clone();
+    let _ = app.db.write(move |conn| outbox::release(conn, &l)).await;
     // Work may have arrived meanwhile.
     app.outbox_wake.notify_one();
 }
 
-/// Sends everything queued for one destination; `Err` means back off.
-async fn send_all(app: &AppState, owner: &str, destination: &str) -> Result<(), String> {
+/// Records a failure: back-off, parking everything of a destination failing for too long.
+async fn back_off(app: &AppState, lease: &Lease, error: String) {
+    let config = &app.config.outbox;
+    let (min, max, park_after) =
+        (config.min_backoff_ms, config.max_backoff_ms, config.park_after_ms);
+    let l = lease.clone();
+    let result = app
+        .db
+        .write(move |conn| -> Result<usize, StoreError> {
+            let now = now_ms();
+            outbox::failed(conn, &l, &error, now, min, max)?;
+            outbox::park_if_failing_since(conn, &l, now - park_after, now)
+        })
+        .await;
+    let destination = &lease.destination;
+    match result {
+        Ok(parked) if parked > 0 => {
+            tracing::warn!(%destination, parked, "outbox: parked items after failing too long");
+        }
+        Ok(_) => {}
+        Err(StoreError::LeaseLost) => {
+            tracing::warn!(%destination, "outbox: lease taken over by another sender; stopping");
+        }
+        Err(e) => tracing::warn!(%destination, error = %e, "outbox: cannot record the failure"),
+    }
+}
+
+/// Sends everything queued for the leased destination.
+async fn send_all(app: &AppState, lease: &Lease) -> Result<(), Failure> {
+    let destination = lease.destination.as_str();
     let server = ruma::OwnedServerName::try_from(destination)
-        .map_err(|e| format!("bad destination: {e}"))?;
+        .map_err(|e| Failure::retry(format!("bad destination: {e}")))?;
     for _ in 0..1000 {
-        let (d, o) = (destination.to_owned(), owner.to_owned());
-        let lease_ms = app.config.outbox.lease_ms;
-        let renewed = app
-            .db
-            .write(move |conn| outbox::renew(conn, &d, &o, now_ms(), lease_ms))
-            .await
-            .map_err(|e| e.to_string())?;
-        if !renewed {
-            return Ok(());
+        // Renewed right before each request: the request ends (answer or timeout) within the lease.
+        let (l, lease_ms) = (lease.clone(), app.config.outbox.lease_ms);
+        if !app.db.write(move |conn| outbox::renew(conn, &l, now_ms(), lease_ms)).await? {
+            return Err(Failure::LeaseLost);
         }
         let d = destination.to_owned();
         let (row, invites, pdus) = app
@@ -102,29 +177,22 @@ async fn send_all(app: &AppState, owner: &str, destination: &str) -> Result<(), 
                 let pdus = outbox::items(conn, &d, outbox::KIND_PDU, MAX_PDUS)?;
                 Ok((row, invites, pdus))
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let Some(row) = row else { return Ok(()) };
         if let (Some(txn_id), Some(body)) = (row.txn_id, row.txn_body) {
-            send_txn(app, &server, &txn_id, body).await?;
-            let d = destination.to_owned();
-            app.db
-                .write(move |conn| outbox::finish_txn(conn, &d, &txn_id))
-                .await
-                .map_err(|e| e.to_string())?;
+            send_txn(app, &server, &txn_id, body).await.map_err(Failure::retry)?;
+            let l = lease.clone();
+            app.db.write(move |conn| outbox::finish_txn(conn, &l, &txn_id)).await?;
             continue;
         }
         if let Some(item) = invites.first() {
-            match delivery::deliver_invite(app, item).await.map_err(|e| e.to_string())? {
+            match delivery::deliver_invite(app, lease, item).await? {
                 delivery::Outcome::Done => {
-                    let d = destination.to_owned();
-                    app.db
-                        .write(move |conn| outbox::succeeded(conn, &d))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let l = lease.clone();
+                    app.db.write(move |conn| outbox::succeeded(conn, &l)).await?;
                     continue;
                 }
-                delivery::Outcome::Retry(why) => return Err(why),
+                delivery::Outcome::Retry(why) => return Err(Failure::retry(why)),
             }
         }
         if pdus.is_empty() {
@@ -139,21 +207,19 @@ async fn send_all(app: &AppState, owner: &str, destination: &str) -> Result<(), 
             "edus": [],
         })
         .to_string();
-        let d = destination.to_owned();
-        app.db
-            .write(move |conn| outbox::start_txn(conn, &d, &txn_id, &body, &ids))
-            .await
-            .map_err(|e| e.to_string())?;
+        let l = lease.clone();
+        app.db.write(move |conn| outbox::start_txn(conn, &l, &txn_id, &body, &ids)).await?;
     }
     Ok(())
 }
 
+/// One attempt at a transaction; only a transient failure is an error to retry later.
 async fn send_txn(
     app: &AppState,
     server: &ruma::ServerName,
     txn_id: &str,
     body: String,
-) -> Result<(), String> {
+) -> Result<(), FedError> {
     let path = format!("/_matrix/federation/v1/send/{}", encode_segment(txn_id));
     match app
         .federation
@@ -173,7 +239,7 @@ async fn send_txn(
             }
             Ok(())
         }
-        Err(e) if e.is_transient() => Err(e.to_string()),
+        Err(e) if e.is_transient() => Err(e),
         Err(e) => {
             // A final refusal of the whole transaction: drop it rather than resend forever.
             tracing::warn!(%server, %txn_id, error = %e, "transaction refused; dropping it");

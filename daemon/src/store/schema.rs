@@ -160,6 +160,7 @@ diesel::table! {
         txn_id -> Nullable<Text>,
         txn_body -> Nullable<Text>,
         last_error -> Nullable<Text>,
+        lease_gen -> BigInt,
     }
 }
 

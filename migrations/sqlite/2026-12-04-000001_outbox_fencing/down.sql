@@ -1,0 +1,1 @@
+ALTER TABLE outbox_destinations DROP COLUMN lease_gen;
