@@ -54,11 +54,15 @@ trusted_key_servers = []
 request_timeout_ms = 60000
 
 [outbox]
-# Back-off between failed deliveries to one server, doubling from min to max (milliseconds).
+# Back-off between failed deliveries to one server, doubling from min to max (milliseconds);
+# each wait gets up to a quarter more at random, so servers that failed together retry apart.
 min_backoff_ms = 2000
 max_backoff_ms = 3600000
 # Items failing for longer than this are parked, with the reason shown in the admin API.
 park_after_ms = 86400000
+# A transaction whose body the server refuses (400, 413) this many times is parked; everything
+# else (401, 404, 5xx, timeouts…) is retried until park_after_ms.
+park_after_refusals = 10
 # How long one knockd holds a server's outbound lease without renewing it. At least twice
 # federation.request_timeout_ms (the default), so a request always ends before its lease does.
 # lease_ms = 120000
@@ -100,6 +104,7 @@ struct FileOutbox {
     min_backoff_ms: Option<i64>,
     max_backoff_ms: Option<i64>,
     park_after_ms: Option<i64>,
+    park_after_refusals: Option<i64>,
     lease_ms: Option<i64>,
     poll_ms: Option<u64>,
 }
@@ -110,6 +115,8 @@ pub struct OutboxConfig {
     pub min_backoff_ms: i64,
     pub max_backoff_ms: i64,
     pub park_after_ms: i64,
+    /// Refusals of one transaction's body (400, 413) after which its items are parked.
+    pub park_after_refusals: i64,
     /// How long a destination lease lasts without renewal (another process may take it after).
     /// At least twice the federation request timeout.
     pub lease_ms: i64,
@@ -361,6 +368,12 @@ impl Config {
                 parsed.outbox.park_after_ms,
                 86_400_000,
             )?,
+            park_after_refusals: num(
+                "KNOCKD_OUTBOX_PARK_AFTER_REFUSALS",
+                parsed.outbox.park_after_refusals,
+                10,
+            )?
+            .max(1),
             lease_ms,
             poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
                 .max(10) as u64,
@@ -476,6 +489,7 @@ mod tests {
         assert!(c.server_name_is_local());
         assert_eq!(c.federation.request_timeout_ms, 60_000);
         assert_eq!(c.outbox.lease_ms, 120_000);
+        assert_eq!(c.outbox.park_after_refusals, 10);
     }
 
     #[test]

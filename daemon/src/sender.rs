@@ -83,13 +83,13 @@ pub async fn run(app: AppState, owner: String) {
 enum Failure {
     /// The lease was taken over (or released): stop and write nothing more.
     LeaseLost,
-    /// Back off and try again later.
-    Retry(String),
+    /// Back off and try again later. `refused` names the transaction whose body was refused.
+    Retry { error: String, refused: Option<String> },
 }
 
 impl Failure {
     fn retry(error: impl ToString) -> Self {
-        Self::Retry(error.to_string())
+        Self::Retry { error: error.to_string(), refused: None }
     }
 }
 
@@ -119,9 +119,9 @@ async fn serve_destination(app: AppState, lease: Lease) {
             tracing::warn!(%destination, "outbox: lease taken over by another sender; stopping");
             return;
         }
-        Err(Failure::Retry(error)) => {
+        Err(Failure::Retry { error, refused }) => {
             tracing::warn!(%destination, %error, "outbox: delivery failed; backing off");
-            back_off(&app, &lease, error).await;
+            back_off(&app, &lease, error, refused).await;
         }
     }
     let l = lease.clone();
@@ -130,31 +130,52 @@ async fn serve_destination(app: AppState, lease: Lease) {
     app.outbox_wake.notify_one();
 }
 
-/// Records a failure: back-off, parking everything of a destination failing for too long.
-async fn back_off(app: &AppState, lease: &Lease, error: String) {
+/// Records a failure: back-off with jitter, parking a transaction whose body keeps being refused,
+/// parking everything of a destination failing for too long.
+async fn back_off(app: &AppState, lease: &Lease, error: String, refused: Option<String>) {
     let config = &app.config.outbox;
-    let (min, max, park_after) =
-        (config.min_backoff_ms, config.max_backoff_ms, config.park_after_ms);
+    let (backoff, park_after, refusals) = (
+        (config.min_backoff_ms, config.max_backoff_ms),
+        config.park_after_ms,
+        config.park_after_refusals,
+    );
     let l = lease.clone();
     let result = app
         .db
-        .write(move |conn| -> Result<usize, StoreError> {
+        .write(move |conn| -> Result<(usize, usize), StoreError> {
             let now = now_ms();
-            outbox::failed(conn, &l, &error, now, min, max)?;
-            outbox::park_if_failing_since(conn, &l, now - park_after, now)
+            let parked_txn = match &refused {
+                Some(txn_id) => outbox::refused(conn, &l, txn_id, &error, now, refusals)?,
+                None => 0,
+            };
+            outbox::failed(conn, &l, &error, now, backoff, jittered)?;
+            let parked = outbox::park_if_failing_since(conn, &l, now - park_after, now)?;
+            Ok((parked_txn, parked))
         })
         .await;
     let destination = &lease.destination;
     match result {
-        Ok(parked) if parked > 0 => {
-            tracing::warn!(%destination, parked, "outbox: parked items after failing too long");
+        Ok((parked_txn, parked)) => {
+            if parked_txn > 0 {
+                let parked = parked_txn;
+                tracing::warn!(%destination, parked, "outbox: parked a refused transaction");
+            }
+            if parked > 0 {
+                tracing::warn!(%destination, parked, "outbox: parked items after failing too long");
+            }
         }
-        Ok(_) => {}
         Err(StoreError::LeaseLost) => {
             tracing::warn!(%destination, "outbox: lease taken over by another sender; stopping");
         }
         Err(e) => tracing::warn!(%destination, error = %e, "outbox: cannot record the failure"),
     }
+}
+
+/// `backoff` plus up to a quarter more, at random: servers that failed together retry apart.
+fn jittered(backoff: i64) -> i64 {
+    let mut bytes = [0u8; 8];
+    let random = getrandom::fill(&mut bytes).map(|()| u64::from_le_bytes(bytes)).unwrap_or(0);
+    backoff + (random % (backoff.max(0) as u64 / 4 + 1)) as i64
 }
 
 /// Sends everything queued for the leased destination.
@@ -180,7 +201,10 @@ async fn send_all(app: &AppState, lease: &Lease) -> Result<(), Failure> {
             .await?;
         let Some(row) = row else { return Ok(()) };
         if let (Some(txn_id), Some(body)) = (row.txn_id, row.txn_body) {
-            send_txn(app, &server, &txn_id, body).await.map_err(Failure::retry)?;
+            send_txn(app, &server, &txn_id, body).await.map_err(|e| Failure::Retry {
+                refused: e.refuses_body().then(|| txn_id.clone()),
+                error: e.to_string(),
+            })?;
             let l = lease.clone();
             app.db.write(move |conn| outbox::finish_txn(conn, &l, &txn_id)).await?;
             continue;
@@ -213,7 +237,8 @@ async fn send_all(app: &AppState, lease: &Lease) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One attempt at a transaction; only a transient failure is an error to retry later.
+/// One attempt at a transaction. Any answer but a 2xx is an error to retry later: nothing is
+/// dropped here (a body refused again and again is parked by the caller, with the reason).
 async fn send_txn(
     app: &AppState,
     server: &ruma::ServerName,
@@ -221,29 +246,32 @@ async fn send_txn(
     body: String,
 ) -> Result<(), FedError> {
     let path = format!("/_matrix/federation/v1/send/{}", encode_segment(txn_id));
-    match app
+    let answer = app
         .federation
         .request(Method::PUT, server, &path, Some(body.into_bytes()), true, 1024 * 1024)
-        .await
+        .await?;
+    // A 200 is final even when some PDUs were refused: log them, never resend.
+    if let Ok(v) = serde_json::from_slice::<Value>(&answer)
+        && let Some(pdus) = v.get("pdus").and_then(Value::as_object)
     {
-        Ok(answer) => {
-            // A 200 is final even when some PDUs were refused: log them, never resend.
-            if let Ok(v) = serde_json::from_slice::<Value>(&answer)
-                && let Some(pdus) = v.get("pdus").and_then(Value::as_object)
-            {
-                for (id, result) in pdus {
-                    if let Some(error) = result.get("error") {
-                        tracing::info!(%server, event_id = %id, %error, "peer refused a PDU");
-                    }
-                }
+        for (id, result) in pdus {
+            if let Some(error) = result.get("error") {
+                tracing::info!(%server, event_id = %id, %error, "peer refused a PDU");
             }
-            Ok(())
         }
-        Err(e) if e.is_transient() => Err(e),
-        Err(e) => {
-            // A final refusal of the whole transaction: drop it rather than resend forever.
-            tracing::warn!(%server, %txn_id, error = %e, "transaction refused; dropping it");
-            Ok(())
-        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jittered;
+
+    #[test]
+    fn jitter_adds_up_to_a_quarter_at_random() {
+        let waits: Vec<i64> = (0..1000).map(|_| jittered(2_000)).collect();
+        assert!(waits.iter().all(|w| (2_000..=2_500).contains(w)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "random");
+        assert_eq!(jittered(0), 0);
     }
 }

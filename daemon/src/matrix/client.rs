@@ -49,6 +49,12 @@ impl FedError {
             _ => false,
         }
     }
+
+    /// The answer blames the request body itself (400, 413): sending the same body again is
+    /// unlikely to help.
+    pub fn refuses_body(&self) -> bool {
+        matches!(self, Self::Status { status: 400 | 413, .. })
+    }
 }
 
 /// Maps discovered host names (SRV targets) to addresses; everything else resolves normally.

@@ -36,6 +36,7 @@ pub struct Destination {
     pub txn_body: Option<String>,
     pub last_error: Option<String>,
     pub lease_gen: i64,
+    pub txn_refusals: i64,
 }
 
 /// Queues work for a destination. Part of the caller's transaction.
@@ -210,7 +211,7 @@ pub fn start_txn(
 ) -> Result<(), StoreError> {
     hold(conn, lease)?;
     let n = diesel::update(d::table.find(&lease.destination).filter(d::txn_id.is_null()))
-        .set((d::txn_id.eq(txn_id), d::txn_body.eq(body)))
+        .set((d::txn_id.eq(txn_id), d::txn_body.eq(body), d::txn_refusals.eq(0i64)))
         .execute(conn)?;
     if n != 1 {
         return Err(StoreError::Conflict(format!(
@@ -237,7 +238,11 @@ pub fn finish_txn(conn: &mut DbConn, lease: &Lease, txn_id: &str) -> Result<(), 
     diesel::delete(o::table.filter(o::destination.eq(destination)).filter(o::txn_id.eq(txn_id)))
         .execute(conn)?;
     diesel::update(d::table.find(destination).filter(d::txn_id.eq(txn_id)))
-        .set((d::txn_id.eq(None::<String>), d::txn_body.eq(None::<String>)))
+        .set((
+            d::txn_id.eq(None::<String>),
+            d::txn_body.eq(None::<String>),
+            d::txn_refusals.eq(0i64),
+        ))
         .execute(conn)?;
     reset_backoff(conn, destination)
 }
@@ -268,32 +273,71 @@ fn reset_backoff(conn: &mut DbConn, destination: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Backs off exponentially from `min_ms` up to `max_ms`.
+/// Backs off exponentially from `min_ms` up to `max_ms`; the next attempt is `jitter(back-off)`
+/// from now. Returns that wait.
 pub fn failed(
     conn: &mut DbConn,
     lease: &Lease,
     error: &str,
     now_ms: i64,
-    min_ms: i64,
-    max_ms: i64,
+    (min_ms, max_ms): (i64, i64),
+    jitter: impl FnOnce(i64) -> i64,
 ) -> Result<i64, StoreError> {
     hold(conn, lease)?;
     let Some(row) = destination(conn, &lease.destination)? else { return Ok(0) };
     let backoff = if row.backoff_ms == 0 { min_ms } else { (row.backoff_ms * 2).min(max_ms) };
+    let wait = jitter(backoff);
     diesel::update(d::table.find(&lease.destination))
         .set((
             d::backoff_ms.eq(backoff),
-            d::next_attempt_ms.eq(now_ms + backoff),
+            d::next_attempt_ms.eq(now_ms + wait),
             d::failing_since_ms.eq(row.failing_since_ms.unwrap_or(now_ms)),
             d::last_error.eq(error),
         ))
         .execute(conn)?;
-    Ok(backoff)
+    Ok(wait)
+}
+
+/// The destination refused the body of transaction `txn_id` (400, 413). After `park_after`
+/// refusals of the same transaction its items are parked with `error` as the reason and the
+/// destination moves on; returns how many were parked.
+pub fn refused(
+    conn: &mut DbConn,
+    lease: &Lease,
+    txn_id: &str,
+    error: &str,
+    now_ms: i64,
+    park_after: i64,
+) -> Result<usize, StoreError> {
+    hold(conn, lease)?;
+    let Some(row) = destination(conn, &lease.destination)? else { return Ok(0) };
+    if row.txn_id.as_deref() != Some(txn_id) {
+        return Ok(0);
+    }
+    let refusals = row.txn_refusals + 1;
+    if refusals < park_after {
+        diesel::update(d::table.find(&lease.destination))
+            .set(d::txn_refusals.eq(refusals))
+            .execute(conn)?;
+        return Ok(0);
+    }
+    let reason = format!("refused {refusals} times: {error}");
+    let n = diesel::update(
+        o::table.filter(o::destination.eq(&lease.destination)).filter(o::txn_id.eq(txn_id)),
+    )
+    .set((o::parked_ms.eq(now_ms), o::last_error.eq(&reason), o::txn_id.eq(None::<String>)))
+    .execute(conn)?;
+    clear_txn(conn, &lease.destination)?;
+    Ok(n)
 }
 
 fn clear_txn(conn: &mut DbConn, destination: &str) -> Result<(), StoreError> {
     diesel::update(d::table.find(destination))
-        .set((d::txn_id.eq(None::<String>), d::txn_body.eq(None::<String>)))
+        .set((
+            d::txn_id.eq(None::<String>),
+            d::txn_body.eq(None::<String>),
+            d::txn_refusals.eq(0i64),
+        ))
         .execute(conn)?;
     Ok(())
 }

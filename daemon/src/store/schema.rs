@@ -161,6 +161,7 @@ diesel::table! {
         txn_body -> Nullable<Text>,
         last_error -> Nullable<Text>,
         lease_gen -> BigInt,
+        txn_refusals -> BigInt,
     }
 }
 
