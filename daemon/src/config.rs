@@ -52,6 +52,9 @@ verify_certificates = true
 # Notary servers asked for a server's keys when the server itself cannot be reached.
 # Env: KNOCKD_FEDERATION_TRUSTED_KEY_SERVERS (comma-separated)
 trusted_key_servers = []
+# The most one outbound request may take, discovery included (milliseconds).
+# Env: KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS
+request_timeout_ms = 60000
 # Addresses outbound federation (requests, key fetches, discovery) never connects to. Default:
 # loopback, private, link-local, documentation and other special ranges (as Synapse's
 # federation_ip_range_blocklist). Env: KNOCKD_FEDERATION_IP_RANGE_BLOCKLIST (comma-separated)
@@ -61,11 +64,18 @@ trusted_key_servers = []
 ip_range_allowlist = []
 
 [outbox]
-# Back-off between failed deliveries to one server, doubling from min to max (milliseconds).
+# Back-off between failed deliveries to one server, doubling from min to max (milliseconds);
+# each wait gets up to a quarter more at random, so servers that failed together retry apart.
 min_backoff_ms = 2000
 max_backoff_ms = 3600000
 # Items failing for longer than this are parked, with the reason shown in the admin API.
 park_after_ms = 86400000
+# A transaction whose body the server refuses (400, 413) this many times is parked; everything
+# else (401, 404, 5xx, timeouts…) is retried until park_after_ms.
+park_after_refusals = 10
+# How long one knockd holds a server's outbound lease without renewing it. At least twice
+# federation.request_timeout_ms (the default), so a request always ends before its lease does.
+# lease_ms = 120000
 
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
@@ -104,6 +114,7 @@ struct FileOutbox {
     min_backoff_ms: Option<i64>,
     max_backoff_ms: Option<i64>,
     park_after_ms: Option<i64>,
+    park_after_refusals: Option<i64>,
     lease_ms: Option<i64>,
     poll_ms: Option<u64>,
 }
@@ -114,7 +125,10 @@ pub struct OutboxConfig {
     pub min_backoff_ms: i64,
     pub max_backoff_ms: i64,
     pub park_after_ms: i64,
+    /// Refusals of one transaction's body (400, 413) after which its items are parked.
+    pub park_after_refusals: i64,
     /// How long a destination lease lasts without renewal (another process may take it after).
+    /// At least twice the federation request timeout.
     pub lease_ms: i64,
     /// How often the sender looks for due work when nothing woke it.
     pub poll_ms: u64,
@@ -149,6 +163,7 @@ struct FileFederation {
     trusted_key_servers: Option<Vec<String>>,
     ip_range_blocklist: Option<Vec<String>>,
     ip_range_allowlist: Option<Vec<String>>,
+    request_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +202,8 @@ pub struct FederationConfig {
     pub trusted_key_servers: Vec<OwnedServerName>,
     /// Where outbound federation may connect.
     pub address_policy: AddressPolicy,
+    /// The most one outbound request may take, discovery included.
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -341,6 +358,26 @@ impl Config {
                 None => Ok(file.unwrap_or(default)),
             }
         };
+        let request_timeout_ms = num(
+            "KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS",
+            parsed.federation.request_timeout_ms,
+            60_000,
+        )?;
+        if request_timeout_ms < 100 {
+            return Err(ConfigError(format!(
+                "federation.request_timeout_ms = {request_timeout_ms}: must be at least 100"
+            )));
+        }
+        // A sender renews its lease right before each request; the request must end (answer or
+        // timeout) well before the lease does, or another sender could start on the same server.
+        let min_lease_ms = request_timeout_ms.saturating_mul(2);
+        let lease_ms = num("KNOCKD_OUTBOX_LEASE_MS", parsed.outbox.lease_ms, min_lease_ms)?;
+        if lease_ms < min_lease_ms {
+            return Err(ConfigError(format!(
+                "outbox.lease_ms = {lease_ms} is shorter than twice federation.request_timeout_ms \
+                 ({request_timeout_ms}): a lease must outlast the request made under it"
+            )));
+        }
         let outbox = OutboxConfig {
             min_backoff_ms: num(
                 "KNOCKD_OUTBOX_MIN_BACKOFF_MS",
@@ -359,7 +396,13 @@ impl Config {
                 parsed.outbox.park_after_ms,
                 86_400_000,
             )?,
-            lease_ms: num("KNOCKD_OUTBOX_LEASE_MS", parsed.outbox.lease_ms, 30_000)?.max(1),
+            park_after_refusals: num(
+                "KNOCKD_OUTBOX_PARK_AFTER_REFUSALS",
+                parsed.outbox.park_after_refusals,
+                10,
+            )?
+            .max(1),
+            lease_ms,
             poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
                 .max(10) as u64,
         };
@@ -388,6 +431,7 @@ impl Config {
                 verify_certificates,
                 trusted_key_servers,
                 address_policy,
+                request_timeout_ms: request_timeout_ms as u64,
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,
@@ -472,6 +516,29 @@ mod tests {
         assert!(c.federation.verify_certificates);
         assert_eq!(c.database_url.sqlite_path(), Some("./knockd-data/knockd.db"));
         assert!(c.server_name_is_local());
+        assert_eq!(c.federation.request_timeout_ms, 60_000);
+        assert_eq!(c.outbox.lease_ms, 120_000);
+        assert_eq!(c.outbox.park_after_refusals, 10);
+    }
+
+    #[test]
+    fn the_outbox_lease_outlasts_a_request() {
+        let short = env_of(&[("KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS", "1500")]);
+        let c = Config::load(None, &short, &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.lease_ms, 3_000, "derived from the timeout");
+        let err = Config::load(
+            None,
+            &env_of(&[("KNOCKD_OUTBOX_LEASE_MS", "30000")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lease_ms") && err.contains("request_timeout_ms"), "{err}");
+        let ok = env_of(&[
+            ("KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS", "10000"),
+            ("KNOCKD_OUTBOX_LEASE_MS", "20000"),
+        ]);
+        assert_eq!(Config::load(None, &ok, &Overrides::default()).unwrap().outbox.lease_ms, 20_000);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::{
 /// Name of the signing key file in the data dir.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
 
+/// Name of the file in the data dir that holds this knockd's random instance id.
+pub const INSTANCE_ID_FILE: &str = "instance.id";
+
 /// A start-up failure, said in one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -69,9 +72,10 @@ async fn prepare_inner(config: &Config) -> Result<AppState, StartError> {
         Some(db) => db,
         None => Db::connect(&config.database_url).await.map_err(|e| StartError(e.to_string()))?,
     };
+    let instance_id = load_or_make_instance_id(dir)?;
     ensure_admin(&db, config).await?;
     tls::ensure_certificate(config).map_err(StartError)?;
-    AppState::new(config.clone(), db, keys).map_err(StartError)
+    AppState::new(config.clone(), db, keys, instance_id).map_err(StartError)
 }
 
 fn check_writable(dir: &Path) -> Result<(), StartError> {
@@ -139,6 +143,33 @@ async fn ensure_user(db: &Db, user: String) -> Result<(), StartError> {
         .map_err(|e: StoreError| StartError(format!("storing the admin user: {e}")))
 }
 
+/// This knockd's instance id: random, made on first start and kept in `<data_dir>/instance.id`.
+/// Outbound leases are held under it, so a restarted instance takes its destinations back at once
+/// while other instances sharing the database (each with its own data dir) wait for the lease to
+/// expire. Copying a data dir to start a second instance must leave this file behind.
+fn load_or_make_instance_id(dir: &Path) -> Result<String, StartError> {
+    let path = dir.join(INSTANCE_ID_FILE);
+    let id = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(|e| StartError(format!("random id: {e}")))?;
+            let id = hex::encode(bytes);
+            write_private_file(&path, format!("{id}\n").as_bytes())
+                .map_err(|e| StartError(format!("cannot write {}: {e}", path.display())))?;
+            id
+        }
+        Err(e) => return Err(StartError(format!("cannot read {}: {e}", path.display()))),
+    };
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(StartError(format!(
+            "{} does not hold an instance id; delete it to get a new one",
+            path.display()
+        )));
+    }
+    Ok(id)
+}
+
 /// A fresh random bearer token.
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
@@ -191,8 +222,7 @@ pub async fn serve(
         stoppers.0.graceful_shutdown(Some(Duration::from_secs(10)));
         stoppers.1.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    let owner = instance_id(&app.config.data_dir);
-    let sender = crate::sender::run(app.clone(), owner);
+    let sender = crate::sender::run(app.clone(), app.instance_id.to_string());
     let housekeeping = housekeeping(app.clone());
     // The sender and housekeeping run as long as the listeners do, and stop with them.
     tokio::select! {
@@ -201,20 +231,6 @@ pub async fn serve(
         () = housekeeping => {}
     }
     Ok(())
-}
-
-/// A name for this knockd that stays the same across restarts: host and data dir. Outbound
-/// leases are held under it, so a restarted instance takes its destinations back at once while
-/// other instances sharing the database wait for the lease to expire.
-fn instance_id(data_dir: &Path) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
-    format!("{host}:{}", dir.display())
 }
 
 /// Periodic local chores: expire stale knocks (knockers' servers rarely rescind).
@@ -233,5 +249,28 @@ async fn housekeeping(app: AppState) {
             }
         }
         tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_id_is_random_private_and_kept() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = load_or_make_instance_id(a.path()).unwrap();
+        assert_eq!(id.len(), 32);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(a.path().join(INSTANCE_ID_FILE)).unwrap().permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600);
+        }
+        assert_eq!(load_or_make_instance_id(a.path()).unwrap(), id, "kept across starts");
+        assert_ne!(load_or_make_instance_id(b.path()).unwrap(), id, "another data dir, another id");
+        std::fs::write(a.path().join(INSTANCE_ID_FILE), "\n").unwrap();
+        let err = load_or_make_instance_id(a.path()).unwrap_err().to_string();
+        assert!(err.contains(INSTANCE_ID_FILE), "{err}");
     }
 }

@@ -60,6 +60,11 @@ impl TestDb {
             }
         }
     }
+
+    /// The same database for a second knockd; dropping it leaves the database to this one.
+    pub fn alias(&self) -> Self {
+        Self { backend: self.backend, url: self.url.clone(), schema: None, _dir: None }
+    }
 }
 
 impl Drop for TestDb {

@@ -56,6 +56,21 @@ impl TestKnockd {
         Self::start_at(db, data, &env, Some(addrs)).await
     }
 
+    /// A second knockd on this one's database under the same server name and signing key (copied
+    /// into a data dir of its own, which gets its own instance id), as an operator runs two
+    /// instances behind one name. Other requests than its own outbound ones reach the first.
+    /// The database goes with `self`'s `TestDb`: a test that stops `self` first starts it on
+    /// `TestDb::alias` of a database it keeps.
+    pub async fn start_peer(&self, extra_env: &[(&str, &str)]) -> Self {
+        let db = self.db.as_ref().expect("db").alias();
+        let data = tempfile::tempdir().expect("temp dir");
+        let key = knockd::server::SIGNING_KEY_FILE;
+        std::fs::copy(self.data_dir.join(key), data.path().join(key)).expect("copy signing key");
+        let mut env = extra_env.to_vec();
+        env.push(("KNOCKD_SERVER_NAME", self.server_name.as_str()));
+        Self::start_in(db, data, &env).await
+    }
+
     async fn start_in(db: TestDb, data: tempfile::TempDir, extra_env: &[(&str, &str)]) -> Self {
         Self::start_at(db, data, extra_env, None).await
     }
@@ -80,9 +95,8 @@ impl TestKnockd {
         adm.set_nonblocking(true).expect("nonblocking");
         let fed_addr = fed.local_addr().expect("addr");
         let adm_addr = adm.local_addr().expect("addr");
-        let server_name = fed_addr.to_string();
         let mut env: Vec<(String, String)> = vec![
-            ("KNOCKD_SERVER_NAME".into(), server_name.clone()),
+            ("KNOCKD_SERVER_NAME".into(), fed_addr.to_string()),
             ("KNOCKD_DATABASE_URL".into(), db.url.clone()),
             ("KNOCKD_DATA_DIR".into(), data.path().display().to_string()),
             ("KNOCKD_FEDERATION_LISTEN".into(), fed_addr.to_string()),
@@ -96,6 +110,7 @@ impl TestKnockd {
         let lookup =
             move |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let config = Config::load(None, &lookup, &Overrides::default()).expect("config");
+        let server_name = config.server_name.to_string();
         let app = knockd::prepare(&config).await.expect("knockd prepare");
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners { federation: fed, admin: adm };

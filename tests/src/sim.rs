@@ -39,6 +39,10 @@ pub enum Mode {
     Down,
     /// Counter-sign invites, then change the answer in this way (a hostile invitee server).
     TamperInvites(InviteTamper),
+    /// Hold every `/send` this many milliseconds, then accept it (a stalled server).
+    StallSends(u64),
+    /// Answer every `/send` with this status and errcode (invites still accepted).
+    RefuseSends(u16, String),
 }
 
 /// How a hostile server changes the invite it hands back.
@@ -59,6 +63,12 @@ pub struct Inbox {
     pub invites: Vec<Value>,
     /// Transactions: (txnId, body).
     pub transactions: Vec<(String, Value)>,
+    /// Every signed `/send` as it arrived, answered or not: (txnId, body).
+    pub send_attempts: Vec<(String, Value)>,
+    /// `/send` requests being handled right now (a request its sender gave up on ends here too).
+    pub sends_in_flight: usize,
+    /// The most `/send` requests ever handled at once.
+    pub max_sends_in_flight: usize,
     /// Requests whose X-Matrix signature did not verify.
     pub bad_signatures: usize,
 }
@@ -84,6 +94,8 @@ struct Shared {
     served: Served,
     keys_down: Arc<std::sync::atomic::AtomicBool>,
     vouched: Vouched,
+    /// Origins' verify keys by (origin, key ID), kept once fetched (as homeservers do).
+    origin_keys: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), String>>>,
 }
 
 /// What the simulated server answers to `/event/{id}` and `/state_ids?event_id=`.
@@ -149,6 +161,7 @@ impl SimServer {
             served: Served::default(),
             keys_down: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             vouched: Arc::new(std::sync::Mutex::new(Vec::new())),
+            origin_keys: Arc::default(),
         };
         let missing = shared.missing.clone();
         let served_events = shared.served.clone();
@@ -266,6 +279,17 @@ impl SimServer {
     /// Changes how invites and transactions are answered.
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.write().expect("mode") = mode;
+    }
+
+    /// Forgets what was received so far (requests in flight stay counted).
+    pub fn clear_inbox(&self) {
+        let mut inbox = self.inbox.lock().expect("inbox");
+        let in_flight = inbox.sends_in_flight;
+        *inbox = Inbox {
+            sends_in_flight: in_flight,
+            max_sends_in_flight: in_flight,
+            ..Inbox::default()
+        };
     }
 
     /// A copy of what was received so far.
@@ -616,19 +640,30 @@ fn reply(status: u16, body: Value) -> Reply {
 async fn verify_request(shared: &Shared, req: &http::Request<Vec<u8>>) -> Result<XMatrix, String> {
     let header = req.headers().get("authorization").ok_or("no Authorization")?;
     let x = XMatrix::try_from(header).map_err(|e| e.to_string())?;
-    let url = format!("https://{}/_matrix/key/v2/server", x.origin);
-    let keys: Value = shared
-        .http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let key =
-        keys["verify_keys"][x.key.as_str()]["key"].as_str().ok_or("origin has no such key")?;
-    let key = ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(key)
+    let id = (x.origin.to_string(), x.key.to_string());
+    let cached = shared.origin_keys.lock().expect("origin keys").get(&id).cloned();
+    let key = match cached {
+        Some(key) => key,
+        None => {
+            let url = format!("https://{}/_matrix/key/v2/server", x.origin);
+            let keys: Value = shared
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let key = keys["verify_keys"][x.key.as_str()]["key"]
+                .as_str()
+                .ok_or("origin has no such key")?
+                .to_owned();
+            shared.origin_keys.lock().expect("origin keys").insert(id, key.clone());
+            key
+        }
+    };
+    let key = ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(&key)
         .map_err(|e| e.to_string())?;
     let map = std::collections::BTreeMap::from([(
         x.origin.to_string(),
@@ -669,7 +704,7 @@ async fn on_invite(
                 serde_json::json!({ "errcode": errcode, "error": "invites are blocked here" }),
             );
         }
-        Mode::Accept | Mode::TamperInvites(_) => {}
+        Mode::Accept | Mode::TamperInvites(_) | Mode::StallSends(_) | Mode::RefuseSends(..) => {}
     }
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
@@ -725,19 +760,47 @@ async fn on_invite(
     reply(200, answer)
 }
 
+/// Counts a `/send` in flight while it lives; dropped when answered or when its sender hangs up.
+struct InFlight(Arc<std::sync::Mutex<Inbox>>);
+
+impl InFlight {
+    fn start(inbox: &Arc<std::sync::Mutex<Inbox>>) -> Self {
+        let mut i = inbox.lock().expect("inbox");
+        i.sends_in_flight += 1;
+        i.max_sends_in_flight = i.max_sends_in_flight.max(i.sends_in_flight);
+        Self(inbox.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().expect("inbox").sends_in_flight -= 1;
+    }
+}
+
 async fn on_send(
     axum::extract::State(shared): axum::extract::State<Shared>,
     axum::extract::Path(txn_id): axum::extract::Path<String>,
     req: axum::extract::Request,
 ) -> Reply {
+    let _in_flight = InFlight::start(&shared.inbox);
     let req = read_request(req).await;
-    if *shared.mode.read().expect("mode") == Mode::Down {
+    let mode = shared.mode.read().expect("mode").clone();
+    if mode == Mode::Down {
         return reply(503, serde_json::json!({ "errcode": "M_UNKNOWN", "error": "down" }));
     }
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
     }
     let body: Value = serde_json::from_slice(req.body()).unwrap_or(Value::Null);
+    shared.inbox.lock().expect("inbox").send_attempts.push((txn_id.clone(), body.clone()));
+    match mode {
+        Mode::StallSends(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Mode::RefuseSends(status, errcode) => {
+            return reply(status, serde_json::json!({ "errcode": errcode, "error": "refused" }));
+        }
+        _ => {}
+    }
     shared.inbox.lock().expect("inbox").transactions.push((txn_id, body));
     reply(200, serde_json::json!({ "pdus": {} }))
 }

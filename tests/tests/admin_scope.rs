@@ -169,9 +169,18 @@ async fn park_all(k: &TestKnockd, sim: &SimServer) {
         let destination = sim.server_name.to_string();
         k.app
             .db
-            .write(move |conn| {
+            .write(move |conn| -> Result<usize, knockd::store::StoreError> {
+                use knockd::store::outbox;
+                // Parking is the lease holder's to do: take it when knockd's sender lets go.
                 let now = knockd::matrix::now_ms();
-                knockd::store::outbox::park_if_failing_since(conn, &destination, now, now)
+                let Some(lease) =
+                    outbox::lease(conn, &destination, "admin-scope-test", now, 60_000)?
+                else {
+                    return Ok(0);
+                };
+                let parked = outbox::park_if_failing_since(conn, &lease, now, now)?;
+                outbox::release(conn, &lease)?;
+                Ok(parked)
             })
             .await
             .unwrap();

@@ -54,6 +54,12 @@ impl FedError {
             _ => false,
         }
     }
+
+    /// The answer blames the request body itself (400, 413): sending the same body again is
+    /// unlikely to help.
+    pub fn refuses_body(&self) -> bool {
+        matches!(self, Self::Status { status: 400 | 413, .. })
+    }
 }
 
 /// Maps discovered host names (SRV targets) to addresses; everything else resolves normally.
@@ -113,6 +119,8 @@ impl Resolve for FederationResolver {
 /// Client for other homeservers.
 pub struct FederationClient {
     http: reqwest::Client,
+    /// The most any one request may take, discovery included.
+    timeout: Duration,
     keys: Arc<KeyRing>,
     overrides: Arc<Overrides>,
     dns: Option<TokioResolver>,
@@ -127,9 +135,12 @@ impl std::fmt::Debug for FederationClient {
 }
 
 impl FederationClient {
+    /// `timeout` bounds every request from start to the last byte of the answer (discovery
+    /// included); the outbox lease is sized from it. `policy` says which addresses it may reach.
     pub fn new(
         keys: Arc<KeyRing>,
         verify_certificates: bool,
+        timeout: Duration,
         policy: AddressPolicy,
     ) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -144,14 +155,22 @@ impl FederationClient {
         let http = reqwest::Client::builder()
             .dns_resolver(Arc::new(resolver))
             .tls_danger_accept_invalid_certs(!verify_certificates)
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("knockd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("federation client: {e}"))?;
-        Ok(Self { http, keys, overrides, dns, policy, destinations: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            http,
+            timeout,
+            keys,
+            overrides,
+            dns,
+            policy,
+            destinations: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Where requests to `server` go (cached for an hour).
@@ -225,8 +244,28 @@ impl FederationClient {
     }
 
     /// Sends a request; signs it with X-Matrix unless `signed` is false. Returns the body of a
-    /// 2xx answer; other answers become [`FedError::Status`].
+    /// 2xx answer; other answers become [`FedError::Status`]. Gives up after the client's timeout
+    /// with a [`FedError::Network`].
     pub async fn request(
+        &self,
+        method: Method,
+        server: &ServerName,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        signed: bool,
+        max_bytes: usize,
+    ) -> Result<Bytes, FedError> {
+        let attempt = self.request_once(method, server, path_and_query, body, signed, max_bytes);
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(FedError::Network {
+                server: server.to_string(),
+                message: format!("no answer within {} ms", self.timeout.as_millis()),
+            }),
+        }
+    }
+
+    async fn request_once(
         &self,
         method: Method,
         server: &ServerName,

@@ -59,30 +59,43 @@ enum Prep {
     Dropped,
 }
 
+/// The queued invite being delivered, under the destination lease it was taken with.
+#[derive(Clone, Debug)]
+struct Queued {
+    lease: outbox::Lease,
+    item_id: i64,
+}
+
+/// Ends the delivery; commits only while the lease is still ours.
 fn finish(
     conn: &mut DbConn,
-    item_id: i64,
+    queued: &Queued,
     job: &InviteJob,
     knock_status: Option<&str>,
     delivery: &str,
     event_id: Option<&str>,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
+    outbox::delete_item(conn, &queued.lease, queued.item_id)?;
     if let Some(status) = knock_status {
         knocks::transition(conn, job.knock_id, &[knocks::DELIVERY_PENDING], status, now_ms())?;
     }
-    decisions::set_delivery(conn, job.decision_id, delivery, event_id, error)?;
-    outbox::delete_item(conn, item_id)
+    decisions::set_delivery(conn, job.decision_id, delivery, event_id, error)
 }
 
 /// The approval ends as "approve failed", with the reason on the decision.
-fn fail(conn: &mut DbConn, item_id: i64, job: &InviteJob, why: &str) -> Result<(), StoreError> {
-    finish(conn, item_id, job, Some(knocks::APPROVE_FAILED), decisions::FAILED, None, Some(why))
+fn fail(conn: &mut DbConn, queued: &Queued, job: &InviteJob, why: &str) -> Result<(), StoreError> {
+    finish(conn, queued, job, Some(knocks::APPROVE_FAILED), decisions::FAILED, None, Some(why))
 }
 
 /// Delivers one queued invite.
-pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
-    let outcome = attempt(app, item).await;
+pub async fn deliver_invite(
+    app: &AppState,
+    lease: &outbox::Lease,
+    item: &outbox::Item,
+) -> Result<Outcome, ServiceError> {
+    let queued = Queued { lease: lease.clone(), item_id: item.item_id };
+    let outcome = attempt(app, queued, item).await;
     if let (Ok(Outcome::Done), Ok(job)) =
         (&outcome, serde_json::from_str::<InviteJob>(&item.payload))
     {
@@ -91,22 +104,26 @@ pub async fn deliver_invite(app: &AppState, item: &outbox::Item) -> Result<Outco
     outcome
 }
 
-async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, ServiceError> {
+async fn attempt(
+    app: &AppState,
+    queued: Queued,
+    item: &outbox::Item,
+) -> Result<Outcome, ServiceError> {
     let job: InviteJob =
         serde_json::from_str(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let keys = app.keys.clone();
-    let item_id = item.item_id;
     let prep_job = job.clone();
+    let prep_queued = queued.clone();
     let prep = app
         .db
         .write(move |conn| -> Result<Prep, ServiceError> {
-            let job = prep_job;
+            let (job, queued) = (prep_job, prep_queued);
             let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             let decision = decisions::get(conn, job.decision_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
                 // Rescinded, banned or joined meanwhile: the approval is dropped and the admin told.
                 let why = format!("the knock is now {}", knock.status);
-                finish(conn, item_id, &job, None, decisions::DROPPED, None, Some(&why))?;
+                finish(conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(Prep::Dropped);
             }
             let room = RoomCtx::load(conn, &knock.room_id)?.ok_or(StoreError::NotFound)?;
@@ -122,7 +139,7 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
             let invite = match build_local(conn, &keys, &room, &template, now_ms()) {
                 Ok(p) => p,
                 Err(StoreError::Rejected(why)) => {
-                    fail(conn, item_id, &job, &why)?;
+                    fail(conn, &queued, &job, &why)?;
                     return Ok(Prep::Dropped);
                 }
                 Err(e) => return Err(e.into()),
@@ -149,10 +166,10 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
     let answer =
         app.federation.request(Method::PUT, &server, &path, Some(body), true, 1024 * 1024).await;
     let failed = |app: &AppState, why: String| {
-        let job = job.clone();
+        let (job, queued) = (job.clone(), queued.clone());
         let db = app.db.clone();
         async move {
-            db.write(move |conn| -> Result<(), StoreError> { fail(conn, item_id, &job, &why) })
+            db.write(move |conn| -> Result<(), StoreError> { fail(conn, &queued, &job, &why) })
                 .await
         }
     };
@@ -178,26 +195,28 @@ async fn attempt(app: &AppState, item: &outbox::Item) -> Result<Outcome, Service
     let our_server = app.keys.server_name().to_string();
     app.db
         .write(move |conn| -> Result<(), ServiceError> {
+            // Only the lease holder stores the outcome (everything below rolls back otherwise).
+            outbox::hold(conn, &queued.lease)?;
             rooms::lock(conn, room.room_id.as_str())?;
             let before = state_before_stored(conn, &room, &signed.prev_events)?;
             let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
                 let why =
                     format!("the knock became {} while the invite was on its way", knock.status);
-                finish(conn, item_id, &job, None, decisions::DROPPED, None, Some(&why))?;
+                finish(conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(());
             }
             let current = auth_state(conn, &room, &template_of(&signed))?;
             if let Err(StoreError::Rejected(why)) = check_received(conn, &room, &signed, &current) {
                 let why = format!("the room changed before the invite could be stored: {why}");
-                fail(conn, item_id, &job, &why)?;
+                fail(conn, &queued, &job, &why)?;
                 return Ok(());
             }
             persist_received_state(conn, &room, &signed, before)?;
             fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], &[], now_ms())?;
             finish(
                 conn,
-                item_id,
+                &queued,
                 &job,
                 Some(knocks::APPROVED),
                 decisions::DELIVERED,

@@ -31,6 +31,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// This knockd among those sharing the database (random, kept in the data dir).
+    pub instance_id: Arc<str>,
     pub db: Db,
     pub keys: Arc<KeyRing>,
     pub federation: Arc<FederationClient>,
@@ -46,11 +48,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, keys: KeyRing) -> Result<Self, String> {
+    pub fn new(config: Config, db: Db, keys: KeyRing, instance_id: String) -> Result<Self, String> {
         let keys = Arc::new(keys);
+        let timeout = std::time::Duration::from_millis(config.federation.request_timeout_ms);
         let federation = Arc::new(FederationClient::new(
             keys.clone(),
             config.federation.verify_certificates,
+            timeout,
             config.federation.address_policy.clone(),
         )?);
         let remote_keys = Arc::new(RemoteKeys::new(
@@ -60,6 +64,7 @@ impl AppState {
         ));
         Ok(Self {
             config: Arc::new(config),
+            instance_id: instance_id.into(),
             db,
             keys,
             federation,

@@ -37,6 +37,10 @@ pub enum StoreError {
     /// A domain check inside a transaction failed; the transaction was rolled back.
     #[error("{0}")]
     Rejected(String),
+    /// An outbox write of a sender whose destination lease was taken over (or released); the
+    /// transaction was rolled back.
+    #[error("the outbox lease of this destination is no longer ours")]
+    LeaseLost,
 }
 
 /// The database handle: a connection pool plus, for SQLite, the single-writer lock.

@@ -37,6 +37,8 @@ pub struct Destination {
     pub txn_id: Option<String>,
     pub txn_body: Option<String>,
     pub last_error: Option<String>,
+    pub lease_gen: i64,
+    pub txn_refusals: i64,
 }
 
 /// Queues work of a room for a destination. Part of the caller's transaction.
@@ -78,36 +80,84 @@ pub fn due(conn: &mut DbConn, now_ms: i64, limit: i64) -> Result<Vec<String>, St
         .load(conn)?)
 }
 
-/// Takes the destination's lease if it is free; true when taken.
+/// A destination's lease as one sender got it. Every write the sender makes for the destination
+/// names it, and commits only while the destination still carries its generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub destination: String,
+    pub owner: String,
+    pub generation: i64,
+}
+
+/// Takes the destination's lease if it is free, under a new generation.
 pub fn lease(
     conn: &mut DbConn,
     destination: &str,
     owner: &str,
     now_ms: i64,
     lease_ms: i64,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Lease>, StoreError> {
     let n = diesel::update(
         d::table.filter(d::destination.eq(destination)).filter(d::lease_until_ms.lt(now_ms)),
     )
-    .set((d::lease_owner.eq(owner), d::lease_until_ms.eq(now_ms + lease_ms)))
+    .set((
+        d::lease_owner.eq(owner),
+        d::lease_until_ms.eq(now_ms + lease_ms),
+        d::lease_gen.eq(d::lease_gen + 1i64),
+    ))
     .execute(conn)?;
-    Ok(n == 1)
+    if n != 1 {
+        return Ok(None);
+    }
+    // The row is ours until this transaction commits: what we read is what we set.
+    let (generation, txn_id) = d::table
+        .find(destination)
+        .select((d::lease_gen, d::txn_id))
+        .first::<(i64, Option<String>)>(conn)?;
+    // Items marked for a transaction the destination no longer has (left by a sender that lost
+    // its lease before fencing existed) go back to the queue instead of waiting forever.
+    let stranded = o::table.filter(o::destination.eq(destination)).filter(o::txn_id.is_not_null());
+    match txn_id {
+        Some(current) => diesel::update(stranded.filter(o::txn_id.ne(current)))
+            .set(o::txn_id.eq(None::<String>))
+            .execute(conn)?,
+        None => diesel::update(stranded).set(o::txn_id.eq(None::<String>)).execute(conn)?,
+    };
+    Ok(Some(Lease { destination: destination.to_owned(), owner: owner.to_owned(), generation }))
+}
+
+/// The fence: fails with [`StoreError::LeaseLost`] unless the destination still carries the
+/// lease's generation. It locks the row until the caller's transaction ends, so nobody can take
+/// the lease over between this check and the commit; a lease taken after the commit sees its
+/// writes.
+pub fn hold(conn: &mut DbConn, lease: &Lease) -> Result<(), StoreError> {
+    let n = diesel::update(
+        d::table
+            .filter(d::destination.eq(&lease.destination))
+            .filter(d::lease_gen.eq(lease.generation))
+            .filter(d::lease_owner.eq(&lease.owner)),
+    )
+    .set(d::lease_gen.eq(lease.generation))
+    .execute(conn)?;
+    if n == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
 }
 
 /// Extends a lease we hold; false when it is no longer ours.
 pub fn renew(
     conn: &mut DbConn,
-    destination: &str,
-    owner: &str,
+    lease: &Lease,
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<bool, StoreError> {
-    let n = diesel::update(
-        d::table.filter(d::destination.eq(destination)).filter(d::lease_owner.eq(owner)),
-    )
-    .set(d::lease_until_ms.eq(now_ms + lease_ms))
-    .execute(conn)?;
-    Ok(n == 1)
+    match hold(conn, lease) {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost) => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    diesel::update(d::table.find(&lease.destination))
+        .set(d::lease_until_ms.eq(now_ms + lease_ms))
+        .execute(conn)?;
+    Ok(true)
 }
 
 /// Frees every lease held by `owner` (at start: a previous run of this instance is gone).
@@ -117,12 +167,16 @@ pub fn release_all(conn: &mut DbConn, owner: &str) -> Result<usize, StoreError> 
         .execute(conn)?)
 }
 
-pub fn release(conn: &mut DbConn, destination: &str, owner: &str) -> Result<(), StoreError> {
-    diesel::update(
-        d::table.filter(d::destination.eq(destination)).filter(d::lease_owner.eq(owner)),
-    )
-    .set((d::lease_owner.eq(None::<String>), d::lease_until_ms.eq(0i64)))
-    .execute(conn)?;
+/// Frees a lease we still hold (a lost one stays with whoever has it now).
+pub fn release(conn: &mut DbConn, lease: &Lease) -> Result<(), StoreError> {
+    match hold(conn, lease) {
+        Ok(()) => {}
+        Err(StoreError::LeaseLost) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    diesel::update(d::table.find(&lease.destination))
+        .set((d::lease_owner.eq(None::<String>), d::lease_until_ms.eq(0i64)))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -133,7 +187,7 @@ pub fn destination(
     optional(d::table.find(destination).first(conn))
 }
 
-/// Live items of a kind, oldest first.
+/// Live items of a kind not in a transaction yet, oldest first.
 pub fn items(
     conn: &mut DbConn,
     destination: &str,
@@ -150,39 +204,68 @@ pub fn items(
         .load(conn)?)
 }
 
-/// Records a transaction before it is sent, so a retry resends the same txnId and body.
+/// Records a transaction before it is sent, so whoever holds the lease next resends the same
+/// txnId and body. Refused while another transaction of the destination is unfinished.
 pub fn start_txn(
     conn: &mut DbConn,
-    destination: &str,
+    lease: &Lease,
     txn_id: &str,
     body: &str,
     item_ids: &[i64],
 ) -> Result<(), StoreError> {
-    diesel::update(d::table.find(destination))
-        .set((d::txn_id.eq(txn_id), d::txn_body.eq(body)))
+    hold(conn, lease)?;
+    let n = diesel::update(d::table.find(&lease.destination).filter(d::txn_id.is_null()))
+        .set((d::txn_id.eq(txn_id), d::txn_body.eq(body), d::txn_refusals.eq(0i64)))
         .execute(conn)?;
-    diesel::update(o::table.filter(o::item_id.eq_any(item_ids)))
-        .set(o::txn_id.eq(txn_id))
-        .execute(conn)?;
+    if n != 1 {
+        return Err(StoreError::Conflict(format!(
+            "{} already has a transaction in progress",
+            lease.destination
+        )));
+    }
+    diesel::update(
+        o::table
+            .filter(o::destination.eq(&lease.destination))
+            .filter(o::item_id.eq_any(item_ids))
+            .filter(o::txn_id.is_null())
+            .filter(o::parked_ms.is_null()),
+    )
+    .set(o::txn_id.eq(txn_id))
+    .execute(conn)?;
     Ok(())
 }
 
 /// The destination answered the transaction: its items are done.
-pub fn finish_txn(conn: &mut DbConn, destination: &str, txn_id: &str) -> Result<(), StoreError> {
+pub fn finish_txn(conn: &mut DbConn, lease: &Lease, txn_id: &str) -> Result<(), StoreError> {
+    hold(conn, lease)?;
+    let destination = lease.destination.as_str();
     diesel::delete(o::table.filter(o::destination.eq(destination)).filter(o::txn_id.eq(txn_id)))
         .execute(conn)?;
-    diesel::update(d::table.find(destination))
-        .set((d::txn_id.eq(None::<String>), d::txn_body.eq(None::<String>)))
+    diesel::update(d::table.find(destination).filter(d::txn_id.eq(txn_id)))
+        .set((
+            d::txn_id.eq(None::<String>),
+            d::txn_body.eq(None::<String>),
+            d::txn_refusals.eq(0i64),
+        ))
         .execute(conn)?;
-    succeeded(conn, destination)
+    reset_backoff(conn, destination)
 }
 
-pub fn delete_item(conn: &mut DbConn, item_id: i64) -> Result<(), StoreError> {
-    diesel::delete(o::table.find(item_id)).execute(conn)?;
+/// Deletes one item (an invite that was delivered or given up on) of a destination we hold.
+pub fn delete_item(conn: &mut DbConn, lease: &Lease, item_id: i64) -> Result<(), StoreError> {
+    hold(conn, lease)?;
+    diesel::delete(o::table.find(item_id).filter(o::destination.eq(&lease.destination)))
+        .execute(conn)?;
     Ok(())
 }
 
-pub fn succeeded(conn: &mut DbConn, destination: &str) -> Result<(), StoreError> {
+/// A delivery to the destination worked: no more back-off.
+pub fn succeeded(conn: &mut DbConn, lease: &Lease) -> Result<(), StoreError> {
+    hold(conn, lease)?;
+    reset_backoff(conn, &lease.destination)
+}
+
+fn reset_backoff(conn: &mut DbConn, destination: &str) -> Result<(), StoreError> {
     diesel::update(d::table.find(destination))
         .set((
             d::backoff_ms.eq(0i64),
@@ -194,55 +277,94 @@ pub fn succeeded(conn: &mut DbConn, destination: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Backs off exponentially from `min_ms` up to `max_ms`.
+/// Backs off exponentially from `min_ms` up to `max_ms`; the next attempt is `jitter(back-off)`
+/// from now. Returns that wait.
 pub fn failed(
     conn: &mut DbConn,
-    destination: &str,
+    lease: &Lease,
     error: &str,
     now_ms: i64,
-    min_ms: i64,
-    max_ms: i64,
+    (min_ms, max_ms): (i64, i64),
+    jitter: impl FnOnce(i64) -> i64,
 ) -> Result<i64, StoreError> {
-    let Some(row) = destination_row(conn, destination)? else { return Ok(0) };
+    hold(conn, lease)?;
+    let Some(row) = destination(conn, &lease.destination)? else { return Ok(0) };
     let backoff = if row.backoff_ms == 0 { min_ms } else { (row.backoff_ms * 2).min(max_ms) };
-    diesel::update(d::table.find(destination))
+    let wait = jitter(backoff);
+    diesel::update(d::table.find(&lease.destination))
         .set((
             d::backoff_ms.eq(backoff),
-            d::next_attempt_ms.eq(now_ms + backoff),
+            d::next_attempt_ms.eq(now_ms + wait),
             d::failing_since_ms.eq(row.failing_since_ms.unwrap_or(now_ms)),
             d::last_error.eq(error),
         ))
         .execute(conn)?;
-    Ok(backoff)
+    Ok(wait)
 }
 
-fn destination_row(
+/// The destination refused the body of transaction `txn_id` (400, 413). After `park_after`
+/// refusals of the same transaction its items are parked with `error` as the reason and the
+/// destination moves on; returns how many were parked.
+pub fn refused(
     conn: &mut DbConn,
-    destination: &str,
-) -> Result<Option<Destination>, StoreError> {
-    optional(d::table.find(destination).first(conn))
+    lease: &Lease,
+    txn_id: &str,
+    error: &str,
+    now_ms: i64,
+    park_after: i64,
+) -> Result<usize, StoreError> {
+    hold(conn, lease)?;
+    let Some(row) = destination(conn, &lease.destination)? else { return Ok(0) };
+    if row.txn_id.as_deref() != Some(txn_id) {
+        return Ok(0);
+    }
+    let refusals = row.txn_refusals + 1;
+    if refusals < park_after {
+        diesel::update(d::table.find(&lease.destination))
+            .set(d::txn_refusals.eq(refusals))
+            .execute(conn)?;
+        return Ok(0);
+    }
+    let reason = format!("refused {refusals} times: {error}");
+    let n = diesel::update(
+        o::table.filter(o::destination.eq(&lease.destination)).filter(o::txn_id.eq(txn_id)),
+    )
+    .set((o::parked_ms.eq(now_ms), o::last_error.eq(&reason), o::txn_id.eq(None::<String>)))
+    .execute(conn)?;
+    clear_txn(conn, &lease.destination)?;
+    Ok(n)
+}
+
+fn clear_txn(conn: &mut DbConn, destination: &str) -> Result<(), StoreError> {
+    diesel::update(d::table.find(destination))
+        .set((
+            d::txn_id.eq(None::<String>),
+            d::txn_body.eq(None::<String>),
+            d::txn_refusals.eq(0i64),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Parks every live item of a destination that has been failing since before `cutoff_ms`.
 pub fn park_if_failing_since(
     conn: &mut DbConn,
-    destination: &str,
+    lease: &Lease,
     cutoff_ms: i64,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    let Some(row) = destination_row(conn, destination)? else { return Ok(0) };
+    hold(conn, lease)?;
+    let Some(row) = destination(conn, &lease.destination)? else { return Ok(0) };
     if row.failing_since_ms.is_none_or(|since| since > cutoff_ms) {
         return Ok(0);
     }
     let reason = row.last_error.unwrap_or_else(|| "failing".to_owned());
     let n = diesel::update(
-        o::table.filter(o::destination.eq(destination)).filter(o::parked_ms.is_null()),
+        o::table.filter(o::destination.eq(&lease.destination)).filter(o::parked_ms.is_null()),
     )
     .set((o::parked_ms.eq(now_ms), o::last_error.eq(&reason), o::txn_id.eq(None::<String>)))
     .execute(conn)?;
-    diesel::update(d::table.find(destination))
-        .set((d::txn_id.eq(None::<String>), d::txn_body.eq(None::<String>)))
-        .execute(conn)?;
+    clear_txn(conn, &lease.destination)?;
     Ok(n)
 }
 

@@ -160,6 +160,8 @@ diesel::table! {
         txn_id -> Nullable<Text>,
         txn_body -> Nullable<Text>,
         last_error -> Nullable<Text>,
+        lease_gen -> BigInt,
+        txn_refusals -> BigInt,
     }
 }
 

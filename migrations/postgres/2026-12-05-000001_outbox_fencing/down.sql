@@ -1,0 +1,2 @@
+ALTER TABLE outbox_destinations DROP COLUMN txn_refusals;
+ALTER TABLE outbox_destinations DROP COLUMN lease_gen;
