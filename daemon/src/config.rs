@@ -55,6 +55,15 @@ trusted_key_servers = []
 # The most one outbound request may take, discovery included (milliseconds).
 # Env: KNOCKD_FEDERATION_REQUEST_TIMEOUT_MS
 request_timeout_ms = 60000
+# The listener's limits. A connection must send its request headers (and finish its TLS
+# handshake) within header_timeout_ms, and its body within body_timeout_ms; at most
+# max_connections are open at once, at most max_connections_per_address from one address.
+# Env: KNOCKD_FEDERATION_HEADER_TIMEOUT_MS, KNOCKD_FEDERATION_BODY_TIMEOUT_MS,
+# KNOCKD_FEDERATION_MAX_CONNECTIONS, KNOCKD_FEDERATION_MAX_CONNECTIONS_PER_ADDRESS
+header_timeout_ms = 10000
+body_timeout_ms = 30000
+max_connections = 1024
+max_connections_per_address = 64
 # Addresses outbound federation (requests, key fetches, discovery) never connects to. Default:
 # loopback, private, link-local, documentation and other special ranges (as Synapse's
 # federation_ip_range_blocklist). Env: KNOCKD_FEDERATION_IP_RANGE_BLOCKLIST (comma-separated)
@@ -164,6 +173,10 @@ struct FileFederation {
     ip_range_blocklist: Option<Vec<String>>,
     ip_range_allowlist: Option<Vec<String>>,
     request_timeout_ms: Option<i64>,
+    header_timeout_ms: Option<i64>,
+    body_timeout_ms: Option<i64>,
+    max_connections: Option<i64>,
+    max_connections_per_address: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +217,19 @@ pub struct FederationConfig {
     pub address_policy: AddressPolicy,
     /// The most one outbound request may take, discovery included.
     pub request_timeout_ms: u64,
+    /// The listener's limits.
+    pub limits: ListenerLimits,
+}
+
+/// What the public listener allows one connection and all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// To finish the TLS handshake, and to send a request's headers.
+    pub header_timeout_ms: u64,
+    /// To send a request's body.
+    pub body_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -368,6 +394,45 @@ impl Config {
                 "federation.request_timeout_ms = {request_timeout_ms}: must be at least 100"
             )));
         }
+        let positive = |key: &str, var: &str, file: Option<i64>, default: i64| {
+            let v = num(var, file, default)?;
+            if v < 1 {
+                return Err(ConfigError(format!("federation.{key} = {v}: must be at least 1")));
+            }
+            Ok(v as u64)
+        };
+        let fed = (
+            parsed.federation.header_timeout_ms,
+            parsed.federation.body_timeout_ms,
+            parsed.federation.max_connections,
+            parsed.federation.max_connections_per_address,
+        );
+        let limits = ListenerLimits {
+            header_timeout_ms: positive(
+                "header_timeout_ms",
+                "KNOCKD_FEDERATION_HEADER_TIMEOUT_MS",
+                fed.0,
+                10_000,
+            )?,
+            body_timeout_ms: positive(
+                "body_timeout_ms",
+                "KNOCKD_FEDERATION_BODY_TIMEOUT_MS",
+                fed.1,
+                30_000,
+            )?,
+            max_connections: positive(
+                "max_connections",
+                "KNOCKD_FEDERATION_MAX_CONNECTIONS",
+                fed.2,
+                1024,
+            )? as usize,
+            max_connections_per_address: positive(
+                "max_connections_per_address",
+                "KNOCKD_FEDERATION_MAX_CONNECTIONS_PER_ADDRESS",
+                fed.3,
+                64,
+            )? as usize,
+        };
         // A sender renews its lease right before each request; the request must end (answer or
         // timeout) well before the lease does, or another sender could start on the same server.
         let min_lease_ms = request_timeout_ms.saturating_mul(2);
@@ -432,6 +497,7 @@ impl Config {
                 trusted_key_servers,
                 address_policy,
                 request_timeout_ms: request_timeout_ms as u64,
+                limits,
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,

@@ -33,6 +33,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// 408: the request did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 400 `M_INCOMPATIBLE_ROOM_VERSION` with a top-level `room_version`.
     #[error("the room's version ({0}) is not one the requesting server supports")]
     IncompatibleRoomVersion(String),
@@ -61,6 +64,7 @@ impl ApiError {
             Self::Unrecognized => (StatusCode::NOT_FOUND, "M_UNRECOGNIZED"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "M_CONFLICT"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
             Self::IncompatibleRoomVersion(_) => {
                 (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
             }

@@ -192,19 +192,31 @@ pub async fn serve(
 
     let stoppers = (fed_handle.clone(), admin_handle.clone());
     let federation = async move {
-        let server = axum_server::from_tcp(listeners.federation)
-            .map_err(|e| StartError(format!("federation listener: {e}")))?;
+        let limits = config.federation.limits;
+        let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+        let connections = federation::connections::ConnectionLimits::new(
+            limits.max_connections,
+            limits.max_connections_per_address,
+        );
+        let mut server = axum_server::from_tcp(listeners.federation)
+            .map_err(|e| StartError(format!("federation listener: {e}")))?
+            // A connection that never sends a request, or sends its headers slowly, is closed.
+            .first_request_timeout(header_timeout);
+        server.http_builder().http1().header_read_timeout(header_timeout);
         let service = fed_router.into_make_service();
         match tls::ensure_certificate(&config).map_err(StartError)? {
             Some((cert, key)) => {
                 let tls_config = tls::rustls_config(&cert, &key).await.map_err(StartError)?;
-                server
-                    .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls_config))
-                    .handle(fed_handle)
-                    .serve(service)
-                    .await
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
+                    .handshake_timeout(header_timeout);
+                let acceptor = federation::connections::Limited::new(tls, connections);
+                server.acceptor(acceptor).handle(fed_handle).serve(service).await
             }
-            None => server.handle(fed_handle).serve(service).await,
+            None => {
+                let plain = axum_server::accept::DefaultAcceptor::new();
+                let acceptor = federation::connections::Limited::new(plain, connections);
+                server.acceptor(acceptor).handle(fed_handle).serve(service).await
+            }
         }
         .map_err(|e| StartError(format!("federation listener: {e}")))
     };

@@ -1,6 +1,8 @@
 //! Inbound request authentication: `Authorization: X-Matrix …`, verified over the raw request
 //! target exactly as received, with the origin's key (KNOCK-SPEC A.2).
 
+use std::time::Duration;
+
 use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, Request},
@@ -61,45 +63,70 @@ impl<const LIMIT: usize, const STRICT: bool> FromRequest<AppState> for Signed<LI
 
     async fn from_request(req: Request, app: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let body = read_limited::<LIMIT>(&parts.headers, body).await?;
-        let (origin, parsed) =
-            authenticate(app, &parts.method, &parts.uri, &parts.headers, &body, STRICT).await?;
-        Ok(Self { origin, query: parse_query(parts.uri.query().unwrap_or_default()), body, parsed })
+        // Who asks is settled before a byte of the body is read: the header's syntax, that the
+        // request is for us, and the origin's key. A stranger's large or slow body costs nothing.
+        let (x, keys) = origin_and_key(app, &parts.headers).await?;
+        let deadline = Duration::from_millis(app.config.federation.limits.body_timeout_ms);
+        let body = read_limited::<LIMIT>(&parts.headers, body, deadline).await?;
+        let parsed = authenticate(app, &x, &keys, &parts.method, &parts.uri, &body, STRICT)?;
+        let query = parse_query(parts.uri.query().unwrap_or_default());
+        Ok(Self { origin: x.origin, query, body, parsed })
     }
 }
+
+/// The most of an over-long body read (and thrown away) so that its sender sees the 413: closing
+/// the connection on a client still sending makes it see a reset instead.
+const DRAIN_AT_MOST: u64 = 16 * 1024 * 1024;
 
 async fn read_limited<const LIMIT: usize>(
     headers: &HeaderMap,
     body: Body,
+    deadline: Duration,
 ) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::TooLarge(format!("request body over {LIMIT} bytes"));
+    let too_slow = || {
+        ApiError::RequestTimeout(format!(
+            "the request body did not arrive within {} s",
+            deadline.as_secs_f32()
+        ))
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|l| l > LIMIT as u64) {
+    if let Some(length) = declared.filter(|l| *l > LIMIT as u64) {
+        if length <= DRAIN_AT_MOST {
+            let mut body = body;
+            let drain = async {
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(deadline, drain).await;
+        }
         return Err(too_large());
     }
     let limited = http_body_util::Limited::new(body, LIMIT);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(too_slow()),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(too_large())
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             Err(ApiError::BadRequest("M_BAD_JSON", format!("cannot read the request body: {e}")))
         }
     }
 }
 
-async fn authenticate(
+/// The X-Matrix header, checked for syntax and destination, and the origin's keys (fetched if
+/// need be, only from addresses outbound federation may reach).
+async fn origin_and_key(
     app: &AppState,
-    method: &Method,
-    uri: &Uri,
     headers: &HeaderMap,
-    body: &Bytes,
-    strict: bool,
-) -> Result<(OwnedServerName, Option<ruma::CanonicalJsonValue>), ApiError> {
+) -> Result<(XMatrix, ruma::signatures::PublicKeyMap), ApiError> {
     let unauthorized = |m: String| ApiError::Unauthorized(m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized("missing Authorization: X-Matrix header".to_owned()));
@@ -111,6 +138,31 @@ async fn authenticate(
     if x.destination.as_ref().is_some_and(|d| d != ours) {
         return Err(unauthorized(format!("this request is for another server, not {ours}")));
     }
+    let map = app.remote_keys.key_map(&x.origin, x.key.as_str(), now_ms()).await.map_err(|e| {
+        // The cause (a refused address, a connection error) stays in our log: the answer
+        // must not make this listener a port scanner for whoever names an origin.
+        tracing::info!(origin = %x.origin, key = %x.key, error = %e, "origin's key not found");
+        unauthorized(format!(
+            "cannot check the signature: key {} of {} could not be fetched",
+            x.key, x.origin
+        ))
+    })?;
+    Ok((x, map))
+}
+
+/// Parses the body (strictly, or as any JSON where `strict` is false) and checks the X-Matrix
+/// signature over it.
+fn authenticate(
+    app: &AppState,
+    x: &XMatrix,
+    map: &ruma::signatures::PublicKeyMap,
+    method: &Method,
+    uri: &Uri,
+    body: &Bytes,
+    strict: bool,
+) -> Result<Option<ruma::CanonicalJsonValue>, ApiError> {
+    let unauthorized = |m: String| ApiError::Unauthorized(m);
+    let ours = app.keys.server_name();
     let mut lenient = None;
     let mut parsed = None;
     if !body.is_empty() {
@@ -125,29 +177,20 @@ async fn authenticate(
             Err(e) => return Err(json_error(e)),
         }
     }
-    let map = app.remote_keys.key_map(&x.origin, x.key.as_str(), now_ms()).await.map_err(|e| {
-        // The cause (a refused address, a connection error) stays in our log: the answer
-        // must not make this listener a port scanner for whoever names an origin.
-        tracing::info!(origin = %x.origin, key = %x.key, error = %e, "origin's key not found");
-        unauthorized(format!(
-            "cannot check the signature: key {} of {} could not be fetched",
-            x.key, x.origin
-        ))
-    })?;
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if let Some(content) = lenient {
-        verify_lenient(&x, ours, method, path_and_query, content, &map)
+        verify_lenient(x, ours, method, path_and_query, content, map)
             .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
-        return Ok((x.origin, None));
+        return Ok(None);
     }
     let request = axum::http::Request::builder()
         .method(method.clone())
         .uri(path_and_query)
         .body(body.clone())
         .map_err(|e| ApiError::BadRequest("M_UNRECOGNIZED", e.to_string()))?;
-    x.verify_http_request(&request, ours, &map)
+    x.verify_http_request(&request, ours, map)
         .map_err(|e| unauthorized(format!("invalid X-Matrix signature: {e}")))?;
-    Ok((x.origin, parsed))
+    Ok(parsed)
 }
 
 /// Checks an X-Matrix signature over a body that is JSON but not canonical JSON (floats): the

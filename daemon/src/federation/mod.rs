@@ -1,6 +1,7 @@
 //! The federation listener: one file per endpoint.
 
 pub mod auth;
+pub mod connections;
 mod discovery;
 mod keys;
 mod make_join;
