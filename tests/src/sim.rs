@@ -101,6 +101,11 @@ struct Shared {
 /// What the simulated server answers to `/event/{id}` and `/state_ids?event_id=`.
 #[derive(Clone, Default)]
 struct Served {
+    /// Requests for events received: `/get_missing_events`, `/event`, `/state_ids`.
+    fetches: Arc<AtomicUsize>,
+    /// When set, every `/get_missing_events` is answered with 20 new events made from this
+    /// template (room version, event), each citing a prev event nobody has.
+    endless: Arc<std::sync::Mutex<Option<(String, Value)>>>,
     events: Arc<std::sync::Mutex<std::collections::HashMap<String, CanonicalJsonObject>>>,
     state_ids: Arc<std::sync::Mutex<std::collections::HashMap<String, Value>>>,
 }
@@ -253,6 +258,17 @@ impl SimServer {
     /// Acts as a notary for `other`: `/_matrix/key/v2/query/{other}` answers its keys, co-signed.
     pub fn vouch_for(&self, other: &SimServer) {
         self.vouched.lock().expect("vouched").push(other.slot.clone());
+    }
+
+    /// Answers every `/get_missing_events` with 20 new events made from `template`, each citing
+    /// a new prev event that nobody has (a server that would keep a gap open forever).
+    pub fn serve_endless_missing_events(&self, version: &str, template: Value) {
+        *self.served.endless.lock().expect("endless") = Some((version.to_owned(), template));
+    }
+
+    /// How many `/get_missing_events`, `/event` and `/state_ids` requests it received.
+    pub fn fetches(&self) -> usize {
+        self.served.fetches.load(Ordering::SeqCst)
     }
 
     /// Events this server answers `/get_missing_events` with.
@@ -813,6 +829,34 @@ async fn on_missing(
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
     }
+    shared.served.fetches.fetch_add(1, Ordering::SeqCst);
+    let endless = shared.served.endless.lock().expect("endless").clone();
+    if let Some((version, template)) = endless {
+        let keys = shared.slot.read().expect("key slot").clone();
+        let rules = RoomVersionId::try_from(version.as_str())
+            .ok()
+            .and_then(|v| event::rules(&v).ok())
+            .expect("room version");
+        let events: Vec<CanonicalJsonObject> = (0..20)
+            .map(|_| {
+                let mut event = template.clone();
+                let nobody_has = format!("${}", crate::random_hex(21).get(..42).unwrap_or("x"));
+                event["prev_events"] = serde_json::json!([format!("{nobody_has}A")]);
+                event["content"]["body"] = crate::random_hex(8).into();
+                let mut object: CanonicalJsonObject =
+                    serde_json::from_value(event).expect("canonical");
+                ruma::signatures::hash_and_sign_event(
+                    shared.server_name.as_str(),
+                    keys.pair(),
+                    &mut object,
+                    &rules.redaction,
+                )
+                .expect("sign");
+                object
+            })
+            .collect();
+        return reply(200, serde_json::json!({ "events": events }));
+    }
     let events = shared.missing.lock().expect("missing").clone();
     reply(200, serde_json::json!({ "events": events }))
 }
@@ -826,6 +870,7 @@ async fn on_event(
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
     }
+    shared.served.fetches.fetch_add(1, Ordering::SeqCst);
     match shared.served.events.lock().expect("served").get(&id) {
         Some(pdu) => reply(
             200,
@@ -850,6 +895,7 @@ async fn on_state_ids(
     if let Err(refused) = authenticate(&shared, &req).await {
         return refused;
     }
+    shared.served.fetches.fetch_add(1, Ordering::SeqCst);
     let at = query.get("event_id").cloned().unwrap_or_default();
     match shared.served.state_ids.lock().expect("served").get(&at) {
         Some(answer) => reply(200, answer.clone()),

@@ -627,3 +627,47 @@ async fn an_event_of_the_largest_depth_does_not_lock_the_room() {
         k.stop().await;
     }
 }
+
+// Issue 19.2: what one /send may make knockd fetch is bounded. An origin that answers every
+// get_missing_events with 20 new events citing new prevs (a gap that never closes) gets at
+// most the budget's requests, and an origin with no joined member gets none.
+#[tokio::test]
+async fn a_gap_that_never_closes_costs_at_most_the_budget() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10", "public", vec![]).await;
+        let (s, b) = sim.membership("join", &k.server_name, &room_id, "gap").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let sender = sim.user("gap");
+        let template = k
+            .template(&room_id, sender.as_str(), "m.room.message", None, json!({ "body": "x" }))
+            .await;
+        sim.serve_endless_missing_events("10", template.clone());
+        let pdus: Vec<_> = (0..3)
+            .map(|i| {
+                let mut t = template.clone();
+                t["prev_events"] = json!([format!("${}{i}", "B".repeat(42))]);
+                sim.sign_event("10", t).1
+            })
+            .collect();
+        let (s, answer) = sim.send_txn(&k.server_name, "endless", &pdus, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        let fetched = sim.fetches();
+        let budget = knockd::service::budget::MAX_REQUESTS as usize;
+        assert!(fetched > 0 && fetched <= budget, "{backend:?}: {fetched} requests");
+
+        // A server with no member in the room makes knockd fetch nothing.
+        let stranger = SimServer::start().await;
+        let outsider = stranger.user("out");
+        let mut t = template.clone();
+        t["sender"] = outsider.as_str().into();
+        t["prev_events"] = json!([format!("${}C", "C".repeat(42))]);
+        stranger.serve_endless_missing_events("10", t.clone());
+        let (_, pdu) = stranger.sign_event("10", t);
+        let (s, answer) = stranger.send_txn(&k.server_name, "outside", &[pdu], &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(stranger.fetches(), 0, "{backend:?}");
+        k.stop().await;
+    }
+}

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::{
     AppState,
+    budget::FetchBudget,
     events::{RoomCtx, load_pdus, persist_unaccepted},
     receive,
 };
@@ -33,13 +34,14 @@ pub async fn fill_with_state(
     origin: &ServerName,
     room: &RoomCtx,
     prev: &str,
+    budget: &FetchBudget,
 ) -> Result<(), String> {
     let path = format!(
         "/_matrix/federation/v1/state_ids/{}?event_id={}",
         encode_segment(room.room_id.as_str()),
         encode_segment(prev)
     );
-    let answer = get_json(app, origin, &path).await?;
+    let answer = get_json(app, origin, &path, budget).await?;
     let ids = |field: &str| -> Vec<String> {
         answer[field]
             .as_array()
@@ -61,9 +63,16 @@ pub async fn fill_with_state(
     if missing.len() > MAX_FETCH {
         return Err(format!("the state at {prev} needs {} events we lack", missing.len()));
     }
+    // All of them or none: a fill stopped halfway stores nothing anyway.
+    if (missing.len() as u64) > u64::from(budget.requests_left()) {
+        return Err(format!(
+            "the state at {prev} needs {} events, more than this transaction may fetch",
+            missing.len()
+        ));
+    }
     let mut fetched: HashMap<OwnedEventId, Pdu> = HashMap::new();
     for id in &missing {
-        let pdu = fetch_event(app, origin, room, id).await?;
+        let pdu = fetch_event(app, origin, room, id, budget).await?;
         fetched.insert(pdu.event_id.clone(), pdu);
     }
     let known = have.clone();
@@ -183,12 +192,20 @@ pub async fn fill_with_state(
         .map_err(|e| e.to_string())
 }
 
-async fn get_json(app: &AppState, origin: &ServerName, path: &str) -> Result<Value, String> {
-    let bytes = app
-        .federation
-        .request(Method::GET, origin, path, None, true, 16 * 1024 * 1024)
+/// One GET within the transaction's budget.
+async fn get_json(
+    app: &AppState,
+    origin: &ServerName,
+    path: &str,
+    budget: &FetchBudget,
+) -> Result<Value, String> {
+    let time = budget.take(1).map_err(|why| format!("GET {path}: {why}"))?;
+    let request = app.federation.request(Method::GET, origin, path, None, true, 16 * 1024 * 1024);
+    let bytes = tokio::time::timeout(time, request)
         .await
+        .map_err(|_| format!("GET {path} from {origin}: out of time"))?
         .map_err(|e| format!("GET {path} from {origin}: {e}"))?;
+    budget.read(bytes.len());
     serde_json::from_slice(&bytes).map_err(|e| format!("GET {path} from {origin}: {e}"))
 }
 
@@ -199,9 +216,10 @@ async fn fetch_event(
     origin: &ServerName,
     room: &RoomCtx,
     id: &str,
+    budget: &FetchBudget,
 ) -> Result<Pdu, String> {
     let path = format!("/_matrix/federation/v1/event/{}", encode_segment(id));
-    let answer = get_json(app, origin, &path).await?;
+    let answer = get_json(app, origin, &path, budget).await?;
     let value = answer["pdus"].get(0).ok_or_else(|| format!("{origin} has no event {id}"))?;
     let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let pdu: CanonicalJsonObject =

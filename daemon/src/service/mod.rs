@@ -1,6 +1,7 @@
 //! Domain logic: rooms, knocks and their events. No HTTP types here.
 
 pub mod batch;
+pub mod budget;
 pub mod delivery;
 pub mod discovery;
 pub mod events;

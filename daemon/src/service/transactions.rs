@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{
     AppState, ServiceError,
+    budget::FetchBudget,
     events::{RoomCtx, fan_out, merge_into_current, persist_received_state, persist_unaccepted},
     knocks,
     receive::{self, Verdict},
@@ -59,10 +60,11 @@ pub async fn receive(
         )));
     }
     let mut results = BTreeMap::new();
+    let budget = FetchBudget::default();
     for pdu in &pdus {
         // A local failure answers the whole transaction 5xx, unremembered: the origin sends it
         // again, and what was stored before the failure is answered from the store then.
-        if let Some((event_id, outcome)) = process(app, origin, pdu, FETCH_DEPTH).await? {
+        if let Some((event_id, outcome)) = process(app, origin, pdu, &budget, FETCH_DEPTH).await? {
             let result = match outcome {
                 Ok(()) => json!({}),
                 Err(error) => json!({ "error": error }),
@@ -119,6 +121,7 @@ fn process<'a>(
     app: &'a AppState,
     origin: &'a ServerName,
     value: &'a Value,
+    budget: &'a FetchBudget,
     fetch_depth: u32,
 ) -> Processing<'a> {
     Box::pin(async move {
@@ -151,7 +154,7 @@ fn process<'a>(
             }
         };
         let id = event_id.to_string();
-        match handle(app, origin, &room, pdu, event_id, fetch_depth).await {
+        match handle(app, origin, &room, pdu, event_id, budget, fetch_depth).await {
             Ok(()) => Ok(Some((id, Ok(())))),
             Err(Failure::Refused(why)) => Ok(Some((id, Err(why)))),
             Err(Failure::Local(e)) => {
@@ -168,6 +171,7 @@ async fn handle(
     room: &RoomCtx,
     pdu: CanonicalJsonObject,
     event_id: ruma::OwnedEventId,
+    budget: &FetchBudget,
     fetch_depth: u32,
 ) -> Result<(), Failure> {
     let (r, o) = (room.room_id.to_string(), origin.to_owned());
@@ -193,17 +197,28 @@ async fn handle(
     };
     // Whether a prev's state came from the origin's /state_ids rather than from our graph.
     let mut from_gap = false;
-    if have.len() < prevs.len() && fetch_depth > 0 {
-        for missing in fetch_missing(app, origin, room, &parsed).await {
-            let _ = process(app, origin, &missing, fetch_depth - 1).await;
+    // Only a server with a joined member may make us fetch for a room, and only within the
+    // transaction's budget.
+    let joined = {
+        let (r, o) = (room.room_id.to_string(), origin.to_string());
+        app.db
+            .read(move |conn| rooms::joined_servers(conn, &r))
+            .await
+            .map_err(Failure::from)?
+            .contains(&o)
+    };
+    if have.len() < prevs.len() && fetch_depth > 0 && joined {
+        for missing in fetch_missing(app, origin, room, &parsed, budget).await {
+            let _ = process(app, origin, &missing, budget, fetch_depth - 1).await;
         }
         // Still a gap (too big, or the origin would not walk it): the state at each prev we
-        // lack, from the origin's /state_ids. Only for the event the origin sent us.
-        if fetch_depth == FETCH_DEPTH {
+        // lack, from the origin's /state_ids. Only for the event the origin sent us, and once
+        // per room and transaction.
+        if fetch_depth == FETCH_DEPTH && budget.first_fill(room.room_id.as_str()) {
             let p = prevs.clone();
             let have = app.db.read(move |conn| ev::known(conn, &p)).await.map_err(Failure::from)?;
             for prev in prevs.iter().filter(|p| !have.contains(p)) {
-                match super::gap::fill_with_state(app, origin, room, prev).await {
+                match super::gap::fill_with_state(app, origin, room, prev, budget).await {
                     Ok(()) => from_gap = true,
                     Err(e) => {
                         tracing::info!(%origin, %prev, error = %e, "state at a gap not filled")
@@ -315,6 +330,7 @@ async fn fetch_missing(
     origin: &ServerName,
     room: &RoomCtx,
     pdu: &Pdu,
+    budget: &FetchBudget,
 ) -> Vec<Value> {
     let room_id = room.room_id.to_string();
     let earliest: Vec<String> =
@@ -332,24 +348,31 @@ async fn fetch_missing(
         "/_matrix/federation/v1/get_missing_events/{}",
         encode_segment(room.room_id.as_str())
     );
-    let answer = app
-        .federation
-        .request(
-            Method::POST,
-            origin,
-            &path,
-            Some(body.to_string().into_bytes()),
-            true,
-            4 * 1024 * 1024,
-        )
-        .await;
-    let Ok(bytes) = answer else {
+    let time = match budget.take(1) {
+        Ok(time) => time,
+        Err(why) => {
+            tracing::info!(%origin, %why, "get_missing_events not asked");
+            return Vec::new();
+        }
+    };
+    let request = app.federation.request(
+        Method::POST,
+        origin,
+        &path,
+        Some(body.to_string().into_bytes()),
+        true,
+        4 * 1024 * 1024,
+    );
+    let Ok(Ok(bytes)) = tokio::time::timeout(time, request).await else {
         tracing::info!(%origin, "get_missing_events failed");
         return Vec::new();
     };
+    budget.read(bytes.len());
     let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let mut events = value.get("events").and_then(Value::as_array).cloned().unwrap_or_default();
     events.sort_by_key(|e| e.get("depth").and_then(Value::as_i64).unwrap_or(0));
     events.truncate(20);
-    events
+    // The deepest ones (nearest the event that cites them) when not all fit.
+    let keep = budget.take_events(events.len());
+    events.split_off(events.len() - keep)
 }
