@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::{
     matrix::address_policy::{AddressPolicy, DEFAULT_BLOCKLIST},
+    service::ratelimit::Rate,
     store::DatabaseUrl,
 };
 
@@ -89,6 +90,19 @@ park_after_refusals = 10
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
 expire_after_ms = 2592000000
+# Rate limits on knock requests (make_knock, send_knock, and knock events arriving over /send;
+# one knock is a make_knock plus a send_knock): tokens per second sustained, and the burst a
+# bucket holds. Over the limit, the knocking server is answered 429 M_LIMIT_EXCEEDED with
+# retry_after_ms. Kept in memory, per knockd process. A rate of 0 turns a limit off.
+# Env: KNOCKD_KNOCK_RATE_PER_ORIGIN, KNOCKD_KNOCK_BURST_PER_ORIGIN, KNOCKD_KNOCK_RATE_PER_ROOM,
+# KNOCKD_KNOCK_BURST_PER_ROOM
+rate_per_origin = 10.0
+burst_per_origin = 50
+rate_per_room = 50.0
+burst_per_room = 200
+# The most pending knocks one room holds; send_knock beyond it is answered 429 M_LIMIT_EXCEEDED
+# until a moderator decides some. 0 = no cap. Env: KNOCKD_KNOCK_MAX_PENDING_PER_ROOM
+max_pending_per_room = 10000
 # State events (full PDUs) returned to knockers in `knock_room_state`.
 room_state = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.canonical_alias", "m.room.encryption"]
 
@@ -148,7 +162,29 @@ pub struct OutboxConfig {
 struct FileKnock {
     room_state: Option<Vec<String>>,
     expire_after_ms: Option<i64>,
+    rate_per_origin: Option<f64>,
+    burst_per_origin: Option<i64>,
+    rate_per_room: Option<f64>,
+    burst_per_room: Option<i64>,
+    max_pending_per_room: Option<i64>,
 }
+
+/// Limits on knocks (see `service::ratelimit`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnockLimitsConfig {
+    pub per_origin: Rate,
+    pub per_room: Rate,
+    /// The most pending knocks in one room; 0 = no cap.
+    pub max_pending_per_room: i64,
+}
+
+/// Default knock limits: far above what a real room sees (a knock is two requests), low enough
+/// that one server cannot make knockd do unbounded work.
+pub const DEFAULT_RATE_PER_ORIGIN: Rate = Rate { per_second: 10.0, burst: 50 };
+pub const DEFAULT_RATE_PER_ROOM: Rate = Rate { per_second: 50.0, burst: 200 };
+pub const DEFAULT_MAX_PENDING_PER_ROOM: i64 = 10_000;
+/// The largest rate, burst or cap accepted (anything above is a typo, or "off" said wrongly).
+const MAX_LIMIT: f64 = 1_000_000.0;
 
 /// The state types a knocker is shown by default (spec 1.16: full PDUs, create always).
 pub const DEFAULT_KNOCK_ROOM_STATE: [&str; 7] = [
@@ -251,6 +287,7 @@ pub struct Config {
     pub knock_room_state: Vec<String>,
     /// Pending knocks older than this expire; 0 = never.
     pub knock_expire_after_ms: i64,
+    pub knock_limits: KnockLimitsConfig,
     pub outbox: OutboxConfig,
 }
 
@@ -473,6 +510,57 @@ impl Config {
         };
         let knock_expire_after_ms =
             num("KNOCKD_KNOCK_EXPIRE_AFTER_MS", parsed.knock.expire_after_ms, 30 * 24 * 3_600_000)?;
+        let rate =
+            |key: &str, file: Option<f64>, burst_key: &str, burst: Option<i64>, default: Rate| {
+                let (var, burst_var) = (knock_var(key), knock_var(burst_key));
+                let per_second = match env(&var) {
+                    Some(v) => v
+                        .parse::<f64>()
+                        .map_err(|_| ConfigError(format!("{var} = {v:?}: expected a number")))?,
+                    None => file.unwrap_or(default.per_second),
+                };
+                if !per_second.is_finite() || !(0.0..=MAX_LIMIT).contains(&per_second) {
+                    return Err(ConfigError(format!(
+                        "knock.{key} = {per_second}: must be between 0 (off) and {MAX_LIMIT}"
+                    )));
+                }
+                let burst = num(&burst_var, burst, i64::from(default.burst))?;
+                if per_second > 0.0 && !(1..=MAX_LIMIT as i64).contains(&burst) {
+                    return Err(ConfigError(format!(
+                        "knock.{burst_key} = {burst}: must be between 1 and {MAX_LIMIT}"
+                    )));
+                }
+                if per_second == 0.0 {
+                    return Ok(Rate::OFF);
+                }
+                Ok(Rate { per_second, burst: burst as u32 })
+            };
+        let k = (
+            parsed.knock.rate_per_origin,
+            parsed.knock.burst_per_origin,
+            parsed.knock.rate_per_room,
+            parsed.knock.burst_per_room,
+            parsed.knock.max_pending_per_room,
+        );
+        let max_pending_per_room =
+            num("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", k.4, DEFAULT_MAX_PENDING_PER_ROOM)?;
+        if !(0..=MAX_LIMIT as i64).contains(&max_pending_per_room) {
+            return Err(ConfigError(format!(
+                "knock.max_pending_per_room = {max_pending_per_room}: must be between 0 (no cap) \
+                 and {MAX_LIMIT}"
+            )));
+        }
+        let knock_limits = KnockLimitsConfig {
+            per_origin: rate(
+                "rate_per_origin",
+                k.0,
+                "burst_per_origin",
+                k.1,
+                DEFAULT_RATE_PER_ORIGIN,
+            )?,
+            per_room: rate("rate_per_room", k.2, "burst_per_room", k.3, DEFAULT_RATE_PER_ROOM)?,
+            max_pending_per_room,
+        };
 
         let admin_listen = pick(&flags.admin_listen, "KNOCKD_ADMIN_LISTEN", parsed.admin.listen)
             .unwrap_or_else(|| "127.0.0.1:8449".to_owned());
@@ -502,6 +590,7 @@ impl Config {
             admin: AdminConfig { listen: admin_listen, allow_remote },
             knock_room_state,
             knock_expire_after_ms,
+            knock_limits,
             outbox,
         })
     }
@@ -517,6 +606,11 @@ impl Config {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
+}
+
+/// `KNOCKD_KNOCK_<KEY>` for `knock.<key>`.
+fn knock_var(key: &str) -> String {
+    format!("KNOCKD_KNOCK_{}", key.to_ascii_uppercase())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -629,6 +723,37 @@ mod tests {
         let c = Config::load(Some(&path), &env, &flags).unwrap();
         assert_eq!(c.server_name.as_str(), "flag.example");
         assert!(!c.server_name_is_local());
+    }
+
+    #[test]
+    fn knock_limits() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.knock_limits.per_origin, DEFAULT_RATE_PER_ORIGIN);
+        assert_eq!(c.knock_limits.per_room, DEFAULT_RATE_PER_ROOM);
+        assert_eq!(c.knock_limits.max_pending_per_room, 10_000);
+        let env = env_of(&[
+            ("KNOCKD_KNOCK_RATE_PER_ORIGIN", "0.5"),
+            ("KNOCKD_KNOCK_BURST_PER_ORIGIN", "3"),
+            ("KNOCKD_KNOCK_RATE_PER_ROOM", "0"),
+            ("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", "0"),
+        ]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.knock_limits.per_origin, Rate { per_second: 0.5, burst: 3 });
+        assert!(c.knock_limits.per_room.is_off());
+        assert_eq!(c.knock_limits.max_pending_per_room, 0);
+        for (var, value, said) in [
+            ("KNOCKD_KNOCK_RATE_PER_ORIGIN", "-1", "knock.rate_per_origin"),
+            ("KNOCKD_KNOCK_RATE_PER_ROOM", "NaN", "knock.rate_per_room"),
+            ("KNOCKD_KNOCK_RATE_PER_ROOM", "fast", "KNOCKD_KNOCK_RATE_PER_ROOM"),
+            ("KNOCKD_KNOCK_BURST_PER_ORIGIN", "0", "knock.burst_per_origin"),
+            ("KNOCKD_KNOCK_BURST_PER_ROOM", "99999999", "knock.burst_per_room"),
+            ("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", "-5", "knock.max_pending_per_room"),
+        ] {
+            let err = Config::load(None, &env_of(&[(var, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{var}={value}: {err}");
+        }
     }
 
     #[test]

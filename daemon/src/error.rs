@@ -39,6 +39,9 @@ pub enum ApiError {
     /// 400 `M_INCOMPATIBLE_ROOM_VERSION` with a top-level `room_version`.
     #[error("the room's version ({0}) is not one the requesting server supports")]
     IncompatibleRoomVersion(String),
+    /// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms` (and a `Retry-After` header, in seconds).
+    #[error("{0}")]
+    LimitExceeded(String, u64),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             Self::IncompatibleRoomVersion(_) => {
                 (StatusCode::BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION")
             }
+            Self::LimitExceeded(..) => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
         }
@@ -99,6 +103,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => Self::Forbidden(m),
             ServiceError::NotFound(m) => Self::NotFound(m),
             ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::LimitExceeded(m, ms) => Self::LimitExceeded(m, ms),
             ServiceError::UnableToAuthoriseJoin(m) => {
                 Self::BadRequest("M_UNABLE_TO_AUTHORISE_JOIN", m)
             }
@@ -126,6 +131,16 @@ impl IntoResponse for ApiError {
                 serde_json::json!({ "errcode": errcode, "error": error, "room_version": version });
             return (status, Json(body)).into_response();
         }
+        if let Self::LimitExceeded(_, retry_after_ms) = &self {
+            let body = serde_json::json!({
+                "errcode": errcode,
+                "error": error,
+                "retry_after_ms": retry_after_ms,
+            });
+            let seconds = retry_after_ms.div_ceil(1000).max(1).to_string();
+            return (status, [(axum::http::header::RETRY_AFTER, seconds)], Json(body))
+                .into_response();
+        }
         (status, Json(ErrorBody { errcode: errcode.to_owned(), error })).into_response()
     }
 }
@@ -152,5 +167,16 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(ApiError::from(StoreError::NotFound).status_and_code().0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn limit_exceeded_carries_the_wait() {
+        let response = ApiError::LimitExceeded("slow down".into(), 1500).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "2");
+        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(body["retry_after_ms"], 1500);
     }
 }

@@ -88,6 +88,10 @@ pub async fn make_template(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     use crate::service::membership::{self, Kind};
     let Path((room_id, user_id)) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
+    if kind == Kind::Knock {
+        // Before any database work: a flood costs a lock and a few comparisons.
+        app.admit_knock(request.origin.as_str(), &room_id)?;
+    }
     let versions = (kind != Kind::Leave).then(|| request.query_all("ver"));
     let (version, event) =
         membership::make(app, &request.origin, kind, room_id, user_id, versions).await?;

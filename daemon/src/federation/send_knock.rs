@@ -1,7 +1,8 @@
 //! `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}` (KNOCK-SPEC C.14–C.26)
 //!
-//! Guard chain: body size (413) → X-Matrix (401) → JSON (400) → room and ACL (404/403) →
-//! shape and structure (400) → event ID → signature → auth (403) → one transaction → 200.
+//! Guard chain: body size (413) → X-Matrix (401) → rate limits (429) → JSON (400) → room and ACL
+//! (404/403) → shape and structure (400) → event ID → signature → pending cap (429) → auth (403)
+//! → one transaction → 200.
 
 use axum::{
     Json,
@@ -28,6 +29,7 @@ pub async fn send_knock(
 ) -> Result<Json<Value>, ApiError> {
     let (room_id, event_id) = path_ids(path)?;
     let origin = request.origin.clone();
+    app.admit_knock(origin.as_str(), &room_id)?;
     let pdu = request.json()?;
     match membership::send(&app, &origin, Kind::Knock, room_id, event_id, pdu).await? {
         Answer::Knock(state) => Ok(Json(json!({ "knock_room_state": state }))),

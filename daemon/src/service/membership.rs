@@ -18,6 +18,10 @@ use crate::{
     store::{DbConn, StoreError, events as ev},
 };
 
+/// The wait suggested to a knock refused because the room's queue is full: moderators decide
+/// knocks on their own time, so this is a hint, not a promise.
+pub const PENDING_CAP_RETRY_MS: u64 = 60_000;
+
 /// Which handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -232,6 +236,7 @@ pub async fn send(
         .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
     let keys = app.keys.clone();
     let state_types = app.config.knock_room_state.clone();
+    let max_pending = app.config.knock_limits.max_pending_per_room;
     let origin_name = origin.to_string();
     let room_id = room.room_id.to_string();
     let txn_room = room.clone();
@@ -257,6 +262,25 @@ pub async fn send(
                 }
                 None => false,
             };
+            if kind == Kind::Knock && max_pending > 0 {
+                // Inside the room's write: concurrent knocks cannot both take the last place.
+                let user = pdu.get("state_key").and_then(CanonicalJsonValue::as_str);
+                let pending = crate::store::knocks::pending_in_room_except(
+                    conn,
+                    room.room_id.as_str(),
+                    user.unwrap_or_default(),
+                )?;
+                if pending >= max_pending {
+                    tracing::info!(room_id = %room.room_id, pending, "knock refused: room's queue full");
+                    return Err(ServiceError::LimitExceeded(
+                        format!(
+                            "this room has {pending} knocks waiting for a decision, the most it \
+                             takes; try again later"
+                        ),
+                        PENDING_CAP_RETRY_MS,
+                    ));
+                }
+            }
             let mut pdu = pdu;
             if !authorised_here {
                 // Our signature on what we accept (Synapse does not add it; it does no harm).

@@ -11,6 +11,7 @@ pub mod knocks;
 pub mod membership;
 pub mod moderation;
 pub mod queue;
+pub mod ratelimit;
 pub mod reads;
 pub mod receive;
 pub mod rooms;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
     /// send_knock/send_join/send_leave writes, group-committed per room.
     pub membership_writes: Arc<batch::RoomBatches<(membership::Answer, Option<i64>)>>,
+    /// Knock requests per origin server and per room (this process's count).
+    pub knock_limits: Arc<ratelimit::KnockLimits>,
 }
 
 impl AppState {
@@ -63,6 +66,10 @@ impl AppState {
             federation.clone(),
             config.federation.trusted_key_servers.clone(),
         ));
+        let knock_limits = Arc::new(ratelimit::KnockLimits::new(
+            config.knock_limits.per_origin,
+            config.knock_limits.per_room,
+        ));
         Ok(Self {
             config: Arc::new(config),
             instance_id: instance_id.into(),
@@ -74,6 +81,7 @@ impl AppState {
             queue_events: tokio::sync::broadcast::channel(1024).0,
             membership_writes: Arc::default(),
             origin_locks: Arc::new(transactions::OriginLocks::default()),
+            knock_limits,
         })
     }
 
@@ -91,6 +99,24 @@ impl AppState {
             room_id: room_id.map(str::to_owned),
             status: status.map(str::to_owned),
         });
+    }
+}
+
+impl AppState {
+    /// Takes a knock request of `origin` in `room_id` off the rate limits, or refuses it.
+    pub fn admit_knock(&self, origin: &str, room_id: &str) -> Result<(), ServiceError> {
+        self.knock_limits.admit(origin, room_id).map_err(|limited| {
+            let (which, key) = if limited.origin {
+                ("from your server", origin)
+            } else {
+                ("to this room", room_id)
+            };
+            tracing::info!(%origin, %room_id, retry_after_ms = limited.retry_after_ms, "knock rate limited");
+            ServiceError::LimitExceeded(
+                format!("too many knocks {which} ({key}); try again later"),
+                limited.retry_after_ms,
+            )
+        })
     }
 }
 
@@ -124,6 +150,9 @@ pub enum ServiceError {
     /// 409: already decided, or decided concurrently.
     #[error("{0}")]
     Conflict(String),
+    /// 429 `M_LIMIT_EXCEEDED`: too many requests; try again after the given milliseconds.
+    #[error("{0}")]
+    LimitExceeded(String, u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::{
     AppState, ServiceError,
     budget::FetchBudget,
-    events::{RoomCtx, fan_out, merge_into_current, persist_received_state, persist_unaccepted},
+    events::{RoomCtx, merge_into_current, persist_received_state, persist_unaccepted},
     knocks,
     receive::{self, Verdict},
 };
@@ -154,6 +154,19 @@ fn process<'a>(
             }
         };
         let id = event_id.to_string();
+        // A knock the origin sends counts toward the same limits as send_knock (a knock we
+        // fetched to fill a gap does not: we asked for it).
+        if fetch_depth == FETCH_DEPTH && is_knock(&pdu) {
+            let room_id = room.room_id.as_str();
+            if let Err(ServiceError::LimitExceeded(why, ms)) =
+                app.admit_knock(origin.as_str(), room_id)
+            {
+                return Ok(Some((
+                    id,
+                    Err(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")),
+                )));
+            }
+        }
         match handle(app, origin, &room, pdu, event_id, budget, fetch_depth).await {
             Ok(()) => Ok(Some((id, Ok(())))),
             Err(Failure::Refused(why)) => Ok(Some((id, Err(why)))),
@@ -163,6 +176,15 @@ fn process<'a>(
             }
         }
     })
+}
+
+fn is_knock(pdu: &CanonicalJsonObject) -> bool {
+    use ruma::CanonicalJsonValue::{Object, String as Text};
+    let membership = match pdu.get("content") {
+        Some(Object(content)) => matches!(content.get("membership"), Some(Text(m)) if m == "knock"),
+        _ => false,
+    };
+    membership && matches!(pdu.get("type"), Some(Text(t)) if t == "m.room.member")
 }
 
 async fn handle(
@@ -228,7 +250,6 @@ async fn handle(
         }
     }
 
-    let keys = app.keys.clone();
     let txn_room = room.clone();
     let origin_name = origin.to_string();
     let state_types = app.config.knock_room_state.clone();
@@ -263,16 +284,9 @@ async fn handle(
                     if from_gap && parsed.state_key.is_none() {
                         merge_into_current(conn, &room, before)?;
                     }
+                    // Not sent on to the room's other servers: its origin sends it to them itself
+                    // (only what we accept through make_/send_ handshakes is ours to fan out).
                     let now = now_ms();
-                    fan_out(
-                        conn,
-                        keys.server_name().as_str(),
-                        &room_id,
-                        &parsed,
-                        &[],
-                        std::slice::from_ref(&origin_name),
-                        now,
-                    )?;
                     let knock = (parsed.membership().as_deref() == Some("knock")).then_some(());
                     let knock_id = match knock {
                         Some(()) => Some(
@@ -305,7 +319,6 @@ async fn handle(
         })
         .await
         .map_err(Failure::from)?;
-    app.outbox_wake.notify_one();
     match outcome {
         (Ok(()), Some(id)) => {
             app.publish(

@@ -106,6 +106,21 @@ pub fn insert_pending(conn: &mut DbConn, new: &NewKnock<'_>) -> Result<i64, Stor
     Ok(id)
 }
 
+/// Pending knocks in a room by users other than `user_id` (whose own pending knock a new one
+/// replaces). Counted on the `knocks_one_pending` index.
+pub fn pending_in_room_except(
+    conn: &mut DbConn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<i64, StoreError> {
+    Ok(k::table
+        .filter(k::room_id.eq(room_id))
+        .filter(k::status.eq(PENDING))
+        .filter(k::user_id.ne(user_id))
+        .count()
+        .get_result(conn)?)
+}
+
 pub fn by_event(conn: &mut DbConn, event_id: &str) -> Result<Option<KnockRow>, StoreError> {
     optional(k::table.filter(k::event_id.eq(event_id)).first(conn))
 }
