@@ -86,6 +86,9 @@ park_after_refusals = 10
 # How long one knockd holds a server's outbound lease without renewing it. At least twice
 # federation.request_timeout_ms (the default), so a request always ends before its lease does.
 # lease_ms = 120000
+# Parked items older than this are deleted (checked every minute); 0 keeps them forever.
+# Env: KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS
+purge_parked_after_ms = 604800000
 
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
@@ -140,6 +143,7 @@ struct FileOutbox {
     park_after_refusals: Option<i64>,
     lease_ms: Option<i64>,
     poll_ms: Option<u64>,
+    purge_parked_after_ms: Option<i64>,
 }
 
 /// The outbound queue's timing.
@@ -155,6 +159,8 @@ pub struct OutboxConfig {
     pub lease_ms: i64,
     /// How often the sender looks for due work when nothing woke it.
     pub poll_ms: u64,
+    /// Parked items older than this are deleted; 0 = kept forever.
+    pub purge_parked_after_ms: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -507,7 +513,18 @@ impl Config {
             lease_ms,
             poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
                 .max(10) as u64,
+            purge_parked_after_ms: num(
+                "KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS",
+                parsed.outbox.purge_parked_after_ms,
+                7 * 24 * 3_600_000,
+            )?,
         };
+        if outbox.purge_parked_after_ms < 0 {
+            return Err(ConfigError(format!(
+                "outbox.purge_parked_after_ms = {}: must be 0 (keep parked items) or more",
+                outbox.purge_parked_after_ms
+            )));
+        }
         let knock_expire_after_ms =
             num("KNOCKD_KNOCK_EXPIRE_AFTER_MS", parsed.knock.expire_after_ms, 30 * 24 * 3_600_000)?;
         let rate =
@@ -679,6 +696,18 @@ mod tests {
         assert_eq!(c.federation.request_timeout_ms, 60_000);
         assert_eq!(c.outbox.lease_ms, 120_000);
         assert_eq!(c.outbox.park_after_refusals, 10);
+    }
+
+    #[test]
+    fn parked_items_are_purged_after_a_week_unless_configured() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.purge_parked_after_ms, 7 * 24 * 3_600_000);
+        let keep = env_of(&[("KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS", "0")]);
+        let c = Config::load(None, &keep, &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.purge_parked_after_ms, 0);
+        let negative = env_of(&[("KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS", "-1")]);
+        let err = Config::load(None, &negative, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("outbox.purge_parked_after_ms = -1"), "{err}");
     }
 
     #[test]

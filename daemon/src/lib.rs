@@ -1,6 +1,7 @@
 //! knockd: the resident homeserver of knock-gated Matrix rooms.
 
 pub mod admin;
+pub mod bounded;
 pub mod config;
 pub mod error;
 pub mod federation;

@@ -245,9 +245,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// Periodic local chores: expire stale knocks (knockers' servers rarely rescind).
+/// How long an inbound transaction's answer is kept for the origin's retries.
+pub const INBOUND_TXN_TTL_MS: i64 = 24 * 3_600_000;
+
+/// Periodic local chores, once at start and every minute: expire stale knocks (knockers' servers
+/// rarely rescind), forget inbound transaction answers older than a day, delete parked outbox
+/// items older than `outbox.purge_parked_after_ms`.
 async fn housekeeping(app: AppState) {
     loop {
+        let cutoff = now_ms() - INBOUND_TXN_TTL_MS;
+        match app.db.write(move |conn| crate::store::txns::forget_before(conn, cutoff)).await {
+            Ok(n) if n > 0 => tracing::info!(forgotten = n, "forgot old inbound transactions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "forgetting old inbound transactions failed"),
+        }
+        if app.config.outbox.purge_parked_after_ms > 0 {
+            let cutoff = now_ms() - app.config.outbox.purge_parked_after_ms;
+            let purged = app
+                .db
+                .write(move |conn| crate::store::outbox::purge_parked_before(conn, cutoff))
+                .await;
+            match purged {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "purged old parked outbox items"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging parked outbox items failed"),
+            }
+        }
         if app.config.knock_expire_after_ms > 0 {
             let cutoff = now_ms() - app.config.knock_expire_after_ms;
             let expired = app

@@ -18,6 +18,13 @@ pub async fn send(
     request: Signed<MAX_TXN_BODY, false>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(txn_id) = path.map_err(|e| ApiError::invalid_param(e.body_text()))?;
+    if txn_id.len() > transactions::MAX_TXN_ID {
+        return Err(ApiError::invalid_param(format!(
+            "a txnId is at most {} bytes ({} given)",
+            transactions::MAX_TXN_ID,
+            txn_id.len()
+        )));
+    }
     let body: Value = serde_json::from_slice(&request.body)
         .map_err(|e| ApiError::BadRequest("M_NOT_JSON", format!("invalid JSON: {e}")))?;
     if !body.is_object() {

@@ -1,7 +1,6 @@
 //! The outbound federation client: discovery, TLS, X-Matrix signing, timeouts, size caps.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -23,6 +22,7 @@ use super::{
     discovery::{self, Destination, HostPort},
     keys::KeyRing,
 };
+use crate::bounded::{BoundedMap, NAME_CACHE_CAPACITY};
 
 /// Largest response we read by default.
 pub const DEFAULT_MAX_RESPONSE: usize = 4 * 1024 * 1024;
@@ -63,9 +63,17 @@ impl FedError {
 }
 
 /// Maps discovered host names (SRV targets) to addresses; everything else resolves normally.
-#[derive(Default)]
+/// Bounded like the destinations it comes from; an override evicted between discovery and
+/// connecting (it takes `NAME_CACHE_CAPACITY` other discoveries in between) only makes that one
+/// request go to the host's own address, through the same address policy and TLS checks.
 struct Overrides {
-    hosts: Mutex<HashMap<String, String>>,
+    hosts: Mutex<BoundedMap<String, String>>,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Self { hosts: Mutex::new(BoundedMap::new(NAME_CACHE_CAPACITY)) }
+    }
 }
 
 /// Names to addresses through hickory (async, with a deadline; never `getaddrinfo` on the
@@ -83,7 +91,7 @@ impl Resolve for FederationResolver {
             .hosts
             .lock()
             .ok()
-            .and_then(|m| m.get(name.as_str()).cloned())
+            .and_then(|mut m| m.get(name.as_str()).cloned())
             .unwrap_or_else(|| name.as_str().to_owned());
         let (dns, policy) = (self.dns.clone(), self.policy.clone());
         Box::pin(async move {
@@ -125,7 +133,9 @@ pub struct FederationClient {
     overrides: Arc<Overrides>,
     dns: Option<TokioResolver>,
     policy: Arc<AddressPolicy>,
-    destinations: Mutex<HashMap<OwnedServerName, (Destination, Instant)>>,
+    /// Discovery results by server name, at most `NAME_CACHE_CAPACITY` of them: every X-Matrix
+    /// origin a stranger makes up leads here (through its key fetch).
+    destinations: Mutex<BoundedMap<OwnedServerName, (Destination, Instant)>>,
 }
 
 impl std::fmt::Debug for FederationClient {
@@ -169,28 +179,37 @@ impl FederationClient {
             overrides,
             dns,
             policy,
-            destinations: Mutex::new(HashMap::new()),
+            destinations: Mutex::new(BoundedMap::new(NAME_CACHE_CAPACITY)),
         })
     }
 
     /// Where requests to `server` go (cached for an hour).
     pub async fn destination(&self, server: &ServerName) -> Destination {
-        if let Ok(cache) = self.destinations.lock()
-            && let Some((d, at)) = cache.get(server)
-            && at.elapsed() < DESTINATION_TTL
-        {
-            return d.clone();
+        let cached = self
+            .destinations
+            .lock()
+            .ok()
+            .and_then(|mut cache| cache.get(server).cloned())
+            .filter(|(_, at)| at.elapsed() < DESTINATION_TTL);
+        if let Some((d, _)) = cached {
+            self.keep_override(&d);
+            return d;
         }
         let d = self.discover(server.as_str()).await;
+        self.keep_override(&d);
+        if let Ok(mut cache) = self.destinations.lock() {
+            cache.insert(server.to_owned(), (d.clone(), Instant::now()));
+        }
+        d
+    }
+
+    /// (Re)records the destination's connect override, so the request about to use it finds it.
+    fn keep_override(&self, d: &Destination) {
         if let Some(target) = &d.connect_host
             && let Ok(mut o) = self.overrides.hosts.lock()
         {
             o.insert(d.tls_host.clone(), target.clone());
         }
-        if let Ok(mut cache) = self.destinations.lock() {
-            cache.insert(server.to_owned(), (d.clone(), Instant::now()));
-        }
-        d
     }
 
     async fn discover(&self, name: &str) -> Destination {

@@ -3,8 +3,8 @@
 //! unknown or no longer valid. Concurrent requests for one server share one fetch.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
 };
 
 use ruma::{
@@ -15,9 +15,12 @@ use ruma::{
 use serde_json::Value;
 
 use super::{client::FederationClient, now_ms};
-use crate::store::{
-    Db, StoreError,
-    server_keys::{self, KeyRow},
+use crate::{
+    bounded::{BoundedMap, NAME_CACHE_CAPACITY},
+    store::{
+        Db, StoreError,
+        server_keys::{self, KeyRow},
+    },
 };
 
 /// How long we trust a key response at most, whatever its `valid_until_ts` says.
@@ -25,6 +28,12 @@ const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Don't refetch one server's keys more often than this when a key ID stays unknown.
 const MIN_REFETCH_MS: i64 = 2_000;
 const MAX_KEY_RESPONSE: usize = 64 * 1024;
+/// A server signs with one key, two while rotating: a response with more current keys than this
+/// is refused whole.
+pub const MAX_VERIFY_KEYS: usize = 10;
+/// Old keys kept from one response: the most recently expired ones (what recent events were
+/// signed with); older ones in the same response are dropped, not stored.
+pub const MAX_OLD_VERIFY_KEYS: usize = 10;
 
 #[derive(Clone, Debug)]
 struct CachedKey {
@@ -44,8 +53,15 @@ pub struct RemoteKeys {
     db: Db,
     client: Arc<FederationClient>,
     notaries: Vec<OwnedServerName>,
-    memory: RwLock<HashMap<(OwnedServerName, String), CachedKey>>,
-    locks: tokio::sync::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<i64>>>>,
+    /// Keys by (server, key ID), at most `NAME_CACHE_CAPACITY`; an evicted one is read again
+    /// from the database.
+    memory: Mutex<BoundedMap<(OwnedServerName, String), CachedKey>>,
+    /// One fetch per server at a time, and the time of its last fetch. At most
+    /// `NAME_CACHE_CAPACITY` locks nobody uses are kept: a lock someone holds or waits for (its
+    /// `Arc` is shared) is never evicted, and clones are only made under this mutex, so two
+    /// fetches of one server never run at once. Evicting an idle lock forgets only when that
+    /// server was last fetched, which allows one early refetch.
+    locks: tokio::sync::Mutex<BoundedMap<OwnedServerName, Arc<tokio::sync::Mutex<i64>>>>,
 }
 
 impl std::fmt::Debug for RemoteKeys {
@@ -60,13 +76,13 @@ impl RemoteKeys {
             db,
             client,
             notaries,
-            memory: RwLock::new(HashMap::new()),
-            locks: tokio::sync::Mutex::new(HashMap::new()),
+            memory: Mutex::new(BoundedMap::new(NAME_CACHE_CAPACITY)),
+            locks: tokio::sync::Mutex::new(BoundedMap::new(NAME_CACHE_CAPACITY)),
         }
     }
 
     fn cached(&self, server: &ServerName, key_id: &str, at_ms: i64) -> Option<String> {
-        let memory = self.memory.read().ok()?;
+        let mut memory = self.memory.lock().ok()?;
         memory
             .get(&(server.to_owned(), key_id.to_owned()))
             .filter(|k| k.valid_until_ms >= at_ms)
@@ -74,7 +90,7 @@ impl RemoteKeys {
     }
 
     fn remember(&self, rows: &[KeyRow]) {
-        if let Ok(mut memory) = self.memory.write() {
+        if let Ok(mut memory) = self.memory.lock() {
             for row in rows {
                 let Ok(server) = OwnedServerName::try_from(row.server_name.as_str()) else {
                     continue;
@@ -109,7 +125,8 @@ impl RemoteKeys {
         // One fetch per server at a time; whoever waited re-checks what the fetch brought.
         let lock = {
             let mut locks = self.locks.lock().await;
-            locks.entry(server.to_owned()).or_default().clone()
+            let unused = |l: &Arc<tokio::sync::Mutex<i64>>| Arc::strong_count(l) == 1;
+            locks.get_or_insert_with(server.to_owned(), Arc::default, unused).clone()
         };
         let mut last_fetch = lock.lock().await;
         if let Some(k) = self.cached(server, key_id, at_ms) {
@@ -246,6 +263,12 @@ pub fn parse_key_response(
         .get("verify_keys")
         .and_then(Value::as_object)
         .ok_or("key response has no verify_keys")?;
+    if verify_keys.len() > MAX_VERIFY_KEYS {
+        return Err(format!(
+            "key response has {} verify_keys (at most {MAX_VERIFY_KEYS} are taken)",
+            verify_keys.len()
+        ));
+    }
     let now = now_ms();
     let mut rows = Vec::new();
     let mut own = BTreeMap::new();
@@ -264,12 +287,18 @@ pub fn parse_key_response(
         });
     }
     if let Some(old) = body.get("old_verify_keys").and_then(Value::as_object) {
-        for (key_id, v) in old {
-            let (Some(key), Some(expired)) =
-                (v.get("key").and_then(Value::as_str), v.get("expired_ts").and_then(Value::as_i64))
-            else {
-                continue;
-            };
+        let mut old: Vec<(i64, &String, &str)> = old
+            .iter()
+            .filter_map(|(key_id, v)| {
+                let key = v.get("key").and_then(Value::as_str)?;
+                let expired = v.get("expired_ts").and_then(Value::as_i64)?;
+                Some((expired, key_id, key))
+            })
+            .collect();
+        // Most recently expired first (ties by key ID, so the choice does not depend on order).
+        old.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        old.truncate(MAX_OLD_VERIFY_KEYS);
+        for (expired, key_id, key) in old {
             rows.push(KeyRow {
                 server_name: server.to_string(),
                 key_id: key_id.clone(),
@@ -332,6 +361,45 @@ mod tests {
         let mut missing = response(&server);
         missing.as_object_mut().unwrap().remove("signatures");
         assert!(parse_key_response(&name, &missing, None).is_err());
+    }
+
+    fn signed(keys: &KeyRing, mut body: Value) -> Value {
+        body.as_object_mut().unwrap().remove("signatures");
+        let mut object: CanonicalJsonObject = serde_json::from_value(body).unwrap();
+        keys.sign_json(&mut object).unwrap();
+        serde_json::to_value(object).unwrap()
+    }
+
+    // A hostile key server cannot make us store thousands of keys: at most
+    // MAX_OLD_VERIFY_KEYS old keys are kept (the most recently expired), and a response with
+    // more than MAX_VERIFY_KEYS current keys is refused.
+    #[test]
+    fn a_key_response_stores_at_most_a_few_keys() {
+        let server = ring("a.test", 1);
+        let name = server.server_name().clone();
+        let key = response(&server)["verify_keys"]["ed25519:k1"]["key"].clone();
+        let mut body = response(&server);
+        let old: serde_json::Map<String, Value> = (0..1_000)
+            .map(|i| {
+                let entry = serde_json::json!({ "key": key, "expired_ts": 1_000_000 + i });
+                (format!("ed25519:old{i:04}"), entry)
+            })
+            .collect();
+        body["old_verify_keys"] = Value::Object(old);
+        let rows = parse_key_response(&name, &signed(&server, body), None).unwrap();
+        assert_eq!(rows.len(), 1 + MAX_OLD_VERIFY_KEYS, "the current key and the newest old ones");
+        let mut kept: Vec<&str> =
+            rows.iter().filter(|r| r.expired_ms.is_some()).map(|r| r.key_id.as_str()).collect();
+        kept.sort();
+        let newest: Vec<String> = (990..1_000).map(|i| format!("ed25519:old{i:04}")).collect();
+        assert_eq!(kept, newest.iter().map(String::as_str).collect::<Vec<_>>());
+
+        let mut body = response(&server);
+        for i in 0..1_000 {
+            body["verify_keys"][format!("ed25519:extra{i}")] = serde_json::json!({ "key": key });
+        }
+        let err = parse_key_response(&name, &signed(&server, body), None).unwrap_err();
+        assert!(err.contains("1001 verify_keys"), "{err}");
     }
 
     // Issue 15.3: through a notary, the notary's signature is required too.

@@ -16,6 +16,7 @@ use super::{
     receive::{self, Verdict},
 };
 use crate::{
+    bounded::{BoundedMap, NAME_CACHE_CAPACITY},
     matrix::{Pdu, client::encode_segment, json, now_ms},
     store::{StoreError, events as ev, rooms, txns},
 };
@@ -26,15 +27,27 @@ pub const MAX_EDUS: usize = 100;
 /// How deep we chase missing prev events through `/get_missing_events`.
 const FETCH_DEPTH: u32 = 3;
 
-/// Per-origin locks: one transaction per origin at a time.
-#[derive(Debug, Default)]
+/// The longest txnId we take (bytes); longer ones are refused before anything is stored.
+pub const MAX_TXN_ID: usize = 255;
+
+/// Per-origin locks: one transaction per origin at a time. At most `NAME_CACHE_CAPACITY` idle
+/// locks are kept; one in use (its `Arc` shared) is never evicted, and clones are only made under
+/// the outer mutex, so an origin never has two transactions running at once.
+#[derive(Debug)]
 pub struct OriginLocks(
-    tokio::sync::Mutex<std::collections::HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    tokio::sync::Mutex<BoundedMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
 );
+
+impl Default for OriginLocks {
+    fn default() -> Self {
+        Self(tokio::sync::Mutex::new(BoundedMap::new(NAME_CACHE_CAPACITY)))
+    }
+}
 
 impl OriginLocks {
     async fn get(&self, origin: &ServerName) -> Arc<tokio::sync::Mutex<()>> {
-        self.0.lock().await.entry(origin.to_owned()).or_default().clone()
+        let unused = |l: &Arc<tokio::sync::Mutex<()>>| Arc::strong_count(l) == 1;
+        self.0.lock().await.get_or_insert_with(origin.to_owned(), Arc::default, unused).clone()
     }
 }
 

@@ -368,6 +368,19 @@ pub fn park_if_failing_since(
     Ok(n)
 }
 
+/// Deletes items parked before `cutoff_ms`; returns how many. Parked items are in no transaction
+/// (parking takes them out of it), and the destination row with its lease and any transaction in
+/// progress is left as it is, so a sender holding the lease is not disturbed.
+pub fn purge_parked_before(conn: &mut DbConn, cutoff_ms: i64) -> Result<usize, StoreError> {
+    Ok(diesel::delete(
+        o::table
+            .filter(o::parked_ms.is_not_null())
+            .filter(o::parked_ms.lt(cutoff_ms))
+            .filter(o::txn_id.is_null()),
+    )
+    .execute(conn)?)
+}
+
 /// Parked items of the given rooms (`None`: of every room, and of none), for the admin API.
 pub fn parked(
     conn: &mut DbConn,

@@ -27,3 +27,14 @@ pub fn remember(
         .execute(c))?;
     Ok(())
 }
+
+/// Forgets answers received before `cutoff_ms` (an origin retries a txnId for minutes, not days);
+/// returns how many.
+pub fn forget_before(conn: &mut DbConn, cutoff_ms: i64) -> Result<usize, StoreError> {
+    Ok(diesel::delete(t::table.filter(t::received_ms.lt(cutoff_ms))).execute(conn)?)
+}
+
+/// How many answers are remembered for `origin`.
+pub fn count_for(conn: &mut DbConn, origin: &str) -> Result<i64, StoreError> {
+    Ok(t::table.filter(t::origin.eq(origin)).count().get_result(conn)?)
+}

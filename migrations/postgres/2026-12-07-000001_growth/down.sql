@@ -1,0 +1,2 @@
+DROP INDEX outbox_parked;
+DROP INDEX inbound_txns_received;
