@@ -105,6 +105,10 @@ impl TestKnockd {
             // Every simulated server is on this machine, which outbound federation refuses by
             // default.
             ("KNOCKD_FEDERATION_IP_RANGE_ALLOWLIST".into(), "127.0.0.1,::1".into()),
+            // Tests send bursts of knocks from one server to one room; the tests of the limits
+            // set their own.
+            ("KNOCKD_KNOCK_RATE_PER_ORIGIN".into(), "0".into()),
+            ("KNOCKD_KNOCK_RATE_PER_ROOM".into(), "0".into()),
         ];
         env.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let lookup =
