@@ -228,3 +228,32 @@ async fn an_oversized_body_gets_a_413_the_client_sees() {
     assert_eq!(answer["errcode"], "M_TOO_LARGE");
     k.stop().await;
 }
+
+// Issue 19.6: X-Matrix values may be unquoted (a server name with its port, a key ID) and the
+// commas may have blanks around them, as the spec allows and Synapse accepts.
+#[tokio::test]
+async fn an_x_matrix_header_with_unquoted_values_is_accepted() {
+    let k = start(&[]).await;
+    let sim = SimServer::start().await;
+    let room_id =
+        k.admin.create_room(&knockd_shared::CreateRoomRequest::default()).await.unwrap().room_id;
+    let path = format!(
+        "/_matrix/federation/v1/make_knock/{}/{}?ver=10",
+        knockd::matrix::client::encode_segment(&room_id),
+        knockd::matrix::client::encode_segment(sim.user("plain").as_str())
+    );
+    let strict = sim.x_matrix(&Method::GET, &k.server_name, &path, b"");
+    let (scheme, params) = strict.split_once(' ').unwrap();
+    let lenient: Vec<String> = params
+        .split(',')
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) if name != "sig" => format!("{name}={}", value.trim_matches('"')),
+            _ => p.to_owned(),
+        })
+        .collect();
+    let lenient = format!("{scheme} {}", lenient.join(" , "));
+    assert!(lenient.contains(&format!("origin={} ,", sim.server_name)), "{lenient}");
+    let (s, body) = sim.raw(Method::GET, &k.server_name, &path, None, Some(lenient)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    k.stop().await;
+}

@@ -131,9 +131,11 @@ async fn origin_and_key(
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauthorized("missing Authorization: X-Matrix header".to_owned()));
     };
-    let x = XMatrix::try_from(value).map_err(|e| {
+    let malformed = |e: String| {
         ApiError::BadRequest("M_UNAUTHORIZED", format!("malformed X-Matrix header: {e}"))
-    })?;
+    };
+    let text = value.to_str().map_err(|e| malformed(e.to_string()))?;
+    let x = XMatrix::parse(quote_params(text).as_ref()).map_err(|e| malformed(e.to_string()))?;
     let ours = app.keys.server_name();
     if x.destination.as_ref().is_some_and(|d| d != ours) {
         return Err(unauthorized(format!("this request is for another server, not {ours}")));
@@ -258,9 +260,73 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The X-Matrix parameters with every value quoted and no blanks around the commas. The spec
+/// allows unquoted values such as `origin=example.org:8448` and blanks around `,` (as RFC 9110's
+/// auth-param does), and Synapse sends or accepts them; ruma's parser takes values as RFC 7235
+/// tokens, which cannot hold a `:`. Quoting them first keeps ruma the only X-Matrix parser.
+fn quote_params(header: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, params)) = header.trim().split_once(char::is_whitespace) else {
+        return header.into();
+    };
+    let mut parts = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in params.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    let params: Vec<String> = parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) => {
+                let value = value.trim();
+                if value.starts_with('"') {
+                    format!("{}={value}", name.trim())
+                } else {
+                    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                    format!("{}=\"{escaped}\"", name.trim())
+                }
+            }
+            None => p.to_owned(),
+        })
+        .collect();
+    format!("{scheme} {}", params.join(",")).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 19.6: unquoted values (with a `:`) and blanks around commas, as the spec allows.
+    #[test]
+    fn x_matrix_values_may_be_unquoted_and_commas_spaced() {
+        let lenient =
+            "X-Matrix origin=a.example:8448 , destination=\"b.example\",key=ed25519:k1, sig=c2ln";
+        let x = XMatrix::parse(quote_params(lenient).as_ref()).expect("parsed");
+        assert_eq!(x.origin.as_str(), "a.example:8448");
+        assert_eq!(x.destination.as_ref().map(|d| d.as_str()), Some("b.example"));
+        assert_eq!(x.key.as_str(), "ed25519:k1");
+        let strict = "X-Matrix origin=\"a.example\",key=\"ed25519:k1\",sig=\"c2ln\"";
+        assert_eq!(quote_params(strict), strict);
+        assert!(
+            XMatrix::parse(lenient).is_err(),
+            "ruma alone refuses it: the test means something"
+        );
+        // A quoted value keeps its commas and quotes.
+        let tricky = "X-Matrix origin=\"a,b\\\"c\",key=k";
+        assert_eq!(quote_params(tricky), "X-Matrix origin=\"a,b\\\"c\",key=\"k\"");
+    }
 
     #[test]
     fn repeated_keys_and_decoding() {
