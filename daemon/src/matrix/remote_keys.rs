@@ -27,6 +27,11 @@ use crate::{
 const MAX_CACHE_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Don't refetch one server's keys more often than this when a key ID stays unknown.
 const MIN_REFETCH_MS: i64 = 2_000;
+/// Key IDs per server whose last fetch is remembered (for [`MIN_REFETCH_MS`]).
+const REFETCH_KEY_IDS: usize = 16;
+
+/// When a server's keys were last fetched for each key ID that was missing.
+type LastFetches = std::collections::HashMap<String, i64>;
 const MAX_KEY_RESPONSE: usize = 64 * 1024;
 /// A server signs with one key, two while rotating: a response with more current keys than this
 /// is refused whole.
@@ -61,7 +66,7 @@ pub struct RemoteKeys {
     /// `Arc` is shared) is never evicted, and clones are only made under this mutex, so two
     /// fetches of one server never run at once. Evicting an idle lock forgets only when that
     /// server was last fetched, which allows one early refetch.
-    locks: tokio::sync::Mutex<BoundedMap<OwnedServerName, Arc<tokio::sync::Mutex<i64>>>>,
+    locks: tokio::sync::Mutex<BoundedMap<OwnedServerName, Arc<tokio::sync::Mutex<LastFetches>>>>,
 }
 
 impl std::fmt::Debug for RemoteKeys {
@@ -125,7 +130,7 @@ impl RemoteKeys {
         // One fetch per server at a time; whoever waited re-checks what the fetch brought.
         let lock = {
             let mut locks = self.locks.lock().await;
-            let unused = |l: &Arc<tokio::sync::Mutex<i64>>| Arc::strong_count(l) == 1;
+            let unused = |l: &Arc<tokio::sync::Mutex<LastFetches>>| Arc::strong_count(l) == 1;
             locks.get_or_insert_with(server.to_owned(), Arc::default, unused).clone()
         };
         let mut last_fetch = lock.lock().await;
@@ -142,10 +147,19 @@ impl RemoteKeys {
         if let Some(k) = self.cached(server, key_id, at_ms) {
             return Ok(k);
         }
-        if now_ms() - *last_fetch < MIN_REFETCH_MS {
+        // Limited per key ID, not per server: a server that rotates twice in a row is asked
+        // again for its newest key.
+        let now = now_ms();
+        if last_fetch.get(key_id).is_some_and(|at| now - at < MIN_REFETCH_MS) {
             return Err(unavailable("fetched recently and the key was not there".to_owned()));
         }
-        *last_fetch = now_ms();
+        if last_fetch.len() >= REFETCH_KEY_IDS
+            && let Some(oldest) =
+                last_fetch.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+        {
+            last_fetch.remove(&oldest);
+        }
+        last_fetch.insert(key_id.to_owned(), now);
         let fetched = match self.fetch_direct(server).await {
             Ok(rows) => rows,
             Err(direct) => self
