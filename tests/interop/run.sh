@@ -6,7 +6,7 @@
 #   KNOCKD_INTEROP_CACHE     where the Synapse virtualenv is kept (default ~/.cache/knockd-interop)
 #   KNOCKD_INTEROP_PYTHON    the Python that creates it (default python3.11, else python3)
 #   KNOCKD_INTEROP_VERSIONS  room versions to test (default 7,8,9,10,11,12)
-#   KNOCKD_INTEROP_SKIP_BUILD=1  use target/debug/{knockd,knockctl} as they are
+#   KNOCKD_INTEROP_SKIP_BUILD=1  use target/debug/{knockd,knockctl} (under CARGO_TARGET_DIR when set) as they are
 #   KNOCKD_INTEROP_KEEP=1    keep the work directory (configs, databases, logs) even on success
 #   KNOCKD_INTEROP_LOG       knockd's log filter (default info,ruma_state_res=warn)
 set -euo pipefail
@@ -46,8 +46,11 @@ if [[ "${KNOCKD_INTEROP_SKIP_BUILD:-0}" != 1 ]]; then
   say "building knockd and knockctl"
   (cd "$root" && cargo build --quiet -p knockd -p knockctl)
 fi
-knockd="$root/target/debug/knockd"
-knockctl="$root/target/debug/knockctl"
+# Where cargo put them: target/, or CARGO_TARGET_DIR (or a configured target-dir) when set.
+target=$(cd "$root" && cargo metadata --format-version 1 --no-deps \
+  | "$venv/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+knockd="$target/debug/knockd"
+knockctl="$target/debug/knockctl"
 [[ -x "$knockd" && -x "$knockctl" ]] || { say "missing $knockd or $knockctl"; exit 1; }
 
 # 3. A fresh work directory (databases, keys, logs) for this run only.
