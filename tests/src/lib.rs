@@ -20,6 +20,30 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Raises this process's soft limit on open files to `needed` when it is lower: a test that holds
+/// many connections, both ends in this process, would otherwise stop at the soft limit many systems
+/// start with (1024), under `cargo test` and cargo-nextest alike. Fails, saying so, when the hard
+/// limit is lower than `needed`.
+pub fn raise_open_files_limit(needed: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit are given a valid rlimit and change nothing else.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+    let needed = needed as libc::rlim_t;
+    if limit.rlim_cur >= needed {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= needed,
+        "this test needs {needed} open files, and the hard limit is {} (see `ulimit -Hn`)",
+        limit.rlim_max
+    );
+    limit.rlim_cur = needed;
+    // SAFETY: as above.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+}
+
 /// A random lowercase hex string.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];

@@ -57,6 +57,8 @@ async fn still_serving(k: &TestKnockd, sim: &SimServer) {
 // served, and are closed once the header timeout has passed.
 #[tokio::test]
 async fn idle_connections_are_closed_and_others_still_served() {
+    // Both ends of every connection are in this process: 2,200 descriptors and some.
+    knockd_tests::raise_open_files_limit(4096);
     let k = start(&[
         ("KNOCKD_FEDERATION_HEADER_TIMEOUT_MS", "1000"),
         ("KNOCKD_FEDERATION_MAX_CONNECTIONS", "4000"),
