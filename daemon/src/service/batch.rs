@@ -157,13 +157,8 @@ mod tests {
     use super::*;
     use crate::store::DatabaseUrl;
 
-    fn insert(conn: &mut DbConn, x: i64) -> Result<(), ServiceError> {
-        diesel::sql_query(format!("INSERT INTO batch_test (x) VALUES ({x})")).execute(conn)?;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_undoes_only_itself_and_everyone_is_answered() {
+    /// A SQLite database with an empty `batch_test` table (the directory lives as long as it).
+    async fn test_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&DatabaseUrl::sqlite(&dir.path().join("t.db"))).await.unwrap();
         db.write(|c| -> Result<(), ServiceError> {
@@ -172,6 +167,17 @@ mod tests {
         })
         .await
         .unwrap();
+        (dir, db)
+    }
+
+    fn insert(conn: &mut DbConn, x: i64) -> Result<(), ServiceError> {
+        diesel::sql_query(format!("INSERT INTO batch_test (x) VALUES ({x})")).execute(conn)?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_undoes_only_itself_and_everyone_is_answered() {
+        let (_dir, db) = test_db().await;
         let batches = Arc::new(RoomBatches::<i64>::default());
         let writes = (0..150).map(|i| {
             let (batches, db) = (batches.clone(), db.clone());
@@ -214,14 +220,7 @@ mod tests {
     // other writes of its batch are still committed and answered as such.
     #[tokio::test]
     async fn a_leader_dropped_mid_batch_leaves_the_others_committed_and_answered() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&DatabaseUrl::sqlite(&dir.path().join("t.db"))).await.unwrap();
-        db.write(|c| -> Result<(), ServiceError> {
-            diesel::sql_query("CREATE TABLE batch_test (x BIGINT NOT NULL)").execute(c)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let (_dir, db) = test_db().await;
         let batches = Arc::new(RoomBatches::<i64>::default());
         let slow = |i: i64| {
             move |c: &mut DbConn| {
