@@ -191,3 +191,41 @@ async fn park_all(k: &TestKnockd, sim: &SimServer) {
     }
     panic!("the items were never parked: {:?}", k.admin.outbox().await.unwrap());
 }
+
+fn api_message(e: ClientError) -> (u16, String) {
+    match e {
+        ClientError::Api { status, body } => (status, body.error),
+        other => panic!("expected an API error: {other}"),
+    }
+}
+
+// Found by review (issue 15): a moderator who is not in another room cannot tell its knocks and
+// the room itself from ones that do not exist: the same 404, word for word. (A member of the room
+// without power knows it is there, and gets 403 with the reason.)
+#[tokio::test]
+async fn other_rooms_answer_as_if_they_did_not_exist() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let (a, b) = (room(&k, "10", "A").await, room(&k, "10", "B").await);
+        let outsider = format!("@outsider:{}", k.server_name);
+        k.admin.add_member(&a, &outsider, Some(50)).await.unwrap();
+        let o = k.client_for(&outsider).await;
+        let theirs = knock(&k, &sim, &b, "bea").await;
+        let missing = theirs + 1000;
+        let seen = api_message(o.approve(theirs, None).await.unwrap_err());
+        let none = api_message(o.approve(missing, None).await.unwrap_err());
+        assert_eq!(seen.0, 404, "{backend:?}: {seen:?}");
+        assert_eq!(
+            seen.1.replace(&theirs.to_string(), "N"),
+            none.1.replace(&missing.to_string(), "N")
+        );
+        let rename = knockd_shared::RoomSettings { name: Some("x".into()), ..Default::default() };
+        let seen = api_message(o.update_room(&b, &rename).await.unwrap_err());
+        let nowhere = format!("!nowhere:{}", k.server_name);
+        let none = api_message(o.update_room(&nowhere, &rename).await.unwrap_err());
+        assert_eq!(seen.0, 404, "{backend:?}: {seen:?}");
+        assert_eq!(seen.1.replace(&b, "R"), none.1.replace(&nowhere, "R"));
+        k.stop().await;
+    }
+}

@@ -48,9 +48,12 @@ fn pending_knock(
     let not_found = || ServiceError::NotFound(format!("no knock {knock_id}"));
     let room_id = knocks::get(conn, knock_id)?.ok_or_else(not_found)?.room_id;
     if !scope.covers(conn, &room_id)? {
-        return Err(ServiceError::Forbidden(format!(
-            "you cannot decide knock {knock_id}: you do not moderate its room"
-        )));
+        return Err(scope.refusal(
+            conn,
+            &room_id,
+            format!("you cannot decide knock {knock_id}: you do not moderate its room"),
+            format!("no knock {knock_id}"),
+        )?);
     }
     // Decisions in one room are serialised by its lock; read the knock again under it.
     rooms::lock(conn, &room_id)?;

@@ -58,6 +58,29 @@ impl Scope {
         Ok(self.rooms(conn)?.is_none_or(|rooms| rooms.iter().any(|r| r == room_id)))
     }
 
+    /// The refusal of an act in a room out of scope: 403 `forbidden` to a member of the room,
+    /// who knows it is there; to anyone else the same 404 as for what does not exist, so that a
+    /// moderator cannot learn which knocks and rooms the rooms of others hold.
+    pub fn refusal(
+        &self,
+        conn: &mut DbConn,
+        room_id: &str,
+        forbidden: String,
+        missing: String,
+    ) -> Result<super::ServiceError, StoreError> {
+        let member = match self {
+            Self::Server => true,
+            Self::Moderator(user) => {
+                rooms::membership(conn, room_id, user.as_str())?.is_some_and(|m| m == "join")
+            }
+        };
+        Ok(if member {
+            super::ServiceError::Forbidden(forbidden)
+        } else {
+            super::ServiceError::NotFound(missing)
+        })
+    }
+
     /// Whether a live queue event is for this scope: one of a room in scope, or a `resync`.
     pub async fn shows(&self, app: &AppState, event: &QueueEvent) -> Result<bool, StoreError> {
         match (self, &event.room_id) {

@@ -36,13 +36,16 @@ async fn change(
     let ids = app
         .db
         .write(move |conn| -> Result<EventIds, ServiceError> {
-            let room = RoomCtx::load(conn, &room_id)?.ok_or_else(|| {
-                ServiceError::NotFound(format!("no room {room_id} is hosted here"))
-            })?;
+            let missing = format!("no room {room_id} is hosted here");
+            let room = RoomCtx::load(conn, &room_id)?
+                .ok_or_else(|| ServiceError::NotFound(missing.clone()))?;
             if !scope.covers(conn, &room_id)? {
-                return Err(ServiceError::Forbidden(format!(
-                    "you cannot change room {room_id}: you do not moderate it"
-                )));
+                return Err(scope.refusal(
+                    conn,
+                    &room_id,
+                    format!("you cannot change room {room_id}: you do not moderate it"),
+                    missing,
+                )?);
             }
             rooms::lock(conn, &room_id)?;
             let templates = build(conn, &room)?;

@@ -215,3 +215,21 @@ pub fn joined_with_power(conn: &mut DbConn, user_id: &str) -> Result<Vec<JoinedR
         })
         .collect())
 }
+
+/// A user's membership in a room's current state, if any.
+pub fn membership(
+    conn: &mut DbConn,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<String>, StoreError> {
+    use super::schema::current_state as cs;
+    Ok(super::optional(
+        cs::table
+            .filter(cs::room_id.eq(room_id))
+            .filter(cs::event_type.eq("m.room.member"))
+            .filter(cs::state_key.eq(user_id))
+            .select(cs::membership)
+            .first::<Option<String>>(conn),
+    )?
+    .flatten())
+}
