@@ -234,7 +234,9 @@ async fn handle(
     let mut from_gap = false;
     // Only a server with a joined member may make us fetch for a room, and only within the
     // transaction's budget.
-    let joined = {
+    // (Asked only when there is a gap: most PDUs cite what we have.)
+    let gap = have.len() < prevs.len() && fetch_depth > 0;
+    let joined = gap && {
         let (r, o) = (room.room_id.to_string(), origin.to_string());
         app.db
             .read(move |conn| rooms::joined_servers(conn, &r))
@@ -242,7 +244,7 @@ async fn handle(
             .map_err(Failure::from)?
             .contains(&o)
     };
-    if have.len() < prevs.len() && fetch_depth > 0 && joined {
+    if joined {
         for missing in fetch_missing(app, origin, room, &parsed, budget).await {
             let _ = process(app, origin, &missing, budget, fetch_depth - 1).await;
         }
