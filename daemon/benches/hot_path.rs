@@ -155,6 +155,7 @@ async fn db_insert(name: &str, url: &str, pdu: &CanonicalJsonObject) {
                 created_ms: 0,
                 is_public: false,
                 current_group: None,
+                version: 0,
             },
         )
     })

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod room;
 pub mod sender;
 pub mod server;
 pub mod service;

@@ -205,20 +205,32 @@ impl TestKnockd {
     ) -> Result<String, String> {
         use knockd::{
             matrix::{EventTemplate, now_ms},
-            service::events::{RoomCtx, append_local},
-            store::{StoreError, rooms},
+            room::{
+                accept::{Placing, store_accepted},
+                effects::Source,
+                local,
+                state_before::Mode,
+            },
+            store::StoreError,
         };
-        let keys = self.app.keys.clone();
-        let room_id = room_id.to_owned();
         let sender = ruma::OwnedUserId::try_from(sender).map_err(|e| e.to_string())?;
         let template = EventTemplate::state(event_type, state_key, &sender, content);
+        let origin = self.server_name.clone();
         self.app
-            .db
-            .write(move |conn| -> Result<String, StoreError> {
-                rooms::lock(conn, &room_id)?;
-                let room = RoomCtx::load(conn, &room_id)?.ok_or(StoreError::NotFound)?;
-                let pdu = append_local(conn, &keys, &room, &template, now_ms())?;
-                Ok(pdu.event_id.to_string())
+            .rooms
+            .write(room_id, move |txn| -> Result<String, StoreError> {
+                let (pdu, before) =
+                    local::build(txn.conn, txn.room, txn.keys, &template, now_ms(), Mode::Store)?;
+                let id = pdu.event_id.to_string();
+                // As if it had come in a transaction: stored with its effects, not sent on.
+                let source = Source::Transaction {
+                    origin: &origin,
+                    content_redacted: false,
+                    knock_state: &[],
+                };
+                let placing = Placing { outlier: false, merge_before: false };
+                store_accepted(txn, pdu, &before, placing, source)?;
+                Ok(id)
             })
             .await
             .map_err(|e| e.to_string())
@@ -278,43 +290,35 @@ impl TestKnockd {
     ) -> serde_json::Value {
         use knockd::{
             matrix::{EventTemplate, Placement, auth, event, now_ms},
-            service::events::{RoomCtx, auth_state},
-            store::{StoreError, events as ev},
+            store::StoreError,
         };
-        let room_id = room_id.to_owned();
+        let room = self.app.rooms.snapshot(room_id).await.expect("room").expect("room hosted");
         let template = EventTemplate {
             event_type: event_type.to_owned(),
             state_key: state_key.map(str::to_owned),
             sender: ruma::OwnedUserId::try_from(sender).expect("sender"),
             content,
         };
-        self.app
-            .db
-            .read(move |conn| -> Result<serde_json::Value, StoreError> {
-                let room = RoomCtx::load(conn, &room_id)?.ok_or(StoreError::NotFound)?;
-                let state = auth_state(conn, &room, &template)?;
-                let wanted = auth::auth_types(&template, &room.rules.authorization)
-                    .map_err(StoreError::Rejected)?;
-                let auth_events = wanted
-                    .iter()
-                    .filter_map(|k| state.get(k))
-                    .map(|p| p.event_id.clone())
-                    .collect();
-                let prev_events = ev::extremities(conn, &room_id, 10)?
-                    .into_iter()
-                    .map(|(id, d)| (ruma::OwnedEventId::try_from(id).expect("id"), d))
-                    .collect();
-                let placement =
-                    Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
-                let ts = ruma::MilliSecondsSinceUnixEpoch(
-                    ruma::UInt::try_from(now_ms() as u64).expect("ts"),
-                );
-                let pdu =
-                    event::unsigned_pdu(&template, &placement, ts).map_err(StoreError::Rejected)?;
-                Ok(serde_json::to_value(pdu).expect("json"))
-            })
-            .await
-            .expect("template")
+        (|| -> Result<serde_json::Value, StoreError> {
+            let wanted = auth::auth_types(&template, &room.ctx.rules.authorization)
+                .map_err(StoreError::Rejected)?;
+            let auth_events = wanted
+                .iter()
+                .filter_map(|(t, k)| room.current.state.get(&(t.to_string(), k.clone())))
+                .cloned()
+                .collect();
+            let mut prev_events = room.extremities_by_depth();
+            prev_events.truncate(10);
+            let placement =
+                Placement { room_id: Some(room.ctx.room_id.clone()), prev_events, auth_events };
+            let ts = ruma::MilliSecondsSinceUnixEpoch(
+                ruma::UInt::try_from(now_ms() as u64).expect("ts"),
+            );
+            let pdu =
+                event::unsigned_pdu(&template, &placement, ts).map_err(StoreError::Rejected)?;
+            Ok(serde_json::to_value(pdu).expect("json"))
+        })()
+        .expect("template")
     }
 
     /// The stored status of an event (`accepted`, `rejected`, `soft_failed`), if stored.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use knockd::{
     matrix::{Pdu, auth, event},
-    service::events::parse_stored,
+    room::parse_stored,
     store::events as ev,
 };
 use knockd_shared::{ClientError, CreateRoomRequest};

@@ -28,6 +28,7 @@ async fn state_groups_resolve_lookups_through_forks() {
                     created_ms: 0,
                     is_public: false,
                     current_group: None,
+                    version: 0,
                 },
             )?;
             let room = "!r:example.org";
@@ -186,6 +187,7 @@ async fn a_failed_transaction_leaves_nothing() {
                         created_ms: 0,
                         is_public: false,
                         current_group: None,
+                        version: 0,
                     },
                 )?;
                 Err(StoreError::Rejected("stop".into()))

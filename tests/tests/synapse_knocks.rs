@@ -3,10 +3,8 @@
 
 use knockd::{
     matrix::{Pdu, now_ms},
-    service::{
-        events::persist_accepted,
-        membership::{self, Answer, Kind},
-    },
+    room::persist,
+    service::membership::{self, Answer, Kind},
     store::{
         StoreError,
         rooms::{self, RoomRow},
@@ -76,6 +74,7 @@ async fn synapse_made_knocks_are_accepted() {
                 created_ms: 0,
                 is_public: false,
                 current_group: None,
+                version: 0,
             };
             k.app.db.write(move |conn| rooms::insert(conn, &row)).await.unwrap();
             let mut accepted = 0;
@@ -103,15 +102,22 @@ async fn synapse_made_knocks_are_accepted() {
                     assert_eq!(answer[0]["type"], "m.room.create");
                     accepted += 1;
                 } else {
-                    let room = room_id.clone();
+                    // Stored as it comes, each extending the current state.
                     k.app
-                        .db
-                        .write(move |conn| -> Result<(), StoreError> {
+                        .rooms
+                        .write(&room_id, move |txn| -> Result<(), StoreError> {
                             let pdu = Pdu::from_canonical(OwnedEventId::try_from(id).unwrap(), pdu)
                                 .map_err(StoreError::Corrupt)?;
-                            let room = knockd::service::events::RoomCtx::load(conn, &room)?
-                                .ok_or(StoreError::NotFound)?;
-                            persist_accepted(conn, &room, &pdu)
+                            let before = txn.room.current.clone();
+                            persist::accepted(
+                                txn.conn,
+                                txn.room,
+                                &std::sync::Arc::new(pdu),
+                                &before,
+                                false,
+                                false,
+                            )?;
+                            Ok(())
                         })
                         .await
                         .unwrap();

@@ -9,23 +9,21 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    AppState, ServiceError,
-    events::{
-        RoomCtx, auth_state, build_local, check_received, fan_out, load_pdus,
-        persist_received_state,
-    },
-    moderation::InviteJob,
-    receive::template_of,
-    state::state_before_stored,
-};
+use super::{AppState, ServiceError, moderation::InviteJob};
 use crate::{
     matrix::{
         EventTemplate, Pdu,
         client::{FedError, encode_segment},
         event, now_ms,
     },
-    store::{DbConn, StoreError, decisions, events as ev, knocks, outbox, rooms},
+    room::{
+        RoomCtx,
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        load_pdus, local,
+        state_before::Mode,
+    },
+    store::{DbConn, StoreError, decisions, events as ev, knocks, outbox},
 };
 
 /// How a delivery attempt ended.
@@ -111,13 +109,24 @@ async fn attempt(
 ) -> Result<Outcome, ServiceError> {
     let job: InviteJob =
         serde_json::from_str(&item.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let keys = app.keys.clone();
+    let room_id = match &item.room_id {
+        Some(room_id) => room_id.clone(),
+        None => {
+            let knock_id = job.knock_id;
+            app.db
+                .read(move |conn| knocks::get(conn, knock_id))
+                .await?
+                .ok_or(StoreError::NotFound)?
+                .room_id
+        }
+    };
     let prep_job = job.clone();
     let prep_queued = queued.clone();
     let prep = app
-        .db
-        .write(move |conn| -> Result<Prep, ServiceError> {
+        .rooms
+        .write(&room_id, move |txn| -> Result<Prep, ServiceError> {
             let (job, queued) = (prep_job, prep_queued);
+            let conn = &mut *txn.conn;
             let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             let decision = decisions::get(conn, job.decision_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
@@ -126,7 +135,7 @@ async fn attempt(
                 finish(conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(Prep::Dropped);
             }
-            let room = RoomCtx::load(conn, &knock.room_id)?.ok_or(StoreError::NotFound)?;
+            let room = txn.room.ctx.clone();
             let actor =
                 UserId::parse(&decision.actor).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let user =
@@ -136,14 +145,15 @@ async fn attempt(
                 content["reason"] = r.as_str().into();
             }
             let template = EventTemplate::state("m.room.member", user.as_str(), &actor, content);
-            let invite = match build_local(conn, &keys, &room, &template, now_ms()) {
-                Ok(p) => p,
-                Err(StoreError::Rejected(why)) => {
-                    fail(conn, &queued, &job, &why)?;
-                    return Ok(Prep::Dropped);
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let invite =
+                match local::build(conn, txn.room, txn.keys, &template, now_ms(), Mode::Look) {
+                    Ok((p, _)) => p,
+                    Err(StoreError::Rejected(why)) => {
+                        fail(conn, &queued, &job, &why)?;
+                        return Ok(Prep::Dropped);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             let invite_room_state = invite_state(conn, room.room_id.as_str(), actor.as_str())?;
             Ok(Prep::Ready(Box::new(Prepared { room, invite, invite_room_state, user })))
         })
@@ -192,35 +202,38 @@ async fn attempt(
             return Ok(Outcome::Done);
         }
     };
-    let our_server = app.keys.server_name().to_string();
-    app.db
-        .write(move |conn| -> Result<(), ServiceError> {
+    app.rooms
+        .write(room.room_id.as_str(), move |txn| -> Result<(), ServiceError> {
             // Only the lease holder stores the outcome (everything below rolls back otherwise).
-            outbox::hold(conn, &queued.lease)?;
-            rooms::lock(conn, room.room_id.as_str())?;
-            let before = state_before_stored(conn, &room, &signed.prev_events)?;
-            let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
+            outbox::hold(txn.conn, &queued.lease)?;
+            let knock = knocks::get(txn.conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
                 let why =
                     format!("the knock became {} while the invite was on its way", knock.status);
-                finish(conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
+                finish(txn.conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(());
             }
-            let current = auth_state(conn, &room, &template_of(&signed))?;
-            if let Err(StoreError::Rejected(why)) = check_received(conn, &room, &signed, &current) {
-                let why = format!("the room changed before the invite could be stored: {why}");
-                fail(conn, &queued, &job, &why)?;
-                return Ok(());
-            }
-            persist_received_state(conn, &room, &signed, before)?;
-            fan_out(conn, &our_server, room.room_id.as_str(), &signed, &[], &[], now_ms())?;
+            let before = match accept::decide(txn, &signed)? {
+                Verdict::Accepted { before } => before,
+                Verdict::Rejected(why) | Verdict::SoftFailed { reason: why, .. } => {
+                    let why = format!("the room changed before the invite could be stored: {why}");
+                    fail(txn.conn, &queued, &job, &why)?;
+                    return Ok(());
+                }
+                Verdict::MissingPrev(id) => {
+                    return Err(StoreError::Corrupt(format!("prev event {id} vanished")).into());
+                }
+            };
+            let event_id = signed.event_id.to_string();
+            let placing = Placing { outlier: false, merge_before: false };
+            accept::store_accepted(txn, signed, &before, placing, Source::Local { extra: &[] })?;
             finish(
-                conn,
+                txn.conn,
                 &queued,
                 &job,
                 Some(knocks::APPROVED),
                 decisions::DELIVERED,
-                Some(signed.event_id.as_str()),
+                Some(event_id.as_str()),
                 None,
             )?;
             Ok(())

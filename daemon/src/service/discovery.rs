@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::{ServiceError, events::load_pdus};
+use super::ServiceError;
+use crate::room::load_pdus;
 use crate::store::{DbConn, StoreError, events as ev, rooms, users};
 
 /// `#alias:ours` → `(room_id, servers)`.

@@ -14,15 +14,11 @@ use reqwest::Method;
 use ruma::{CanonicalJsonObject, OwnedEventId, ServerName, events::StateEventType};
 use serde_json::Value;
 
-use super::{
-    AppState,
-    budget::FetchBudget,
-    events::{RoomCtx, load_pdus, persist_unaccepted},
-    receive,
-};
+use super::{AppState, budget::FetchBudget};
 use crate::{
     matrix::{Pdu, auth, client::encode_segment, json},
-    store::{StoreError, events as ev, rooms, state},
+    room::{RoomCtx, format, load_pdus, persist, signatures},
+    store::{StoreError, events as ev, state},
 };
 
 /// The most events one gap may make us fetch.
@@ -76,12 +72,12 @@ pub async fn fill_with_state(
         fetched.insert(pdu.event_id.clone(), pdu);
     }
     let known = have.clone();
-    let room_ctx = room.clone();
+    let room = room.clone();
+    let room_id = room.room_id.to_string();
     let prev = prev.to_owned();
-    app.db
-        .write(move |conn| -> Result<(), StoreError> {
-            let room = room_ctx;
-            rooms::lock(conn, room.room_id.as_str())?;
+    app.rooms
+        .write(&room_id, move |txn| -> Result<(), StoreError> {
+            let conn = &mut *txn.conn;
             // What we already have must be usable: in this room, not rejected.
             for p in ev::placements(conn, &known)? {
                 if p.room_id != room.room_id.as_str() || p.status == ev::REJECTED {
@@ -156,7 +152,7 @@ pub async fn fill_with_state(
                 )));
             }
             for pdu in order {
-                persist_unaccepted(conn, room.room_id.as_str(), pdu, ev::OUTLIER, None)?;
+                persist::unaccepted(conn, txn.room, pdu, ev::OUTLIER, None)?;
             }
             let delta: Vec<(state::StateKey, String)> = before.into_iter().collect();
             let group_before = state::new_group(conn, room.room_id.as_str(), None, &delta)?;
@@ -224,11 +220,11 @@ async fn fetch_event(
     let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
     let pdu: CanonicalJsonObject =
         json::parse_object(&bytes).map_err(|e| format!("{id}: not canonical JSON: {e}"))?;
-    let event_id = receive::check_format(room, &pdu).map_err(|e| format!("{id}: {e}"))?;
+    let event_id = format::check_format(room, &pdu).map_err(|e| format!("{id}: {e}"))?;
     if event_id.as_str() != id {
         return Err(format!("{origin} answered {event_id} for {id}"));
     }
-    let (pdu, _) = receive::verify_signatures(app, room, pdu)
+    let (pdu, _) = signatures::verify_signatures(&app.keys, &app.remote_keys, room, pdu)
         .await
         .map_err(|e| format!("{id}: signature check failed: {e}"))?;
     Pdu::from_canonical(event_id, pdu)

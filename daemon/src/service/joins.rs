@@ -5,12 +5,10 @@
 use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedUserId, ServerName, UserId};
 use serde_json::{Value, json, value::RawValue};
 
-use super::{
-    ServiceError,
-    events::{RoomCtx, build_local, load_pdus},
-};
+use super::ServiceError;
 use crate::{
     matrix::{EventTemplate, KeyRing, Pdu, now_ms},
+    room::{LoadedRoom, RoomCtx, load_pdus, local, state_before::Mode},
     store::{DbConn, StoreError, events as ev, rooms, state},
 };
 
@@ -146,12 +144,12 @@ fn qualification(
 fn may_authorise(
     conn: &mut DbConn,
     keys: &KeyRing,
-    room: &RoomCtx,
+    room: &mut LoadedRoom,
     candidate: &UserId,
     user: &UserId,
 ) -> Result<bool, StoreError> {
     if candidate.server_name() != keys.server_name()
-        || current_membership(conn, room.room_id.as_str(), candidate.as_str())?.as_deref()
+        || current_membership(conn, room.ctx.room_id.as_str(), candidate.as_str())?.as_deref()
             != Some("join")
     {
         return Ok(false);
@@ -162,7 +160,7 @@ fn may_authorise(
         candidate,
         json!({ "membership": "invite" }),
     );
-    match build_local(conn, keys, room, &invite, now_ms()) {
+    match local::build(conn, room, keys, &invite, now_ms(), Mode::Look) {
         Ok(_) => Ok(true),
         Err(StoreError::Rejected(_)) => Ok(false),
         Err(e) => Err(e),
@@ -177,14 +175,15 @@ fn may_authorise(
 pub fn restricted_authoriser(
     conn: &mut DbConn,
     keys: &KeyRing,
-    room: &RoomCtx,
+    room: &mut LoadedRoom,
     user: &UserId,
 ) -> Result<Option<OwnedUserId>, ServiceError> {
-    if qualification(conn, room, user)? != Qualification::InAllowRoom {
+    if qualification(conn, &room.ctx, user)? != Qualification::InAllowRoom {
         return Ok(None);
     }
     // A joined local member who may invite: try the creator first, then the others.
-    let room_id = room.room_id.as_str();
+    let room_id = room.ctx.room_id.to_string();
+    let room_id = room_id.as_str();
     let creator = rooms::get(conn, room_id)?.map(|r| r.creator);
     let mut candidates = rooms::local_joined_members(conn, room_id, keys.server_name().as_str())?;
     candidates.sort_by_key(|c| Some(c) != creator.as_ref());
@@ -207,25 +206,26 @@ pub fn restricted_authoriser(
 pub fn check_authorised_join(
     conn: &mut DbConn,
     keys: &KeyRing,
-    room: &RoomCtx,
+    room: &mut LoadedRoom,
     join: &Pdu,
     authoriser: &UserId,
 ) -> Result<(), ServiceError> {
     let refuse = |why: String| Err(ServiceError::Forbidden(format!("join refused: {why}")));
-    match qualification(conn, room, &join.sender)? {
+    let room_id = room.ctx.room_id.clone();
+    match qualification(conn, &room.ctx, &join.sender)? {
         Qualification::Member | Qualification::InAllowRoom => {}
         Qualification::NotRestricted => {
-            return refuse(format!("{} does not admit restricted joins", room.room_id));
+            return refuse(format!("{room_id} does not admit restricted joins"));
         }
         Qualification::No => {
             return refuse(format!(
-                "{} is not in any room that allows joining {}",
-                join.sender, room.room_id
+                "{} is not in any room that allows joining {room_id}",
+                join.sender
             ));
         }
     }
     if !may_authorise(conn, keys, room, authoriser, &join.sender)? {
-        return refuse(format!("{authoriser} cannot authorise joins to {}", room.room_id));
+        return refuse(format!("{authoriser} cannot authorise joins to {room_id}"));
     }
     let auth_ids: Vec<String> = join.auth_events.iter().map(|id| id.to_string()).collect();
     let cited = load_pdus(conn, &auth_ids)?.into_iter().any(|p| {

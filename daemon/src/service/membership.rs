@@ -7,14 +7,16 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{
-    AppState, ServiceError,
-    events::{RoomCtx, auth_state, fan_out, load_pdus, persist_received_state},
-    joins, knocks,
-    receive::{self, Verdict},
-};
+use super::{AppState, ServiceError, joins, knocks};
 use crate::{
     matrix::{EventTemplate, Pdu, Placement, auth, event, now_ms},
+    room::{
+        LoadedRoom, RoomCtx,
+        accept::{self, Placing, Verdict},
+        auth_events,
+        effects::Source,
+        format, load_pdus, signatures,
+    },
     store::{DbConn, StoreError, events as ev},
 };
 
@@ -48,15 +50,20 @@ pub enum Answer {
     Leave,
 }
 
-/// The room, checked for existence and the origin's ACL (KNOCK-SPEC B.6–7, C.14, H.45).
-pub fn room_for(
-    conn: &mut DbConn,
+/// The room as the engine last committed it, checked for existence and the origin's ACL
+/// (KNOCK-SPEC B.6–7, C.14, H.45).
+async fn room_for(
+    app: &AppState,
     room_id: &str,
     origin: &ServerName,
-) -> Result<RoomCtx, ServiceError> {
-    let room = RoomCtx::load(conn, room_id)?
+) -> Result<LoadedRoom, ServiceError> {
+    let room = app
+        .rooms
+        .snapshot(room_id)
+        .await?
         .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
-    knocks::check_acl(conn, room_id, origin)?;
+    let (r, o) = (room_id.to_owned(), origin.to_owned());
+    app.db.read(move |conn| knocks::check_acl(conn, &r, &o)).await?;
     Ok(room)
 }
 
@@ -76,11 +83,12 @@ pub async fn make(
 ) -> Result<(RoomVersionId, CanonicalJsonObject), ServiceError> {
     let user = UserId::parse(&user_id)
         .map_err(|e| ServiceError::Invalid(format!("invalid user ID {user_id:?}: {e}")))?;
+    let mut room = room_for(app, &room_id, origin).await?;
     let origin = origin.to_owned();
     let keys = app.keys.clone();
     app.db
         .read(move |conn| {
-            let room = room_for(conn, &room_id, &origin)?;
+            let version = room.ctx.version.clone();
             if let Some(versions) = &versions {
                 let versions = if versions.is_empty() && kind == Kind::Join {
                     vec!["1".to_owned()]
@@ -92,8 +100,8 @@ pub async fn make(
                         "missing `ver`: the room versions the server supports".to_owned(),
                     ));
                 }
-                if !versions.iter().any(|v| v == room.version.as_str()) {
-                    return Err(ServiceError::IncompatibleRoomVersion(room.version.to_string()));
+                if !versions.iter().any(|v| v == version.as_str()) {
+                    return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
                 }
             }
             if user.server_name() != origin {
@@ -103,23 +111,24 @@ pub async fn make(
             }
             let mut content = json!({ "membership": kind.membership() });
             if kind == Kind::Join
-                && let Some(authoriser) = joins::restricted_authoriser(conn, &keys, &room, &user)?
+                && let Some(authoriser) =
+                    joins::restricted_authoriser(conn, &keys, &mut room, &user)?
             {
                 content["join_authorised_via_users_server"] = authoriser.as_str().into();
             }
             let template = EventTemplate::state("m.room.member", user.as_str(), &user, content);
-            let state = auth_state(conn, &room, &template)?;
-            let wanted = auth::auth_types(&template, &room.rules.authorization)
-                .map_err(ServiceError::Invalid)?;
-            let auth_events =
-                wanted.iter().filter_map(|k| state.get(k)).map(|p| p.event_id.clone()).collect();
-            let prev_events =
-                ev::extremities(conn, room.room_id.as_str(), event::MAX_PREV_EVENTS as i64)?
-                    .into_iter()
-                    .filter_map(|(id, depth)| OwnedEventId::try_from(id).ok().map(|id| (id, depth)))
-                    .collect();
+            let rules = room.ctx.rules.clone();
+            let state = room.current.state.clone();
+            let wanted =
+                auth::auth_types(&template, &rules.authorization).map_err(ServiceError::Invalid)?;
+            let auth_events = wanted
+                .iter()
+                .filter_map(|(t, k)| state.get(&(t.to_string(), k.clone())).cloned())
+                .collect();
+            let mut prev_events = room.extremities_by_depth();
+            prev_events.truncate(event::MAX_PREV_EVENTS);
             let placement =
-                Placement { room_id: Some(room.room_id.clone()), prev_events, auth_events };
+                Placement { room_id: Some(room.ctx.room_id.clone()), prev_events, auth_events };
             let mut pdu = event::unsigned_pdu(&template, &placement, ts(now_ms()))
                 .map_err(ServiceError::Invalid)?;
             pdu.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
@@ -128,13 +137,10 @@ pub async fn make(
                 .map_err(|e| ServiceError::Invalid(e.to_string()))?;
             let probe =
                 Pdu::from_canonical(placeholder, pdu.clone()).map_err(ServiceError::Invalid)?;
-            auth::check_against_state(&room.rules.authorization, &probe, |t, k| {
-                state.get(&(t.clone(), k.to_owned())).cloned()
-            })
-            .map_err(|e| {
+            auth_events::check_state(conn, &mut room, &probe, &state)?.map_err(|e| {
                 ServiceError::Forbidden(format!("you cannot {} this room: {e}", kind.membership()))
             })?;
-            Ok((room.version, pdu))
+            Ok((version, pdu))
         })
         .await
 }
@@ -179,7 +185,7 @@ fn check_shape(
     if state_key != sender {
         return Err(ServiceError::Invalid("state_key must be the sender".to_owned()));
     }
-    let event_id = receive::check_format(room, pdu).map_err(ServiceError::BadJson)?;
+    let event_id = format::check_format(room, pdu).map_err(ServiceError::BadJson)?;
     let user =
         UserId::parse(sender).map_err(|e| ServiceError::Invalid(format!("invalid sender: {e}")))?;
     if user.server_name() != origin {
@@ -205,8 +211,8 @@ pub async fn send(
     path_event_id: String,
     mut pdu: CanonicalJsonObject,
 ) -> Result<Answer, ServiceError> {
-    let (o, r) = (origin.to_owned(), room_id.clone());
-    let room = app.db.read(move |conn| room_for(conn, &r, &o)).await?;
+    let snapshot = room_for(app, &room_id, origin).await?;
+    let room = snapshot.ctx.clone();
     let event_id = check_shape(&room, origin, kind, &path_event_id, &pdu)?;
     // A restricted join authorised by one of our users carries our signature too (v8+ rules):
     // only when we would have offered it on make_join (checked here before signing anything, and
@@ -219,9 +225,12 @@ pub async fn send(
     if let Some(authoriser) = &authoriser {
         let join =
             Pdu::from_canonical(event_id.clone(), pdu.clone()).map_err(ServiceError::BadJson)?;
-        let (keys, r, authoriser) = (app.keys.clone(), room.clone(), authoriser.clone());
+        let (keys, authoriser) = (app.keys.clone(), authoriser.clone());
+        let mut snapshot = snapshot;
         app.db
-            .read(move |conn| joins::check_authorised_join(conn, &keys, &r, &join, &authoriser))
+            .read(move |conn| {
+                joins::check_authorised_join(conn, &keys, &mut snapshot, &join, &authoriser)
+            })
             .await?;
         ruma::signatures::sign_event(
             app.keys.server_name().as_str(),
@@ -231,24 +240,21 @@ pub async fn send(
         )
         .map_err(|e| ServiceError::Invalid(e.to_string()))?;
     }
-    let (pdu, content_redacted) = receive::verify_signatures(app, &room, pdu)
-        .await
-        .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
-    let keys = app.keys.clone();
+    let (pdu, content_redacted) =
+        signatures::verify_signatures(&app.keys, &app.remote_keys, &room, pdu)
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
     let state_types = app.config.knock_room_state.clone();
     let max_pending = app.config.knock_limits.max_pending_per_room;
     let origin_name = origin.to_string();
-    let room_id = room.room_id.to_string();
-    let txn_room = room.clone();
-    let (answer, knock_id) = app
-        .membership_writes
-        .run(&app.db, &room_id, move |conn| -> Result<(Answer, Option<i64>), ServiceError> {
-            let room = txn_room;
-            let outlier = match ev::get(conn, event_id.as_str())? {
+    app.rooms
+        .write(&room_id, move |txn| -> Result<Answer, ServiceError> {
+            let outlier = match ev::get(txn.conn, event_id.as_str())? {
                 // C.26: an event we already accepted gets the same answer again.
                 Some(row) if row.status == ev::ACCEPTED => {
-                    let our = keys.server_name().as_str();
-                    return Ok((replay(conn, kind, &room, &row, authorised_here, our)?, None));
+                    let our = txn.keys.server_name().as_str();
+                    let ctx = txn.room.ctx.clone();
+                    return Ok(replay(txn.conn, kind, &ctx, &row, authorised_here, our)?);
                 }
                 // Known only as part of a gap's state: checked now as any new event.
                 Some(row) if row.status == ev::OUTLIER => true,
@@ -262,16 +268,17 @@ pub async fn send(
                 }
                 None => false,
             };
+            let room_id = txn.room.ctx.room_id.to_string();
             if kind == Kind::Knock && max_pending > 0 {
                 // Inside the room's write: concurrent knocks cannot both take the last place.
                 let user = pdu.get("state_key").and_then(CanonicalJsonValue::as_str);
                 let pending = crate::store::knocks::pending_in_room_except(
-                    conn,
-                    room.room_id.as_str(),
+                    txn.conn,
+                    &room_id,
                     user.unwrap_or_default(),
                 )?;
                 if pending >= max_pending {
-                    tracing::info!(room_id = %room.room_id, pending, "knock refused: room's queue full");
+                    tracing::info!(%room_id, pending, "knock refused: room's queue full");
                     return Err(ServiceError::LimitExceeded(
                         format!(
                             "this room has {pending} knocks waiting for a decision, the most it \
@@ -285,10 +292,10 @@ pub async fn send(
             if !authorised_here {
                 // Our signature on what we accept (Synapse does not add it; it does no harm).
                 ruma::signatures::sign_event(
-                    keys.server_name().as_str(),
-                    keys.pair(),
+                    txn.keys.server_name().as_str(),
+                    txn.keys.pair(),
                     &mut pdu,
-                    &room.rules.redaction,
+                    &txn.room.ctx.rules.redaction,
                 )
                 .map_err(|e| ServiceError::Invalid(e.to_string()))?;
             }
@@ -298,9 +305,9 @@ pub async fn send(
                 ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))
             };
             if let Some(authoriser) = &authoriser {
-                joins::check_authorised_join(conn, &keys, &room, &stored, authoriser)?;
+                joins::check_authorised_join(txn.conn, txn.keys, txn.room, &stored, authoriser)?;
             }
-            let before = match receive::authorize(conn, &room, &stored)? {
+            let before = match accept::decide(txn, &stored)? {
                 Verdict::Accepted { before } => before,
                 Verdict::Rejected(why) => return Err(refused(why)),
                 // Our decision: 403 and nothing stored, rather than a soft-fail (KNOCK-SPEC C.21).
@@ -309,55 +316,34 @@ pub async fn send(
                     return Err(refused(format!("unknown prev event {id}")));
                 }
             };
-            if outlier {
-                ev::remove_outlier(conn, event_id.as_str())?;
-            }
-            persist_received_state(conn, &room, &stored, before)?;
-            let now = now_ms();
-            fan_out(
-                conn,
-                keys.server_name().as_str(),
-                room.room_id.as_str(),
-                &stored,
-                &[],
-                std::slice::from_ref(&origin_name),
-                now,
-            )?;
+            let source = Source::Handshake {
+                origin: &origin_name,
+                content_redacted,
+                knock_state: &state_types,
+            };
+            let placing = Placing { outlier, merge_before: false };
+            let effects = accept::store_accepted(txn, stored.clone(), &before, placing, source)?;
             match kind {
-                Kind::Knock => {
-                    let (state, id) = knocks::enqueue(
-                        conn,
-                        &room,
-                        &stored,
-                        &origin_name,
-                        content_redacted,
-                        &state_types,
-                        now,
-                    )?;
-                    Ok((Answer::Knock(state), Some(id)))
-                }
-                Kind::Join => Ok((
-                    Answer::Join(joins::answer(
-                        conn,
-                        &room,
-                        before,
+                Kind::Knock => Ok(Answer::Knock(effects.knock.map(|k| k.0).unwrap_or_default())),
+                Kind::Join => {
+                    let group = before
+                        .id
+                        .ok_or_else(|| StoreError::Corrupt("join without state".to_owned()))?;
+                    let our = txn.keys.server_name().as_str();
+                    let ctx = txn.room.ctx.clone();
+                    Ok(Answer::Join(joins::answer(
+                        txn.conn,
+                        &ctx,
+                        group,
                         &stored,
                         authorised_here,
-                        keys.server_name().as_str(),
-                    )?),
-                    None,
-                )),
-                Kind::Leave => Ok((Answer::Leave, None)),
+                        our,
+                    )?))
+                }
+                Kind::Leave => Ok(Answer::Leave),
             }
         })
-        .await?;
-    app.outbox_wake.notify_one();
-    if let Some(id) = knock_id {
-        app.publish("knock", Some(id), Some(&room_id), Some(crate::store::knocks::PENDING));
-    } else if kind != Kind::Knock {
-        app.publish("knock", None, Some(&room_id), None);
-    }
-    Ok(answer)
+        .await
 }
 
 /// The answer to a retried send of an event we already accepted.

@@ -1,10 +1,8 @@
 //! Domain logic: rooms, knocks and their events. No HTTP types here.
 
-pub mod batch;
 pub mod budget;
 pub mod delivery;
 pub mod discovery;
-pub mod events;
 pub mod gap;
 pub mod joins;
 pub mod knocks;
@@ -13,11 +11,9 @@ pub mod moderation;
 pub mod queue;
 pub mod ratelimit;
 pub mod reads;
-pub mod receive;
 pub mod rooms;
 pub mod scope;
 pub mod settings;
-pub mod state;
 pub mod transactions;
 pub mod visibility;
 
@@ -45,8 +41,8 @@ pub struct AppState {
     pub origin_locks: Arc<transactions::OriginLocks>,
     /// Queue changes for live admin UIs (`GET /events`). Only this process's changes.
     pub queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
-    /// send_knock/send_join/send_leave writes, group-committed per room.
-    pub membership_writes: Arc<batch::RoomBatches<(membership::Answer, Option<i64>)>>,
+    /// The room engine: every write to a room's state goes through it.
+    pub rooms: Arc<crate::room::Engine>,
     /// Knock requests per origin server and per room (this process's count).
     pub knock_limits: Arc<ratelimit::KnockLimits>,
 }
@@ -70,6 +66,14 @@ impl AppState {
             config.knock_limits.per_origin,
             config.knock_limits.per_room,
         ));
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let queue_events = tokio::sync::broadcast::channel(1024).0;
+        let rooms = Arc::new(crate::room::Engine::new(
+            db.clone(),
+            keys.clone(),
+            outbox_wake.clone(),
+            queue_events.clone(),
+        ));
         Ok(Self {
             config: Arc::new(config),
             instance_id: instance_id.into(),
@@ -77,9 +81,9 @@ impl AppState {
             keys,
             federation,
             remote_keys,
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
-            queue_events: tokio::sync::broadcast::channel(1024).0,
-            membership_writes: Arc::default(),
+            outbox_wake,
+            queue_events,
+            rooms,
             origin_locks: Arc::new(transactions::OriginLocks::default()),
             knock_limits,
         })

@@ -5,14 +5,11 @@ use knockd_shared::{Decision, ErrorBody};
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
 
-use super::{
-    AppState, ServiceError,
-    events::{RoomCtx, append_local, build_local, fan_out},
-    scope::Scope,
-};
+use super::{AppState, ServiceError, scope::Scope};
 use crate::{
     matrix::{EventTemplate, now_ms},
-    store::{DbConn, StoreError, decisions, knocks, outbox, rooms},
+    room::{local, state_before::Mode},
+    store::{DbConn, StoreError, decisions, knocks, outbox},
 };
 
 /// An invite waiting in the outbox.
@@ -38,32 +35,36 @@ pub fn decision_view(row: decisions::DecisionRow, user_id: Option<String>) -> De
     }
 }
 
-/// The knock, still pending, or the reason it cannot be decided. A knock of a room out of scope
-/// is refused before anything else about it is told (its status, who decided it).
-fn pending_knock(
-    conn: &mut DbConn,
-    scope: &Scope,
-    knock_id: i64,
-) -> Result<(knocks::KnockRow, RoomCtx), ServiceError> {
-    let not_found = || ServiceError::NotFound(format!("no knock {knock_id}"));
-    let room_id = knocks::get(conn, knock_id)?.ok_or_else(not_found)?.room_id;
-    if !scope.covers(conn, &room_id)? {
-        return Err(scope.refusal(
-            conn,
-            &room_id,
-            format!("you cannot decide knock {knock_id}: you do not moderate its room"),
-            format!("no knock {knock_id}"),
-        )?);
-    }
-    // Decisions in one room are serialised by its lock; read the knock again under it.
-    rooms::lock(conn, &room_id)?;
-    let knock = knocks::get(conn, knock_id)?.ok_or_else(not_found)?;
+/// The room of a knock the actor may decide. A knock of a room out of scope is refused before
+/// anything else about it is told (its status, who decided it).
+async fn room_of(app: &AppState, scope: &Scope, knock_id: i64) -> Result<String, ServiceError> {
+    let scope = scope.clone();
+    app.db
+        .read(move |conn| {
+            let not_found = || ServiceError::NotFound(format!("no knock {knock_id}"));
+            let room_id = knocks::get(conn, knock_id)?.ok_or_else(not_found)?.room_id;
+            if !scope.covers(conn, &room_id)? {
+                return Err(scope.refusal(
+                    conn,
+                    &room_id,
+                    format!("you cannot decide knock {knock_id}: you do not moderate its room"),
+                    format!("no knock {knock_id}"),
+                )?);
+            }
+            Ok(room_id)
+        })
+        .await
+}
+
+/// The knock, still pending, read again inside its room's write (decisions in one room are
+/// serialised there).
+fn pending_knock(conn: &mut DbConn, knock_id: i64) -> Result<knocks::KnockRow, ServiceError> {
+    let knock = knocks::get(conn, knock_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no knock {knock_id}")))?;
     if knock.status != knocks::PENDING {
         return Err(already_decided(conn, &knock)?);
     }
-    let room = RoomCtx::load(conn, &knock.room_id)?
-        .ok_or_else(|| ServiceError::NotFound(format!("room {} is gone", knock.room_id)))?;
-    Ok((knock, room))
+    Ok(knock)
 }
 
 fn already_decided(
@@ -103,19 +104,20 @@ pub async fn approve(
     knock_id: i64,
     reason: Option<String>,
 ) -> Result<Decision, ServiceError> {
-    let keys = app.keys.clone();
     let scope = Scope::of(app, actor);
+    let room_id = room_of(app, &scope, knock_id).await?;
     let actor: OwnedUserId = actor.to_owned();
     let decision = app
-        .db
-        .write(move |conn| -> Result<Decision, ServiceError> {
-            let (knock, room) = pending_knock(conn, &scope, knock_id)?;
+        .rooms
+        .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
+            let knock = pending_knock(txn.conn, knock_id)?;
             let now = now_ms();
             // KNOCK-SPEC D.27: only a joined member with invite power approves. Checked now with
             // a provisional invite; the real one is built at delivery time.
             let template = invite_template(&actor, &knock.user_id, reason.as_deref())?;
-            build_local(conn, &keys, &room, &template, now)
+            local::build(txn.conn, txn.room, txn.keys, &template, now, Mode::Look)
                 .map_err(forbidden("approve (invite)"))?;
+            let conn = &mut *txn.conn;
             if !knocks::transition(
                 conn,
                 knock_id,
@@ -160,20 +162,20 @@ pub async fn deny(
     reason: Option<String>,
     ban: bool,
 ) -> Result<Decision, ServiceError> {
-    let keys = app.keys.clone();
     let scope = Scope::of(app, actor);
+    let room_id = room_of(app, &scope, knock_id).await?;
     let actor: OwnedUserId = actor.to_owned();
     let decision = app
-        .db
-        .write(move |conn| -> Result<Decision, ServiceError> {
-            let (knock, room) = pending_knock(conn, &scope, knock_id)?;
+        .rooms
+        .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
+            let knock = pending_knock(txn.conn, knock_id)?;
             let now = now_ms();
             let (status, action) = if ban {
                 (knocks::BANNED, decisions::BAN)
             } else {
                 (knocks::DENIED, decisions::DENY)
             };
-            if !knocks::transition(conn, knock_id, &[knocks::PENDING], status, now)? {
+            if !knocks::transition(txn.conn, knock_id, &[knocks::PENDING], status, now)? {
                 return Err(ServiceError::Conflict(format!(
                     "knock {knock_id} was decided concurrently"
                 )));
@@ -184,18 +186,11 @@ pub async fn deny(
             }
             let template = EventTemplate::state("m.room.member", &knock.user_id, &actor, content);
             let what = if ban { "ban" } else { "deny (kick)" };
-            let pdu = append_local(conn, &keys, &room, &template, now).map_err(forbidden(what))?;
             let knocker_server =
                 knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
-            fan_out(
-                conn,
-                keys.server_name().as_str(),
-                &knock.room_id,
-                &pdu,
-                &[knocker_server],
-                &[],
-                now,
-            )?;
+            let pdu =
+                local::append(txn, &template, now, &[knocker_server]).map_err(forbidden(what))?;
+            let conn = &mut *txn.conn;
             let id = decisions::insert(
                 conn,
                 knock_id,

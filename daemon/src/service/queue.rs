@@ -2,7 +2,8 @@
 
 use knockd_shared::{KnockList, KnockQuery, KnockSummary};
 
-use super::{AppState, ServiceError, events::load_pdus, scope::Scope};
+use super::{AppState, ServiceError, scope::Scope};
+use crate::room::load_pdus;
 use crate::store::{DbConn, StoreError, events as ev, knocks};
 
 /// The knocks of the rooms in scope, oldest first.

@@ -7,14 +7,10 @@ use std::collections::{HashSet, VecDeque};
 use ruma::ServerName;
 use serde_json::Value;
 
-use super::{
-    ServiceError,
-    events::{RoomCtx, load_pdus, parse_stored},
-    knocks,
-    visibility::ServerView,
-};
+use super::{ServiceError, knocks, visibility::ServerView};
 use crate::{
     matrix::Pdu,
+    room::{RoomCtx, load_pdus, parse_stored},
     store::{DbConn, StoreError, events as ev, state},
 };
 

@@ -4,13 +4,16 @@ use knockd_shared::{CreateRoomRequest, CreateRoomResponse, RoomDetail, RoomSumma
 use ruma::{OwnedRoomAliasId, RoomId, RoomVersionId, UserId};
 use serde_json::{Value, json};
 
-use super::{
-    AppState, ServiceError,
-    events::{RoomCtx, append_local, build, load_pdus, persist_accepted},
-    scope::Scope,
-};
+use super::{AppState, ServiceError, scope::Scope};
 use crate::{
-    matrix::{EventTemplate, Placement, auth, event, now_ms},
+    matrix::{EventTemplate, event, now_ms},
+    room::{
+        Applied, LoadedRoom, RoomCtx, RoomTxn,
+        accept::{Placing, store_accepted},
+        effects::Source,
+        load_pdus, local,
+        state_before::Mode,
+    },
     store::{StoreError, events as ev, rooms as room_store},
 };
 
@@ -137,37 +140,42 @@ pub async fn create_room(
             let create = EventTemplate::state("m.room.create", "", &creator, create_content);
             let provisional = (!rules.authorization.room_create_event_id_as_room_id)
                 .then(|| RoomId::new_v1(&server_name));
-            let mut room = RoomCtx {
-                room_id: provisional.clone().unwrap_or_else(|| RoomId::new_v1(&server_name)),
+            let ctx = RoomCtx {
+                room_id: provisional.unwrap_or_else(|| RoomId::new_v1(&server_name)),
                 version: plan.version.clone(),
                 rules,
             };
-            let placement = Placement { room_id: provisional, ..Placement::default() };
-            let create_pdu = build(&keys, &room, &create, &placement, now)?;
-            if room.rules.authorization.room_create_event_id_as_room_id {
-                room.room_id = event::room_id_from_create(&create_pdu.event_id)
+            let mut room = LoadedRoom::empty(ctx);
+            let (create_pdu, before) =
+                local::build(conn, &mut room, &keys, &create, now, Mode::Store)?;
+            if room.ctx.rules.authorization.room_create_event_id_as_room_id {
+                room.ctx.room_id = event::room_id_from_create(&create_pdu.event_id)
                     .map_err(StoreError::Rejected)?;
             }
-            auth::check_against_auth_events(&room.rules.authorization, &create_pdu, |_| None)
-                .map_err(|e| StoreError::Rejected(format!("create event: {e}")))?;
             room_store::insert(
                 conn,
                 &room_store::RoomRow {
-                    room_id: room.room_id.to_string(),
-                    room_version: room.version.to_string(),
+                    room_id: room.ctx.room_id.to_string(),
+                    room_version: room.ctx.version.to_string(),
                     creator: creator.to_string(),
                     created_ms: now,
                     is_public: published,
                     current_group: None,
+                    version: 0,
                 },
             )?;
-            persist_accepted(conn, &room, &create_pdu)?;
+            // The room is new: nobody else can write it before this transaction commits.
+            let mut applied = Applied::default();
+            let mut txn = RoomTxn { conn, room: &mut room, keys: &keys, applied: &mut applied };
+            let placing = Placing { outlier: false, merge_before: false };
+            store_accepted(&mut txn, create_pdu, &before, placing, Source::Local { extra: &[] })?;
             for (event_type, content) in events {
                 let state_key = if event_type == "m.room.member" { creator.as_str() } else { "" };
                 let template = EventTemplate::state(event_type, state_key, &creator, content);
-                append_local(conn, &keys, &room, &template, now)?;
+                local::append(&mut txn, &template, now, &[])?;
             }
-            Ok(room.room_id)
+            let room = &txn.room;
+            Ok(room.ctx.room_id.clone())
         })
         .await?;
     Ok(CreateRoomResponse { room_id: room_id.to_string(), room_version })

@@ -5,13 +5,10 @@ use knockd_shared::{EventIds, RoomSettings};
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{
-    AppState, ServiceError,
-    events::{RoomCtx, append_local, fan_out, load_pdus},
-    scope::Scope,
-};
+use super::{AppState, ServiceError, scope::Scope};
 use crate::{
     matrix::{EventTemplate, now_ms},
+    room::{RoomCtx, load_pdus, local},
     store::{DbConn, StoreError, events as ev, rooms, users},
 };
 
@@ -32,13 +29,14 @@ async fn change(
     + Send
     + 'static,
 ) -> Result<EventIds, ServiceError> {
-    let keys = app.keys.clone();
-    let ids = app
-        .db
-        .write(move |conn| -> Result<EventIds, ServiceError> {
-            let missing = format!("no room {room_id} is hosted here");
-            let room = RoomCtx::load(conn, &room_id)?
-                .ok_or_else(|| ServiceError::NotFound(missing.clone()))?;
+    let missing = format!("no room {room_id} is hosted here");
+    let check = (room_id.clone(), missing.clone());
+    app.db
+        .read(move |conn| -> Result<(), ServiceError> {
+            let (room_id, missing) = check;
+            if crate::store::rooms::get(conn, &room_id)?.is_none() {
+                return Err(ServiceError::NotFound(missing));
+            }
             if !scope.covers(conn, &room_id)? {
                 return Err(scope.refusal(
                     conn,
@@ -47,20 +45,26 @@ async fn change(
                     missing,
                 )?);
             }
-            rooms::lock(conn, &room_id)?;
-            let templates = build(conn, &room)?;
+            Ok(())
+        })
+        .await?;
+    app.rooms
+        .write(&room_id, move |txn| -> Result<EventIds, ServiceError> {
+            let room = txn.room.ctx.clone();
+            let templates = build(txn.conn, &room)?;
             let now = now_ms();
             let mut event_ids = Vec::new();
             for t in templates {
-                let pdu = append_local(conn, &keys, &room, &t, now).map_err(forbidden)?;
-                fan_out(conn, keys.server_name().as_str(), &room_id, &pdu, &[], &[], now)?;
+                let pdu = local::append(txn, &t, now, &[]).map_err(forbidden)?;
                 event_ids.push(pdu.event_id.to_string());
             }
             Ok(EventIds { event_ids })
         })
-        .await?;
-    app.outbox_wake.notify_one();
-    Ok(ids)
+        .await
+        .map_err(|e| match e {
+            ServiceError::Store(StoreError::NotFound) => ServiceError::NotFound(missing),
+            e => e,
+        })
 }
 
 /// Changes name, topic, avatar, alias or join rule.

@@ -8,16 +8,16 @@ use reqwest::Method;
 use ruma::{CanonicalJsonObject, OwnedServerName, ServerName};
 use serde_json::{Value, json};
 
-use super::{
-    AppState, ServiceError,
-    budget::FetchBudget,
-    events::{RoomCtx, merge_into_current, persist_received_state, persist_unaccepted},
-    knocks,
-    receive::{self, Verdict},
-};
+use super::{AppState, ServiceError, budget::FetchBudget, knocks};
 use crate::{
     bounded::{BoundedMap, NAME_CACHE_CAPACITY},
     matrix::{Pdu, client::encode_segment, json, now_ms},
+    room::{
+        RoomCtx,
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        format, signatures,
+    },
     store::{StoreError, events as ev, rooms, txns},
 };
 
@@ -157,7 +157,7 @@ fn process<'a>(
                 return Ok(Some((id.to_string(), Err(format!("not canonical JSON: {e}")))));
             }
         };
-        let event_id = match receive::check_format(&room, &pdu) {
+        let event_id = match format::check_format(&room, &pdu) {
             Ok(id) => id,
             Err(e) => {
                 let Ok(id) = crate::matrix::event::event_id(&pdu, &room.rules) else {
@@ -221,7 +221,8 @@ async fn handle(
     {
         return Ok(());
     }
-    let (pdu, content_redacted) = receive::verify_signatures(app, room, pdu).await?;
+    let (pdu, content_redacted) =
+        signatures::verify_signatures(&app.keys, &app.remote_keys, room, pdu).await?;
     let parsed = Pdu::from_canonical(event_id, pdu)?;
 
     // Missing prev events: ask the origin for the gap, oldest first, before this one.
@@ -265,91 +266,47 @@ async fn handle(
         }
     }
 
-    let txn_room = room.clone();
     let origin_name = origin.to_string();
     let state_types = app.config.knock_room_state.clone();
     let outcome = app
-        .db
-        .write(move |conn| -> Result<(Result<(), String>, Option<i64>), StoreError> {
-            let room = txn_room;
-            let room_id = room.room_id.to_string();
-            rooms::lock(conn, &room_id)?;
+        .rooms
+        .write(room.room_id.as_str(), move |txn| -> Result<Result<(), String>, StoreError> {
             // Known only as part of a gap's state: now it takes its place in the graph (the
             // outlier row stays readable for the checks, then is replaced).
-            let outlier = match ev::get(conn, parsed.event_id.as_str())? {
+            let outlier = match ev::get(txn.conn, parsed.event_id.as_str())? {
                 Some(row) if row.status == ev::OUTLIER => true,
-                Some(_) => return Ok((Ok(()), None)),
+                Some(_) => return Ok(Ok(())),
                 None => false,
             };
-            let verdict = receive::authorize(conn, &room, &parsed)?;
-            // The outlier row gives way only to the event stored in the graph: refused there
-            // (or its prev unknown), it stays what it was, part of a state we rely on.
-            if outlier && matches!(verdict, Verdict::Accepted { .. } | Verdict::SoftFailed { .. }) {
-                ev::remove_outlier(conn, parsed.event_id.as_str())?;
-            }
+            let verdict = accept::decide(txn, &parsed)?;
             match verdict {
-                Verdict::Rejected(why) if outlier => Ok((Err(why), None)),
                 Verdict::Accepted { before } => {
-                    persist_received_state(conn, &room, &parsed, before)?;
-                    if outlier {
-                        ev::unless_cited(conn, &room_id, parsed.event_id.as_str(), parsed.depth)?;
-                    }
                     // A state event's branch is resolved into current state as it is stored;
                     // any other event brings the gap's state in here.
-                    if from_gap && parsed.state_key.is_none() {
-                        merge_into_current(conn, &room, before)?;
-                    }
-                    // Not sent on to the room's other servers: its origin sends it to them itself
-                    // (only what we accept through make_/send_ handshakes is ours to fan out).
-                    let now = now_ms();
-                    let knock = (parsed.membership().as_deref() == Some("knock")).then_some(());
-                    let knock_id = match knock {
-                        Some(()) => Some(
-                            knocks::enqueue(
-                                conn,
-                                &room,
-                                &parsed,
-                                &origin_name,
-                                content_redacted,
-                                &state_types,
-                                now,
-                            )?
-                            .1,
-                        ),
-                        None => None,
+                    let placing = Placing { outlier, merge_before: from_gap };
+                    let source = Source::Transaction {
+                        origin: &origin_name,
+                        content_redacted,
+                        knock_state: &state_types,
                     };
-                    Ok((Ok(()), knock_id))
+                    accept::store_accepted(txn, parsed, &before, placing, source)?;
+                    Ok(Ok(()))
                 }
-                Verdict::Rejected(why) => {
-                    persist_unaccepted(conn, &room_id, &parsed, ev::REJECTED, None)?;
-                    Ok((Err(why), None))
-                }
-                Verdict::SoftFailed { before, reason } => {
+                Verdict::SoftFailed { ref reason, .. } => {
                     tracing::info!(event_id = %parsed.event_id, %reason, "soft-failed");
-                    persist_unaccepted(conn, &room_id, &parsed, ev::SOFT_FAILED, Some(before))?;
-                    Ok((Ok(()), None))
+                    accept::store_refused(txn, &parsed, &verdict, outlier)?;
+                    Ok(Ok(()))
                 }
-                Verdict::MissingPrev(id) => Ok((Err(format!("missing prev event {id}")), None)),
+                Verdict::Rejected(ref why) => {
+                    accept::store_refused(txn, &parsed, &verdict, outlier)?;
+                    Ok(Err(why.clone()))
+                }
+                Verdict::MissingPrev(id) => Ok(Err(format!("missing prev event {id}"))),
             }
         })
         .await
         .map_err(Failure::from)?;
-    match outcome {
-        (Ok(()), Some(id)) => {
-            app.publish(
-                "knock",
-                Some(id),
-                Some(room.room_id.as_str()),
-                Some(crate::store::knocks::PENDING),
-            );
-            Ok(())
-        }
-        (Ok(()), None) => {
-            app.publish("knock", None, Some(room.room_id.as_str()), None);
-            Ok(())
-        }
-        (Err(e), _) => Err(Failure::Refused(e)),
-    }
+    outcome.map_err(Failure::Refused)
 }
 
 /// `POST /get_missing_events` to the origin for the events between our extremities and `pdu`.

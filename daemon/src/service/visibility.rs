@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use ruma::ServerName;
 use serde_json::Value;
 
-use super::events::{RoomCtx, load_pdus, parse_stored};
 use crate::{
     matrix::{Pdu, event},
+    room::{RoomCtx, load_pdus, parse_stored},
     store::{DbConn, StoreError, events as ev, rooms, state},
 };
 

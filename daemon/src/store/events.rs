@@ -165,13 +165,14 @@ pub fn advance_extremities(
 
 /// Takes `event_id` off the forward extremities when an accepted event already cites it as a
 /// prev event: for an outlier that arrives in the timeline after events that build on it (a gap
-/// filled through `/state_ids`). A scan of the room's deeper events: rare, never per PDU.
+/// filled through `/state_ids`). A scan of the room's deeper events: rare, never per PDU. Tells
+/// whether it was cited.
 pub fn unless_cited(
     conn: &mut DbConn,
     room_id: &str,
     event_id: &str,
     depth: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let quoted = format!("%\"{event_id}\"%");
     let cited: Option<String> = optional(
         events::table
@@ -191,7 +192,7 @@ pub fn unless_cited(
         )
         .execute(conn)?;
     }
-    Ok(())
+    Ok(cited.is_some())
 }
 
 /// The event holding `(type, state_key)` in the room's current state.
@@ -256,21 +257,17 @@ pub fn current_of_types(
         .load(conn)?)
 }
 
-/// Sets one entry of the current state, keeping the per-server joined counts in step.
-pub fn set_current(
+/// Sets one entry of the current state, keeping the per-server joined counts in step;
+/// `was_joined`: whether the entry it replaces was a join.
+pub fn set_current_known(
     conn: &mut DbConn,
     room_id: &str,
     event_type: &str,
     state_key: &str,
     event_id: &str,
     membership: Option<&str>,
+    was_joined: bool,
 ) -> Result<(), StoreError> {
-    let previous: Option<Option<String>> = optional(
-        current_state::table
-            .find((room_id, event_type, state_key))
-            .select(current_state::membership)
-            .first(conn),
-    )?;
     with_backend!(conn, |c| diesel::insert_into(current_state::table)
         .values((
             current_state::room_id.eq(room_id),
@@ -284,9 +281,8 @@ pub fn set_current(
         .set((current_state::event_id.eq(event_id), current_state::membership.eq(membership)))
         .execute(c))?;
     if event_type == "m.room.member" {
-        let was = previous.flatten().as_deref() == Some("join");
         let is = membership == Some("join");
-        if was != is
+        if was_joined != is
             && let Some((_, server)) = state_key.split_once(':')
         {
             super::rooms::add_joined(conn, room_id, server, if is { 1 } else { -1 })?;

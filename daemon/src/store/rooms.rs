@@ -12,6 +12,8 @@ pub struct RoomRow {
     pub created_ms: i64,
     pub is_public: bool,
     pub current_group: Option<i64>,
+    /// Bumped by every write to the room's state (the room engine's cache check).
+    pub version: i64,
 }
 
 pub fn insert(conn: &mut DbConn, room: &RoomRow) -> Result<(), StoreError> {
@@ -51,15 +53,42 @@ pub fn list(
     Ok(query.order((rooms::created_ms.asc(), rooms::room_id.asc())).limit(limit).load(conn)?)
 }
 
-/// Takes the room's row lock for the rest of the transaction (PostgreSQL; SQLite has one writer).
-pub fn lock(conn: &mut DbConn, room_id: &str) -> Result<(), StoreError> {
+/// Takes the room's row lock for the rest of the transaction (PostgreSQL; SQLite has one writer)
+/// and reads the room's state version; `None` when the room is not hosted here.
+pub fn lock_version(conn: &mut DbConn, room_id: &str) -> Result<Option<i64>, StoreError> {
+    let query = rooms::table.find(room_id).select(rooms::version);
     match conn {
-        super::DbConn::Pg(c) => {
-            rooms::table.find(room_id).select(rooms::room_id).for_update().first::<String>(c)?;
-        }
-        super::DbConn::Sqlite(_) => {}
+        super::DbConn::Pg(c) => optional(query.for_update().first::<i64>(c)),
+        super::DbConn::Sqlite(c) => optional(query.first::<i64>(c)),
     }
+}
+
+/// Records that the room's state changed: instances holding an older version reload it.
+pub fn set_version(conn: &mut DbConn, room_id: &str, version: i64) -> Result<(), StoreError> {
+    diesel::update(rooms::table.find(room_id)).set(rooms::version.eq(version)).execute(conn)?;
     Ok(())
+}
+
+/// `(type, state_key, event_id, membership)`
+pub type CurrentRow = (String, String, String, Option<String>);
+
+/// Every entry of the room's current state.
+pub fn current_state_rows(conn: &mut DbConn, room_id: &str) -> Result<Vec<CurrentRow>, StoreError> {
+    use super::schema::current_state as cs;
+    Ok(cs::table
+        .filter(cs::room_id.eq(room_id))
+        .select((cs::event_type, cs::state_key, cs::event_id, cs::membership))
+        .load(conn)?)
+}
+
+/// `(server, joined member count)` of every server with a joined member.
+pub fn joined_counts(conn: &mut DbConn, room_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    use super::schema::room_servers as rs;
+    Ok(rs::table
+        .filter(rs::room_id.eq(room_id))
+        .filter(rs::joined.gt(0))
+        .select((rs::server_name, rs::joined))
+        .load(conn)?)
 }
 
 /// The state group equal to the room's current state.

@@ -8,6 +8,7 @@ diesel::table! {
         created_ms -> BigInt,
         is_public -> Bool,
         current_group -> Nullable<BigInt>,
+        version -> BigInt,
     }
 }
 

@@ -24,6 +24,16 @@ pub fn new_group(
     parent: Option<i64>,
     delta: &[(StateKey, String)],
 ) -> Result<i64, StoreError> {
+    Ok(new_group_placed(conn, room_id, parent, delta)?.0)
+}
+
+/// [`new_group`], also telling how many chains its state draws on (what a lookup reads).
+pub fn new_group_placed(
+    conn: &mut DbConn,
+    room_id: &str,
+    parent: Option<i64>,
+    delta: &[(StateKey, String)],
+) -> Result<(i64, usize), StoreError> {
     let parent_ancestry = parent.map(|p| ancestry(conn, p)).transpose()?.unwrap_or_default();
     // Extend the parent's chain when the parent is its tip; else start a chain based on it.
     let extend = match parent_ancestry.first() {
@@ -55,6 +65,7 @@ pub fn new_group(
     };
     let mut own = vec![(chain_id, chain_pos)];
     own.extend_from_slice(inherited);
+    let chains = own.len();
     let ancestry_text = format_ancestry(&own);
     let group_id: i64 = with_backend!(conn, |c| diesel::insert_into(state_groups::table)
         .values((
@@ -94,7 +105,7 @@ pub fn new_group(
             }
         }
     }
-    Ok(group_id)
+    Ok((group_id, chains))
 }
 
 /// The ancestry of a group made before ancestries were stored, as one recursive query:

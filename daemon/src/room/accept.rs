@@ -1,0 +1,92 @@
+//! A received event through the room writer: steps 4–6 of the checks on receipt (format and
+//! signatures were checked before the writer), then storing it as what it turned out to be.
+
+use std::sync::Arc;
+
+use super::{
+    RoomTxn, auth_events,
+    effects::{self, Effects, Source},
+    loaded::Group,
+    persist, soft_fail,
+    state_before::{Missing, Mode, state_before},
+};
+use crate::{
+    matrix::Pdu,
+    store::{StoreError, events as ev},
+};
+
+/// The outcome of the auth checks.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Passed all three; `before` is the state before the event.
+    Accepted { before: Arc<Group> },
+    /// Failed against its auth events or the state before it: stored as rejected, never state.
+    Rejected(String),
+    /// Passed those but not the current state: stored, not in current state, not sent on.
+    SoftFailed { before: Arc<Group>, reason: String },
+    /// A prev event we do not have.
+    MissingPrev(String),
+}
+
+/// Runs the auth rules three ways: against the event's auth events, the state before it, and
+/// the current state.
+pub fn decide(txn: &mut RoomTxn<'_>, pdu: &Pdu) -> Result<Verdict, StoreError> {
+    if let Err(why) = auth_events::check_own(txn.conn, txn.room, pdu)? {
+        return Ok(Verdict::Rejected(why));
+    }
+    let before = match state_before(txn.conn, txn.room, &pdu.prev_events, Mode::Store)? {
+        Ok(g) => g,
+        Err(Missing::Prev(id)) => return Ok(Verdict::MissingPrev(id)),
+    };
+    if let Err(e) = auth_events::check_state(txn.conn, txn.room, pdu, &before.state.clone())? {
+        return Ok(Verdict::Rejected(format!("not allowed by the state before it: {e}")));
+    }
+    if let Err(reason) = soft_fail::check(txn.conn, txn.room, pdu, &before)? {
+        return Ok(Verdict::SoftFailed { before, reason });
+    }
+    Ok(Verdict::Accepted { before })
+}
+
+/// How a decided event is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct Placing {
+    /// It is stored as an outlier now (part of a gap's state) and takes its place in the graph.
+    pub outlier: bool,
+    /// Its state before came from outside our graph (a gap): resolved into the current state.
+    pub merge_before: bool,
+}
+
+/// Stores an accepted event and runs its effects.
+pub fn store_accepted(
+    txn: &mut RoomTxn<'_>,
+    pdu: Pdu,
+    before: &Arc<Group>,
+    placing: Placing,
+    source: Source<'_>,
+) -> Result<Effects, StoreError> {
+    let pdu = Arc::new(pdu);
+    let change =
+        persist::accepted(txn.conn, txn.room, &pdu, before, placing.outlier, placing.merge_before)?;
+    effects::accepted(txn, &pdu, &change, source)
+}
+
+/// Stores a refused event: rejected, or soft-failed with its state before. An outlier refused
+/// here stays what it was (part of a state we rely on).
+pub fn store_refused(
+    txn: &mut RoomTxn<'_>,
+    pdu: &Pdu,
+    verdict: &Verdict,
+    outlier: bool,
+) -> Result<(), StoreError> {
+    match verdict {
+        Verdict::Rejected(_) if outlier => Ok(()),
+        Verdict::Rejected(_) => persist::unaccepted(txn.conn, txn.room, pdu, ev::REJECTED, None),
+        Verdict::SoftFailed { before, .. } => {
+            if outlier {
+                ev::remove_outlier(txn.conn, pdu.event_id.as_str())?;
+            }
+            persist::unaccepted(txn.conn, txn.room, pdu, ev::SOFT_FAILED, before.id)
+        }
+        Verdict::Accepted { .. } | Verdict::MissingPrev(_) => Ok(()),
+    }
+}

@@ -1,0 +1,186 @@
+//! What follows from an event the engine applied, in one place: the knock queue (a new knock, a
+//! membership change ending a knock's story), sending it on to the room's servers, and telling
+//! live admin UIs.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{RoomTxn, auth_events::by_keys, persist::CurrentChange};
+use crate::{
+    matrix::{Pdu, now_ms},
+    store::{DbConn, StoreError, knocks, outbox},
+};
+
+/// Where an applied event came from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// send_knock / send_join / send_leave from `origin`: we send it on to the room's other
+    /// servers.
+    Handshake { origin: &'a str, content_redacted: bool, knock_state: &'a [String] },
+    /// A PDU of an inbound transaction, or fetched for one: its origin sends it on itself.
+    Transaction { origin: &'a str, content_redacted: bool, knock_state: &'a [String] },
+    /// One of ours: sent to every server in the room, plus `extra` servers.
+    Local { extra: &'a [String] },
+}
+
+/// What the effects produced for the caller.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// A new knock: the room state the knocker is answered with, and its queue id.
+    pub knock: Option<(Vec<Value>, i64)>,
+}
+
+/// Runs the effects of an accepted event.
+pub fn accepted(
+    txn: &mut RoomTxn<'_>,
+    pdu: &Pdu,
+    change: &CurrentChange,
+    source: Source<'_>,
+) -> Result<Effects, StoreError> {
+    let room_id = txn.room.ctx.room_id.to_string();
+    let now = now_ms();
+    for member in change.changed.iter().filter(|p| p.event_type.to_string() == "m.room.member") {
+        queue_hygiene(txn.conn, &room_id, member, now)?;
+    }
+    let mut effects = Effects::default();
+    let (origin, redacted, knock_state) = match source {
+        Source::Handshake { origin, content_redacted, knock_state }
+        | Source::Transaction { origin, content_redacted, knock_state } => {
+            (Some(origin), content_redacted, knock_state)
+        }
+        Source::Local { .. } => (None, false, &[][..]),
+    };
+    let is_knock = pdu.event_type.to_string() == "m.room.member"
+        && pdu.membership().as_deref() == Some("knock");
+    if let (Some(origin), true) = (origin, is_knock) {
+        let state = knock_room_state(txn, knock_state)?;
+        let id = enqueue_knock(txn.conn, &room_id, pdu, origin, redacted, &state, now)?;
+        txn.applied.publish("knock", Some(id), &room_id, Some(knocks::PENDING));
+        effects.knock = Some((state, id));
+    } else if origin.is_some() {
+        txn.applied.publish("knock", None, &room_id, None);
+    }
+    match source {
+        Source::Handshake { origin, .. } => {
+            fan_out(txn, pdu, &[], &[origin.to_owned()])?;
+        }
+        Source::Local { extra } => {
+            fan_out(txn, pdu, extra, &[])?;
+        }
+        // Not sent on: its origin sends it to the room's other servers itself.
+        Source::Transaction { .. } => {}
+    }
+    Ok(effects)
+}
+
+/// Queues a PDU for every other server with a joined member, plus `extra` servers, except
+/// `except`. Returns how many servers it goes to.
+pub fn fan_out(
+    txn: &mut RoomTxn<'_>,
+    pdu: &Pdu,
+    extra: &[String],
+    except: &[String],
+) -> Result<usize, StoreError> {
+    let our_server = txn.keys.server_name().as_str();
+    let mut servers = txn.room.joined_servers();
+    servers.extend(extra.iter().cloned());
+    servers.sort();
+    servers.dedup();
+    let room_id = txn.room.ctx.room_id.to_string();
+    let text = pdu.to_json_string();
+    let now = now_ms();
+    let mut n = 0;
+    for server in servers.iter().filter(|s| s.as_str() != our_server && !except.contains(s)) {
+        outbox::enqueue(txn.conn, server, outbox::KIND_PDU, &text, &room_id, now)?;
+        n += 1;
+    }
+    if n > 0 {
+        txn.applied.outbox = true;
+    }
+    Ok(n)
+}
+
+/// Full PDUs of the configured state types from the current state, create first
+/// (KNOCK-SPEC C.25).
+pub fn knock_room_state(txn: &mut RoomTxn<'_>, types: &[String]) -> Result<Vec<Value>, StoreError> {
+    let keys: Vec<(ruma::events::StateEventType, String)> = txn
+        .room
+        .current
+        .state
+        .keys()
+        .filter(|(t, _)| types.contains(t))
+        .map(|(t, k)| (t.as_str().into(), k.clone()))
+        .collect();
+    let state = txn.room.current.state.clone();
+    let mut pdus: Vec<Arc<Pdu>> =
+        by_keys(txn.conn, txn.room, &keys, &state)?.into_values().collect();
+    pdus.sort_by_key(|p| {
+        (p.event_type.to_string() != "m.room.create", p.event_type.to_string(), p.state_key.clone())
+    });
+    Ok(pdus.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect())
+}
+
+/// Puts an accepted knock in the queue, replacing the user's pending one (KNOCK-SPEC C.23).
+fn enqueue_knock(
+    conn: &mut DbConn,
+    room_id: &str,
+    knock: &Pdu,
+    origin: &str,
+    content_redacted: bool,
+    state: &[Value],
+    now: i64,
+) -> Result<i64, StoreError> {
+    let user = knock.state_key.as_deref().unwrap_or_default();
+    let state_text =
+        serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let content: Value = serde_json::from_str(knock.content.get()).unwrap_or(Value::Null);
+    let text = |field: &str| content.get(field).and_then(Value::as_str).map(str::to_owned);
+    knocks::replace_pending(conn, room_id, user, now)?;
+    knocks::insert_pending(
+        conn,
+        &knocks::NewKnock {
+            room_id,
+            user_id: user,
+            event_id: knock.event_id.as_str(),
+            origin_server: origin,
+            reason: text("reason").as_deref(),
+            display_name: text("displayname").as_deref(),
+            avatar_url: text("avatar_url").as_deref(),
+            content_redacted,
+            knock_room_state: &state_text,
+            now_ms: now,
+        },
+    )
+}
+
+/// A membership change takes the user's live knock off the queue, whatever path it came by.
+fn queue_hygiene(conn: &mut DbConn, room_id: &str, pdu: &Pdu, now: i64) -> Result<(), StoreError> {
+    let Some(user) = pdu.state_key.as_deref() else { return Ok(()) };
+    let membership = pdu.membership();
+    if !matches!(membership.as_deref(), Some("join" | "ban" | "leave" | "invite")) {
+        return Ok(());
+    }
+    let Some(knock) = knocks::live_for_user(conn, room_id, user)? else { return Ok(()) };
+    let to = match membership.as_deref() {
+        Some("join") => knocks::JOINED,
+        Some("ban") => knocks::BANNED,
+        Some("leave") if pdu.sender.as_str() == user => knocks::RESCINDED,
+        Some("leave") => knocks::DENIED,
+        // An invite by another path approves a pending knock; our own approvals finish in the
+        // sender once the invite is delivered.
+        Some("invite") if knock.status == knocks::PENDING => knocks::APPROVED,
+        _ => return Ok(()),
+    };
+    let from: &[&str] = match to {
+        knocks::APPROVED => &[knocks::PENDING],
+        // The approved user joins, or declines the invite: the knock's story ends here.
+        knocks::JOINED | knocks::RESCINDED => {
+            &[knocks::PENDING, knocks::DELIVERY_PENDING, knocks::APPROVED]
+        }
+        _ => &[knocks::PENDING, knocks::DELIVERY_PENDING],
+    };
+    // Our clock, never the event's: origin_server_ts is whatever the sending server says.
+    knocks::transition(conn, knock.knock_id, from, to, now)?;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! A room as the engine holds it in memory: its current state, forward extremities, joined
+//! servers, and the recent states and PDUs the auth rules read. Every map is persistent (`imbl`),
+//! so a copy is cheap: a write works on a copy and keeps it only when it succeeds.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Weak},
+};
+
+use ruma::{OwnedEventId, OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules};
+
+use crate::{
+    matrix::{Pdu, event},
+    store::{DbConn, StoreError, events as ev, rooms},
+};
+
+/// `(event type, state key)`
+pub type StateKey = (String, String);
+/// A room state: which event holds each key.
+pub type StateMap = imbl::HashMap<StateKey, OwnedEventId>;
+
+/// How many recent events (with their state after) and PDUs a loaded room keeps, beyond the ones
+/// its current state and extremities need.
+const RECENT: usize = 4_096;
+/// How far back [`Group::differing_keys`] walks before comparing whole states.
+const MAX_WALK: usize = 256;
+
+/// A room's identity and rules.
+#[derive(Clone, Debug)]
+pub struct RoomCtx {
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+}
+
+impl RoomCtx {
+    pub fn load(conn: &mut DbConn, room_id: &str) -> Result<Option<Self>, StoreError> {
+        let Some(row) = rooms::get(conn, room_id)? else { return Ok(None) };
+        Self::from_row(&row).map(Some)
+    }
+
+    pub fn from_row(row: &rooms::RoomRow) -> Result<Self, StoreError> {
+        let version = RoomVersionId::try_from(row.room_version.as_str())
+            .map_err(|e| StoreError::Corrupt(format!("room {} version: {e}", row.room_id)))?;
+        let rules = event::rules(&version).map_err(StoreError::Corrupt)?;
+        let room_id = OwnedRoomId::try_from(row.room_id.as_str())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self { room_id, version, rules })
+    }
+}
+
+/// A state of the room, as stored in a state group. States made in this process know the state
+/// they were made from and what changed, so what two of them differ in is found without
+/// comparing them whole.
+#[derive(Debug)]
+pub struct Group {
+    /// The stored state group; `None` for a state worked out to answer a question, not stored.
+    pub id: Option<i64>,
+    /// How many state chains the stored group draws on (what reading it costs); 0 when not
+    /// stored.
+    pub chains: usize,
+    pub state: StateMap,
+    /// The state this one was made from (kept alive by the room's recent events, not by this).
+    pub parent: Option<Weak<Group>>,
+    /// The keys changed since `parent`.
+    pub changed: Vec<StateKey>,
+}
+
+impl Group {
+    /// A state already stored as group `id`.
+    pub fn stored(id: i64, chains: usize, state: StateMap) -> Arc<Self> {
+        Arc::new(Self { id: Some(id), chains, state, parent: None, changed: Vec::new() })
+    }
+
+    /// The state before the create event.
+    pub fn empty() -> Arc<Self> {
+        Arc::new(Self {
+            id: None,
+            chains: 0,
+            state: StateMap::new(),
+            parent: None,
+            changed: Vec::new(),
+        })
+    }
+
+    /// A new state: `parent` with `changes` applied, stored as `(group id, chains)` (or not
+    /// stored).
+    pub fn derived(
+        parent: &Arc<Group>,
+        changes: &[(StateKey, OwnedEventId)],
+        stored: Option<(i64, usize)>,
+    ) -> Arc<Self> {
+        let mut state = parent.state.clone();
+        for (key, event_id) in changes {
+            state.insert(key.clone(), event_id.clone());
+        }
+        Arc::new(Self {
+            id: stored.map(|s| s.0),
+            chains: stored.map_or(0, |s| s.1),
+            state,
+            parent: Some(Arc::downgrade(parent)),
+            changed: changes.iter().map(|(k, _)| k.clone()).collect(),
+        })
+    }
+
+    pub fn id(&self) -> Option<i64> {
+        self.id
+    }
+
+    pub fn same(a: &Arc<Group>, b: &Arc<Group>) -> bool {
+        Arc::ptr_eq(a, b) || (a.id.is_some() && a.id == b.id)
+    }
+
+    fn ancestors(self: &Arc<Self>) -> Vec<Arc<Group>> {
+        let mut out = vec![self.clone()];
+        while out.len() < MAX_WALK {
+            let Some(parent) = out.last().and_then(|g| g.parent.as_ref()).and_then(Weak::upgrade)
+            else {
+                break;
+            };
+            out.push(parent);
+        }
+        out
+    }
+
+    /// The states every one of `groups` descends from, in memory, nearest first.
+    pub fn common_ancestors(groups: &[Arc<Group>]) -> Vec<Arc<Group>> {
+        let lines: Vec<Vec<Arc<Group>>> = groups.iter().map(Group::ancestors).collect();
+        lines[0]
+            .iter()
+            .filter(|candidate| {
+                lines[1..].iter().all(|line| line.iter().any(|g| Group::same(g, candidate)))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The keys changed on the way from `base` (an ancestor of each) to each of `groups`.
+    pub fn changed_since(groups: &[Arc<Group>], base: &Arc<Group>) -> BTreeSet<StateKey> {
+        let mut keys = BTreeSet::new();
+        for g in groups {
+            for a in g.ancestors().iter().take_while(|a| !Group::same(a, base)) {
+                keys.extend(a.changed.iter().cloned());
+            }
+        }
+        keys
+    }
+
+    /// The keys where `groups` may differ: the keys changed on the way from their nearest common
+    /// ancestor to each of them, or every key of every state when they have none in memory.
+    pub fn differing_keys(groups: &[Arc<Group>]) -> BTreeSet<StateKey> {
+        match Group::common_ancestors(groups).first() {
+            Some(common) => Group::changed_since(groups, common),
+            None => groups.iter().flat_map(|g| g.state.keys().cloned()).collect(),
+        }
+    }
+}
+
+/// A recent accepted event: its depth and the state after it.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub depth: i64,
+    pub after: Arc<Group>,
+    seq: u64,
+}
+
+/// The room as the engine holds it.
+#[derive(Clone, Debug)]
+pub struct LoadedRoom {
+    pub ctx: RoomCtx,
+    /// The room row's version this copy matches.
+    pub version: i64,
+    /// Whether the current batch changed what other instances hold in memory (the current
+    /// state, extremities, cached events): the version is then bumped.
+    pub touched: bool,
+    pub current: Arc<Group>,
+    /// Forward extremities and their depth.
+    pub extremities: imbl::OrdMap<OwnedEventId, i64>,
+    /// Joined members per server.
+    pub joined: imbl::OrdMap<String, i64>,
+    /// Recent accepted events (the extremities among them).
+    placed: imbl::HashMap<OwnedEventId, Placed>,
+    /// PDUs that may be cited as auth events: accepted or outlier events of this room.
+    pdus: imbl::HashMap<OwnedEventId, (Arc<Pdu>, u64)>,
+    /// States made by resolving several states together, by the sorted ids of those states.
+    pub merges: imbl::HashMap<Vec<i64>, Arc<Group>>,
+    seq: u64,
+}
+
+impl LoadedRoom {
+    /// A room with no events yet (being created).
+    pub fn empty(ctx: RoomCtx) -> Self {
+        Self {
+            ctx,
+            version: 0,
+            touched: false,
+            current: Group::empty(),
+            extremities: imbl::OrdMap::new(),
+            joined: imbl::OrdMap::new(),
+            placed: imbl::HashMap::new(),
+            pdus: imbl::HashMap::new(),
+            merges: imbl::HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Reads the room from the store: current state, extremities, joined servers, and the PDUs
+    /// of the current state's non-member events. `None` when the room is not hosted here.
+    pub fn load(conn: &mut DbConn, room_id: &str) -> Result<Option<Self>, StoreError> {
+        let Some(row) = rooms::get(conn, room_id)? else { return Ok(None) };
+        let ctx = RoomCtx::from_row(&row)?;
+        let mut state = StateMap::new();
+        let mut non_members = Vec::new();
+        for (t, k, id, _) in rooms::current_state_rows(conn, room_id)? {
+            let id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if t != "m.room.member" {
+                non_members.push(id.to_string());
+            }
+            state.insert((t, k), id);
+        }
+        let mut room = Self::empty(ctx);
+        room.version = row.version;
+        room.current = match row.current_group {
+            Some(id) => Group::stored(id, crate::store::state::ancestry(conn, id)?.len(), state),
+            None => Group::empty(),
+        };
+        for (id, depth) in ev::extremities(conn, room_id, i64::MAX)? {
+            let id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            room.extremities.insert(id, depth);
+        }
+        for (server, n) in rooms::joined_counts(conn, room_id)? {
+            room.joined.insert(server, n);
+        }
+        for pdu in super::load_pdus(conn, &non_members)? {
+            room.remember_pdu(Arc::new(pdu));
+        }
+        Ok(Some(room))
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// The state after a recent accepted event, if in memory.
+    pub fn placed(&self, id: &OwnedEventId) -> Option<&Placed> {
+        self.placed.get(id)
+    }
+
+    /// Remembers an accepted event and the state after it.
+    pub fn place(&mut self, id: OwnedEventId, depth: i64, after: Arc<Group>) {
+        let seq = self.tick();
+        self.placed.insert(id, Placed { depth, after, seq });
+        if self.placed.len() > 2 * RECENT {
+            let cut = self.seq.saturating_sub(RECENT as u64);
+            let keep = self.extremities.clone();
+            self.placed.retain(|id, p| p.seq > cut || keep.contains_key(id));
+        }
+    }
+
+    /// A cached PDU that may be cited as an auth event.
+    pub fn pdu(&self, id: &ruma::EventId) -> Option<Arc<Pdu>> {
+        self.pdus.get(id).map(|(p, _)| p.clone())
+    }
+
+    pub fn remember_pdu(&mut self, pdu: Arc<Pdu>) {
+        let seq = self.tick();
+        self.pdus.insert(pdu.event_id.clone(), (pdu, seq));
+        if self.pdus.len() > 2 * RECENT {
+            let cut = self.seq.saturating_sub(RECENT as u64);
+            let pinned: std::collections::HashSet<OwnedEventId> = self
+                .current
+                .state
+                .iter()
+                .filter(|((t, _), _)| t != "m.room.member")
+                .map(|(_, id)| id.clone())
+                .collect();
+            self.pdus.retain(|id, (_, seq)| *seq > cut || pinned.contains(id));
+        }
+    }
+
+    /// An event that may no longer be cited (stored as rejected or soft-failed after being an
+    /// outlier).
+    pub fn forget_pdu(&mut self, id: &ruma::EventId) {
+        self.pdus.remove(id);
+    }
+
+    /// Forward extremities, deepest first.
+    pub fn extremities_by_depth(&self) -> Vec<(OwnedEventId, i64)> {
+        let mut out: Vec<(OwnedEventId, i64)> =
+            self.extremities.iter().map(|(id, d)| (id.clone(), *d)).collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Servers with a joined member.
+    pub fn joined_servers(&self) -> Vec<String> {
+        self.joined.iter().filter(|(_, n)| **n > 0).map(|(s, _)| s.clone()).collect()
+    }
+
+    /// The current state's event for a key.
+    pub fn current_id(&self, event_type: &str, state_key: &str) -> Option<&OwnedEventId> {
+        self.current.state.get(&(event_type.to_owned(), state_key.to_owned()))
+    }
+}

@@ -1,0 +1,431 @@
+//! The room engine: every event that enters a room passes through here, whoever made it.
+//!
+//! ```text
+//!  send_knock / send_join / send_leave ─┐
+//!  /send PDUs, gap fills ───────────────┼─▶ format ─▶ signatures ─▶ room writer
+//!  our own events (approve, deny, set) ─┘                               │
+//!     auth_events ─▶ state_before ─▶ (auth against it) ─▶ soft_fail ─▶ persist ─▶ effects
+//! ```
+//!
+//! One writer per room at a time holds the room in memory ([`LoadedRoom`]): its current state,
+//! extremities and recent states as persistent maps. Writes queued for a room while another
+//! runs go together in one database transaction (group commit); each write works on a copy of
+//! the room and keeps it only when it succeeds. At the start of every batch the room row is
+//! locked and its version read: when another knockd wrote the room since, the room is read
+//! again. A write that returns has committed.
+//!
+//! Steps, one file each, depending only on the ones before them: `format` and `signatures` (no
+//! room state, before the writer), `auth_events`, `state_before` (with `resolve`), `soft_fail`,
+//! `persist`, `effects`; `accept` runs them for a received event, `local` for our own.
+
+pub mod accept;
+pub mod auth_events;
+pub mod effects;
+pub mod format;
+pub mod loaded;
+pub mod local;
+pub mod persist;
+pub mod resolve;
+pub mod signatures;
+pub mod soft_fail;
+pub mod state_before;
+
+use std::{
+    any::Any,
+    cell::RefCell,
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use diesel::Connection;
+pub use loaded::{LoadedRoom, RoomCtx, StateKey, StateMap};
+use ruma::{CanonicalJsonObject, EventId, OwnedEventId};
+use tokio::sync::oneshot;
+
+use crate::{
+    bounded::BoundedMap,
+    matrix::{KeyRing, Pdu},
+    store::{Db, DbConn, StoreError, events as ev, rooms},
+};
+
+/// Writes per transaction at most: bounds how long the first writer of a batch waits.
+const MAX_BATCH: usize = 64;
+/// Rooms held in memory at most; the least recently used one goes first.
+pub const MAX_ROOMS: usize = 256;
+
+/// Reads stored PDUs by event ID.
+pub fn load_pdus(conn: &mut DbConn, ids: &[String]) -> Result<Vec<Pdu>, StoreError> {
+    ev::pdus(conn, ids)?.into_iter().map(|(id, text)| parse_stored(&id, &text)).collect()
+}
+
+pub fn parse_stored(id: &str, text: &str) -> Result<Pdu, StoreError> {
+    let json: CanonicalJsonObject =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("event {id}: {e}")))?;
+    let event_id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Pdu::from_canonical(event_id, json).map_err(StoreError::Corrupt)
+}
+
+/// The PDUs among `ids` that may be cited as auth events (accepted or outlier events of this
+/// room): from memory, the rest in one query.
+pub fn usable_pdus(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    ids: &[OwnedEventId],
+) -> Result<HashMap<OwnedEventId, Arc<Pdu>>, StoreError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match room.pdu(id) {
+            Some(p) => {
+                out.insert(id.clone(), p);
+            }
+            None => missing.push(id.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        let room_id = room.ctx.room_id.to_string();
+        for (id, text) in ev::room_pdus(conn, &room_id, &missing, ev::AUTHORISED)? {
+            let pdu = Arc::new(parse_stored(&id, &text)?);
+            room.remember_pdu(pdu.clone());
+            out.insert(pdu.event_id.clone(), pdu);
+        }
+    }
+    Ok(out)
+}
+
+/// Finds events for state resolution: memory first, then the store (events of the room that
+/// passed the auth checks), each read once.
+pub struct Fetcher<'a> {
+    conn: RefCell<&'a mut DbConn>,
+    room: &'a LoadedRoom,
+    read: RefCell<HashMap<OwnedEventId, Option<Arc<Pdu>>>>,
+}
+
+impl<'a> Fetcher<'a> {
+    pub fn new(conn: &'a mut DbConn, room: &'a LoadedRoom) -> Self {
+        Self { conn: RefCell::new(conn), room, read: RefCell::new(HashMap::new()) }
+    }
+
+    pub fn get(&self, id: &EventId) -> Option<Arc<Pdu>> {
+        if let Some(p) = self.room.pdu(id) {
+            return Some(p);
+        }
+        if let Some(found) = self.read.borrow().get(id) {
+            return found.clone();
+        }
+        let room_id = self.room.ctx.room_id.to_string();
+        let ids = [id.to_string()];
+        let found = ev::room_pdus(&mut self.conn.borrow_mut(), &room_id, &ids, ev::AUTHORISED)
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|(id, text)| parse_stored(&id, &text).ok())
+            .map(Arc::new);
+        self.read.borrow_mut().insert(id.to_owned(), found.clone());
+        found
+    }
+}
+
+/// What a committed batch tells the rest of knockd.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Outbound work was queued: wake the sender.
+    pub outbox: bool,
+    /// Queue changes for live admin UIs.
+    pub events: Vec<knockd_shared::QueueEvent>,
+}
+
+impl Applied {
+    pub fn publish(
+        &mut self,
+        kind: &str,
+        knock_id: Option<i64>,
+        room_id: &str,
+        status: Option<&str>,
+    ) {
+        self.events.push(knockd_shared::QueueEvent {
+            kind: kind.to_owned(),
+            knock_id,
+            room_id: Some(room_id.to_owned()),
+            status: status.map(str::to_owned),
+        });
+    }
+}
+
+/// One write's view of its room: the transaction, the room in memory (a copy kept only if the
+/// write succeeds) and what it applied.
+pub struct RoomTxn<'a> {
+    pub conn: &'a mut DbConn,
+    pub room: &'a mut LoadedRoom,
+    pub keys: &'a KeyRing,
+    pub applied: &'a mut Applied,
+}
+
+type Output = Box<dyn Any + Send>;
+type Work = Box<dyn FnOnce(&mut RoomTxn<'_>) -> (bool, Output) + Send>;
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Result<Output, StoreError>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    jobs: Mutex<Vec<Job>>,
+    /// The room in memory, held by the batch running now.
+    leader: Arc<tokio::sync::Mutex<Option<LoadedRoom>>>,
+    /// The room as of the last committed batch, for reads that need no lock.
+    snapshot: Mutex<Option<LoadedRoom>>,
+}
+
+/// The per-room writers.
+pub struct Engine {
+    db: Db,
+    keys: Arc<KeyRing>,
+    slots: Mutex<BoundedMap<String, Arc<Slot>>>,
+    outbox_wake: Arc<tokio::sync::Notify>,
+    queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// A failed write's output, carried out of its savepoint.
+struct Rollback(Option<Output>, Option<diesel::result::Error>);
+
+impl From<diesel::result::Error> for Rollback {
+    fn from(e: diesel::result::Error) -> Self {
+        Self(None, Some(e))
+    }
+}
+
+impl Engine {
+    pub fn new(
+        db: Db,
+        keys: Arc<KeyRing>,
+        outbox_wake: Arc<tokio::sync::Notify>,
+        queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
+    ) -> Self {
+        Self { db, keys, slots: Mutex::new(BoundedMap::new(MAX_ROOMS)), outbox_wake, queue_events }
+    }
+
+    fn slot(&self, room_id: &str) -> Arc<Slot> {
+        let unused = |s: &Arc<Slot>| Arc::strong_count(s) == 1;
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(room_id.to_owned(), Arc::default, unused)
+            .clone()
+    }
+
+    /// Runs `work` on the room in a transaction holding the room, possibly together with other
+    /// writes to it; returns once that transaction has committed (or failed). A room not hosted
+    /// here answers `StoreError::NotFound`.
+    pub async fn write<T, E, F>(&self, room_id: &str, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut RoomTxn<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let work: Work = Box::new(move |txn| {
+            let result = work(txn);
+            (result.is_ok(), Box::new(result) as Output)
+        });
+        let slot = self.slot(room_id);
+        let (reply, mut answer) = oneshot::channel();
+        slot.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { work, reply });
+        let unpack = |out: Result<Output, StoreError>| -> Result<T, E> {
+            match out {
+                Ok(any) => match any.downcast::<Result<T, E>>() {
+                    Ok(result) => *result,
+                    Err(_) => {
+                        Err(StoreError::Corrupt("a write answered the wrong type".into()).into())
+                    }
+                },
+                Err(e) => Err(e.into()),
+            }
+        };
+        loop {
+            let leader = slot.leader.clone().lock_owned().await;
+            // A previous leader may have taken our write; it answers before letting go.
+            match answer.try_recv() {
+                Ok(out) => return unpack(out),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Pool("the write was dropped".to_owned()).into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let jobs: Vec<Job> = {
+                let mut jobs = slot.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                let n = jobs.len().min(MAX_BATCH);
+                jobs.drain(..n).collect()
+            };
+            let batch = tokio::spawn(run_batch(
+                self.db.clone(),
+                self.keys.clone(),
+                slot.clone(),
+                room_id.to_owned(),
+                jobs,
+                leader,
+            ));
+            match batch.await {
+                Ok(applied) => self.announce(applied),
+                Err(e) => tracing::error!(%room_id, error = %e, "room batch failed"),
+            }
+            match answer.try_recv() {
+                Ok(out) => return unpack(out),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(StoreError::Pool("the write was dropped".to_owned()).into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            // Ours was beyond this batch's limit: lead (or wait for) the next one.
+        }
+    }
+
+    fn announce(&self, applied: Applied) {
+        if applied.outbox {
+            self.outbox_wake.notify_one();
+        }
+        for event in applied.events {
+            let _ = self.queue_events.send(event);
+        }
+    }
+
+    /// The room as of its last committed write, read from the store on first use. Answers
+    /// questions (templates) without waiting for writes in progress; `None` when the room is not
+    /// hosted here.
+    pub async fn snapshot(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
+        let slot = self.slot(room_id);
+        if let Some(room) = slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(Some(room));
+        }
+        match self.write(room_id, |txn| Ok::<_, StoreError>(txn.room.clone())).await {
+            Ok(room) => Ok(Some(room)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Why a batch's transaction did not commit.
+enum BatchError {
+    Store(StoreError),
+    /// The batch's only write failed: its transaction rolls back; the room as before it and
+    /// the write's answer come out.
+    Alone(Box<LoadedRoom>, Output),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<diesel::result::Error> for BatchError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Runs one batch in a task of its own (a leader whose request goes away does not abandon the
+/// others), answering every write; returns what the committed batch applied.
+async fn run_batch(
+    db: Db,
+    keys: Arc<KeyRing>,
+    slot: Arc<Slot>,
+    room_id: String,
+    jobs: Vec<Job>,
+    mut leader: tokio::sync::OwnedMutexGuard<Option<LoadedRoom>>,
+) -> Applied {
+    let held = leader.take();
+    let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
+    let outcome = db
+        .write(move |conn| -> Result<_, BatchError> {
+            let Some(version) = rooms::lock_version(conn, &room_id)? else {
+                return Err(StoreError::NotFound.into());
+            };
+            let mut room = match held {
+                Some(room) if room.version == version => room,
+                _ => LoadedRoom::load(conn, &room_id)?.ok_or(StoreError::NotFound)?,
+            };
+            room.touched = false;
+            let alone = works.len() == 1;
+            let mut outputs = Vec::with_capacity(works.len());
+            let mut applied = Applied::default();
+            for work in works {
+                let before = room.clone();
+                let mut own = Applied::default();
+                let run = |conn: &mut DbConn, room: &mut LoadedRoom, own: &mut Applied| {
+                    let mut txn = RoomTxn { conn, room, keys: &keys, applied: own };
+                    work(&mut txn)
+                };
+                // Alone in the batch, the transaction itself undoes a failure; otherwise each
+                // write has a savepoint.
+                let (ok, out) = if alone {
+                    match run(conn, &mut room, &mut own) {
+                        (true, out) => (true, out),
+                        (false, out) => return Err(BatchError::Alone(Box::new(before), out)),
+                    }
+                } else {
+                    match conn.transaction(|c| match run(c, &mut room, &mut own) {
+                        (true, out) => Ok(out),
+                        (false, out) => Err(Rollback(Some(out), None)),
+                    }) {
+                        Ok(out) => (true, out),
+                        Err(Rollback(Some(out), _)) => (false, out),
+                        Err(Rollback(None, e)) => {
+                            let e = e.map(StoreError::from);
+                            return Err(e
+                                .unwrap_or(StoreError::Corrupt("a write vanished".into()))
+                                .into());
+                        }
+                    }
+                };
+                if ok {
+                    applied.outbox |= own.outbox;
+                    applied.events.append(&mut own.events);
+                } else {
+                    room = before;
+                }
+                outputs.push(out);
+            }
+            if room.touched {
+                room.version = version + 1;
+                rooms::set_version(conn, &room_id, room.version)?;
+            }
+            Ok((room, outputs, applied))
+        })
+        .await;
+    match outcome {
+        Ok((room, outputs, applied)) => {
+            *slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(room.clone());
+            *leader = Some(room);
+            for (reply, out) in replies.into_iter().zip(outputs) {
+                let _ = reply.send(Ok(out));
+            }
+            applied
+        }
+        Err(BatchError::Alone(room, out)) => {
+            *leader = Some(*room);
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Ok(out));
+            }
+            Applied::default()
+        }
+        Err(BatchError::Store(e)) => {
+            // Memory may be ahead of what committed: read the room again next time.
+            *slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let why = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(match e {
+                    StoreError::NotFound => StoreError::NotFound,
+                    _ => StoreError::Pool(format!("the write failed: {why}")),
+                }));
+            }
+            Applied::default()
+        }
+    }
+}

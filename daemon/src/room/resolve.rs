@@ -1,0 +1,185 @@
+//! State resolution of several states of a room: ruma's `state_res::resolve` (v2 for rooms
+//! 7–11, v2.1 for 12) over the whole states and their auth chains, behind one fast path that
+//! gives the same answer (a property test in `tests/resolve.rs` holds it to that).
+//!
+//! The fast path: where the states differ only by keys that some of them lack and the others
+//! hold with one and the same knock (a user's knock on one fork, absent on the others, the usual
+//! shape of concurrent knocks from one template), every such knock is in the result. Full
+//! resolution agrees: those knocks are the whole conflicted set, none is a power event, and each
+//! passes the iterative auth checks, since its auth state (create, power levels, join rules;
+//! the knocker has no membership) is the states' common part, or in v2.1 its own auth events.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use ruma::{
+    EventId, OwnedEventId,
+    events::StateEventType,
+    room_version_rules::RoomVersionRules,
+    state_res::{self, StateMap as RumaStateMap, utils::event_id_set::EventIdSet},
+};
+
+use super::loaded::{StateKey, StateMap};
+use crate::matrix::Pdu;
+
+/// Which way a resolution went (for tests and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// The states were equal on every key looked at.
+    Equal,
+    Fast,
+    Full,
+}
+
+/// Resolves `states`. `keys` are the keys where they may differ (every key of every state when
+/// unsure). `fetch` finds any event of the states and of their auth chains.
+pub fn resolve(
+    rules: &RoomVersionRules,
+    states: &[&StateMap],
+    keys: &BTreeSet<StateKey>,
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+) -> Result<(StateMap, Path), String> {
+    let conflicted: Vec<(&StateKey, Vec<Option<&OwnedEventId>>)> = keys
+        .iter()
+        .filter_map(|key| {
+            let values: Vec<Option<&OwnedEventId>> = states.iter().map(|s| s.get(key)).collect();
+            let first = values[0];
+            values.iter().any(|v| *v != first).then_some((key, values))
+        })
+        .collect();
+    if conflicted.is_empty() {
+        return Ok((states[0].clone(), Path::Equal));
+    }
+    if let Some(state) = fast(states, &conflicted, fetch) {
+        return Ok((state, Path::Fast));
+    }
+    full(rules, states, fetch).map(|s| (s, Path::Full))
+}
+
+/// The fast path, when it applies.
+fn fast(
+    states: &[&StateMap],
+    conflicted: &[(&StateKey, Vec<Option<&OwnedEventId>>)],
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+) -> Option<StateMap> {
+    let mut out = states[0].clone();
+    for (key, values) in conflicted {
+        let present: HashSet<&OwnedEventId> = values.iter().flatten().copied().collect();
+        let [only] = present.into_iter().collect::<Vec<_>>()[..] else { return None };
+        let pdu = fetch(only)?;
+        let is_knock = key.0 == "m.room.member"
+            && pdu.event_type.to_string() == "m.room.member"
+            && pdu.state_key.as_deref() == Some(key.1.as_str())
+            && pdu.sender.as_str() == key.1
+            && pdu.membership().as_deref() == Some("knock");
+        if !is_knock {
+            return None;
+        }
+        out.insert((*key).clone(), only.clone());
+    }
+    Some(out)
+}
+
+/// ruma's state resolution over the whole states.
+pub fn full(
+    rules: &RoomVersionRules,
+    states: &[&StateMap],
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+) -> Result<StateMap, String> {
+    let maps: Vec<RumaStateMap<OwnedEventId>> = states
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|((t, k), id)| ((StateEventType::from(t.as_str()), k.clone()), id.clone()))
+                .collect()
+        })
+        .collect();
+    // Every event's auth events, read once.
+    let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+    let mut chain_of =
+        |map: &RumaStateMap<OwnedEventId>| -> Result<EventIdSet<OwnedEventId>, String> {
+            let mut set = EventIdSet::new();
+            let mut stack: Vec<OwnedEventId> = map.values().cloned().collect();
+            while let Some(id) = stack.pop() {
+                let pdu = match events.get(&id) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = fetch(&id).ok_or_else(|| format!("event {id} is missing"))?;
+                        events.insert(id.clone(), p.clone());
+                        p
+                    }
+                };
+                for a in &pdu.auth_events {
+                    if set.insert(a.clone()) {
+                        stack.push(a.clone());
+                    }
+                }
+            }
+            Ok(set)
+        };
+    let auth_chains = maps.iter().map(&mut chain_of).collect::<Result<Vec<_>, _>>()?;
+    let state_res_rules = rules
+        .state_res
+        .v2_rules()
+        .ok_or_else(|| "the room version has no v2 state resolution".to_owned())?;
+    let resolved = state_res::resolve(
+        &rules.authorization,
+        state_res_rules,
+        maps.iter(),
+        auth_chains,
+        |id: &EventId| events.get(id).cloned().or_else(|| fetch(id)).map(|p| (*p).clone()),
+        |conflicted| Some(conflicted_subgraph(&events, fetch, conflicted)),
+    )
+    .map_err(|e| format!("state resolution failed: {e}"))?;
+    Ok(resolved.into_iter().map(|((t, k), id)| ((t.to_string(), k), id)).collect())
+}
+
+/// Events on auth-DAG paths between conflicted events (state resolution v2.1).
+fn conflicted_subgraph(
+    events: &HashMap<OwnedEventId, Arc<Pdu>>,
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+    conflicted: &RumaStateMap<Vec<OwnedEventId>>,
+) -> EventIdSet<OwnedEventId> {
+    let get = |id: &OwnedEventId| events.get(id).cloned().or_else(|| fetch(id));
+    let targets: HashSet<&OwnedEventId> = conflicted.values().flatten().collect();
+    // Whether an event reaches a conflicted event through its auth events (iteratively, so a
+    // long chain cannot overflow the stack).
+    let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
+    let mut order: Vec<OwnedEventId> = Vec::new();
+    let mut seen: HashSet<OwnedEventId> = HashSet::new();
+    let mut stack: Vec<(OwnedEventId, bool)> =
+        targets.iter().map(|id| ((*id).clone(), false)).collect();
+    while let Some((id, expanded)) = stack.pop() {
+        if expanded {
+            order.push(id);
+            continue;
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        stack.push((id.clone(), true));
+        if let Some(pdu) = get(&id) {
+            for a in &pdu.auth_events {
+                if !seen.contains(a) {
+                    stack.push((a.clone(), false));
+                }
+            }
+        }
+    }
+    // `order` has every event after its auth events.
+    for id in &order {
+        let found = get(id).is_some_and(|pdu| {
+            pdu.auth_events.iter().any(|a| targets.contains(a) || reaches.get(a) == Some(&true))
+        });
+        reaches.insert(id.clone(), found);
+    }
+    let mut out = EventIdSet::new();
+    for id in order {
+        if targets.contains(&id) || reaches.get(&id) == Some(&true) {
+            out.insert(id);
+        }
+    }
+    out
+}

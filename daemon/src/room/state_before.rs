@@ -1,0 +1,188 @@
+//! The state before an event: the state after its prev events, resolved together when they
+//! differ. Recent states come from memory; an older prev's state is read from the store once.
+
+use std::sync::Arc;
+
+use ruma::OwnedEventId;
+
+use super::{
+    Fetcher,
+    loaded::{Group, LoadedRoom, StateKey, StateMap},
+    resolve,
+};
+
+/// Past this many changed keys, a resolved state is stored based on the state it differs least
+/// from rather than the one cheapest to read.
+const MAX_MERGE_DELTA: usize = 256;
+
+/// A base state and the changes from it.
+type Changes = (Arc<Group>, Vec<(StateKey, OwnedEventId)>);
+use crate::store::{DbConn, StoreError, events as ev, state};
+
+/// Why there is no state before an event.
+#[derive(Debug)]
+pub enum Missing {
+    /// A prev event we do not have as an accepted event of this room.
+    Prev(String),
+}
+
+/// Whether states worked out are stored (inside a room write) or only looked at (a read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Store,
+    Look,
+}
+
+/// The state after each prev event, then their resolution. A resolved state is stored and
+/// remembered in [`Mode::Store`].
+pub fn state_before(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    prev_events: &[OwnedEventId],
+    mode: Mode,
+) -> Result<Result<Arc<Group>, Missing>, StoreError> {
+    let Some(first) = prev_events.first() else {
+        return Ok(Err(Missing::Prev("no prev_events".to_owned())));
+    };
+    let unknown: Vec<String> = prev_events
+        .iter()
+        .filter(|id| room.placed(id).is_none())
+        .map(|id| id.to_string())
+        .collect();
+    if !unknown.is_empty() {
+        let rows = ev::placements(conn, &unknown)?;
+        for id in &unknown {
+            let row = rows.iter().find(|p| {
+                &p.event_id == id
+                    && p.status == ev::ACCEPTED
+                    && p.room_id == room.ctx.room_id.as_str()
+            });
+            let Some(row) = row else { return Ok(Err(Missing::Prev(id.clone()))) };
+            let group = row
+                .state_after
+                .ok_or_else(|| StoreError::Corrupt(format!("event {id} has no state")))?;
+            let after = if room.current.id() == Some(group) {
+                room.current.clone()
+            } else {
+                let chains = state::ancestry(conn, group)?.len();
+                Group::stored(group, chains, load_state(conn, group)?)
+            };
+            let event_id = OwnedEventId::try_from(id.as_str())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            room.place(event_id, row.depth, after);
+        }
+    }
+    // Deepest first, one of each state.
+    let mut placed: Vec<(i64, Arc<Group>)> = prev_events
+        .iter()
+        .filter_map(|id| room.placed(id).map(|p| (p.depth, p.after.clone())))
+        .collect();
+    placed.sort_by_key(|p| std::cmp::Reverse(p.0));
+    let mut groups: Vec<Arc<Group>> = Vec::new();
+    for (_, g) in placed {
+        if !groups.iter().any(|h| Group::same(h, &g)) {
+            groups.push(g);
+        }
+    }
+    match groups.len() {
+        0 => Ok(Err(Missing::Prev(first.to_string()))),
+        1 => Ok(Ok(groups.remove(0))),
+        _ => merge(conn, room, groups, mode).map(Ok),
+    }
+}
+
+/// The resolution of several states, from memory when made before.
+pub fn merge(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    groups: Vec<Arc<Group>>,
+    mode: Mode,
+) -> Result<Arc<Group>, StoreError> {
+    let ids: Option<Vec<i64>> = groups.iter().map(|g| g.id()).collect();
+    let memo = ids.map(|mut ids| {
+        ids.sort_unstable();
+        ids
+    });
+    if let Some(found) = memo.as_ref().and_then(|ids| room.merges.get(ids)) {
+        return Ok(found.clone());
+    }
+    let common = Group::common_ancestors(&groups);
+    let keys = match common.first() {
+        Some(nearest) => Group::changed_since(&groups, nearest),
+        None => groups.iter().flat_map(|g| g.state.keys().cloned()).collect(),
+    };
+    let states: Vec<&StateMap> = groups.iter().map(|g| &g.state).collect();
+    let fetch = Fetcher::new(conn, room);
+    let (resolved, _) = resolve::resolve(&room.ctx.rules, &states, &keys, &|id| fetch.get(id))
+        .map_err(StoreError::Corrupt)?;
+    drop(fetch);
+    // The stored group it is based on: of the states resolved and their common ancestors, the
+    // one drawing on the fewest state chains (cheapest to read), unless that makes the stored
+    // difference large; then the one it differs least from.
+    let shallowest = common.iter().filter(|g| g.id.is_some()).min_by_key(|g| g.chains);
+    let mut best: Option<((bool, usize, usize), Changes)> = None;
+    let bases = groups.iter().chain(common.first()).chain(shallowest);
+    for base in bases.filter(|g| g.id.is_some()) {
+        let candidates = match common.iter().any(|c| Group::same(c, base)) {
+            true => Group::changed_since(&groups, base),
+            false => keys.clone(),
+        };
+        let changes: Vec<(StateKey, OwnedEventId)> = candidates
+            .iter()
+            .filter_map(|k| {
+                let id = resolved.get(k)?;
+                (base.state.get(k) != Some(id)).then(|| (k.clone(), id.clone()))
+            })
+            .collect();
+        let large = changes.len() > MAX_MERGE_DELTA;
+        let score = (large, if large { changes.len() } else { base.chains }, changes.len());
+        if best.as_ref().is_none_or(|(b, _)| score < *b) {
+            best = Some((score, (base.clone(), changes)));
+        }
+    }
+    let (base, changes) = match best {
+        Some((_, chosen)) => chosen,
+        // Nothing stored to base it on (a question about states never stored).
+        None => {
+            let base = groups[0].clone();
+            let changes = keys
+                .iter()
+                .filter_map(|k| {
+                    let id = resolved.get(k)?;
+                    (base.state.get(k) != Some(id)).then(|| (k.clone(), id.clone()))
+                })
+                .collect();
+            (base, changes)
+        }
+    };
+    let removed = keys.iter().filter(|k| base.state.contains_key(*k) && !resolved.contains_key(*k));
+    if removed.count() > 0 {
+        // State groups store additions only; resolution dropping a key is not expected (a key
+        // can only be dropped when every value of it fails the auth checks).
+        tracing::warn!(room_id = %room.ctx.room_id, "state resolution dropped keys");
+    }
+    let stored = match (mode, base.id) {
+        (Mode::Store, Some(parent)) => Some(super::persist::store_group(
+            conn,
+            room.ctx.room_id.as_str(),
+            Some(parent),
+            &changes,
+        )?),
+        _ => None,
+    };
+    let merged = Group::derived(&base, &changes, stored);
+    if let (Some(ids), Some(_)) = (memo, stored) {
+        room.merges.insert(ids, merged.clone());
+    }
+    Ok(merged)
+}
+
+/// The whole state of a stored group.
+pub fn load_state(conn: &mut DbConn, group: i64) -> Result<StateMap, StoreError> {
+    let mut out = StateMap::new();
+    for (key, id) in state::full_state(conn, group)? {
+        let id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        out.insert(key, id);
+    }
+    Ok(out)
+}
