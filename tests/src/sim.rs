@@ -124,9 +124,17 @@ pub struct SimServer {
     pub key_requests: Arc<AtomicUsize>,
     http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
+    /// Where requests for a server name go instead of that name's address (one instance of
+    /// several sharing a name).
+    routes: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl SimServer {
+    /// Sends requests for `server_name` to `addr` (another instance under that name).
+    pub fn route(&self, server_name: &str, addr: &str) {
+        self.routes.lock().expect("routes").insert(server_name.to_owned(), addr.to_owned());
+    }
+
     /// Starts the key server on an ephemeral port.
     pub async fn start() -> Self {
         crate::install_crypto();
@@ -233,6 +241,7 @@ impl SimServer {
             key_requests,
             http,
             stop: Some(stop),
+            routes: Arc::default(),
         }
     }
 
@@ -398,7 +407,9 @@ impl SimServer {
         body: Option<&[u8]>,
         authorization: Option<String>,
     ) -> (StatusCode, Value) {
-        let mut r = self.http.request(method, format!("https://{dest}{path_and_query}"));
+        let host = self.routes.lock().expect("routes").get(dest).cloned();
+        let host = host.as_deref().unwrap_or(dest);
+        let mut r = self.http.request(method, format!("https://{host}{path_and_query}"));
         if let Some(a) = authorization {
             r = r.header("Authorization", a);
         }

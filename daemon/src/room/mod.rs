@@ -429,3 +429,6 @@ async fn run_batch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! The writer's promises: every write is answered once its batch committed; a failed write
+//! undoes only itself, in the store and in memory; a leader whose request goes away leaves its
+//! batch committed and answered.
+
+use std::sync::Arc;
+
+use diesel::RunQueryDsl;
+use ruma::{OwnedServerName, RoomId, RoomVersionId};
+use serde_json::json;
+
+use super::{
+    Applied, Engine, LoadedRoom, RoomCtx, RoomTxn,
+    accept::{Placing, store_accepted},
+    effects::Source,
+    local,
+    state_before::Mode,
+};
+use crate::{
+    matrix::{EventTemplate, KeyRing, event, now_ms},
+    store::{DatabaseUrl, Db, DbConn, StoreError, rooms},
+};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: Db,
+    engine: Arc<Engine>,
+    room_id: String,
+    creator: ruma::OwnedUserId,
+}
+
+/// A SQLite database holding a v10 room made by `@admin:test.example` (create, join, power
+/// levels, join rule knock), and an engine over it.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DatabaseUrl::sqlite(&dir.path().join("t.db"))).await.unwrap();
+    let server: OwnedServerName = "test.example".try_into().unwrap();
+    let keys = Arc::new(KeyRing::from_seed(server.clone(), "k", &[7; 32]).unwrap());
+    let creator = ruma::OwnedUserId::try_from("@admin:test.example").unwrap();
+    let (k, c) = (keys.clone(), creator.clone());
+    let room_id = db
+        .write(move |conn| -> Result<String, StoreError> {
+            let version = RoomVersionId::V10;
+            let rules = event::rules(&version).map_err(StoreError::Corrupt)?;
+            let ctx = RoomCtx { room_id: RoomId::new_v1(&server), version, rules };
+            let mut room = LoadedRoom::empty(ctx);
+            let create = EventTemplate::state(
+                "m.room.create",
+                "",
+                &c,
+                json!({ "creator": c.as_str(), "room_version": "10" }),
+            );
+            let (create, before) = local::build(conn, &mut room, &k, &create, 1, Mode::Store)?;
+            rooms::insert(
+                conn,
+                &rooms::RoomRow {
+                    room_id: room.ctx.room_id.to_string(),
+                    room_version: "10".into(),
+                    creator: c.to_string(),
+                    created_ms: 1,
+                    is_public: false,
+                    current_group: None,
+                    version: 0,
+                },
+            )?;
+            let mut applied = Applied::default();
+            let mut txn = RoomTxn { conn, room: &mut room, keys: &k, applied: &mut applied };
+            let placing = Placing { outlier: false, merge_before: false };
+            store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
+            for (t, content) in [
+                ("m.room.member", json!({ "membership": "join" })),
+                ("m.room.power_levels", json!({ "users": { c.as_str(): 100 } })),
+                ("m.room.join_rules", json!({ "join_rule": "knock" })),
+            ] {
+                let key = if t == "m.room.member" { c.as_str() } else { "" };
+                local::append(&mut txn, &EventTemplate::state(t, key, &c, content), 2, &[])?;
+            }
+            Ok(txn.room.ctx.room_id.to_string())
+        })
+        .await
+        .unwrap();
+    let engine = Arc::new(Engine::new(
+        db.clone(),
+        keys,
+        Arc::new(tokio::sync::Notify::new()),
+        tokio::sync::broadcast::channel(16).0,
+    ));
+    Fixture { _dir: dir, db, engine, room_id, creator }
+}
+
+fn topic(txn: &mut RoomTxn<'_>, creator: &ruma::UserId, text: &str) -> Result<String, StoreError> {
+    let template = EventTemplate::state("m.room.topic", "", creator, json!({ "topic": text }));
+    Ok(local::append(txn, &template, now_ms(), &[])?.event_id.to_string())
+}
+
+fn count_events(conn: &mut DbConn) -> Result<i64, StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let n: N = diesel::sql_query("SELECT COUNT(*) AS n FROM events").get_result(conn)?;
+    Ok(n.n)
+}
+
+#[tokio::test]
+async fn a_failed_write_undoes_only_itself_in_the_store_and_in_memory() {
+    let f = fixture().await;
+    let before = f.db.read(count_events).await.unwrap();
+    let writes = (0..60).map(|i| {
+        let (engine, room_id, creator) = (f.engine.clone(), f.room_id.clone(), f.creator.clone());
+        tokio::spawn(async move {
+            engine
+                .write(&room_id, move |txn| {
+                    let id = topic(txn, &creator, &format!("topic {i}"))?;
+                    // Every third write fails after writing its event.
+                    if i % 3 == 0 {
+                        return Err(StoreError::Rejected(format!("no {i}")));
+                    }
+                    Ok(id)
+                })
+                .await
+        })
+    });
+    let answers = futures::future::join_all(writes).await;
+    let mut kept = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer.unwrap() {
+            Ok(id) => kept.push(id),
+            Err(e) => assert!(i % 3 == 0 && e.to_string() == format!("no {i}"), "{i}: {e}"),
+        }
+    }
+    assert_eq!(kept.len(), 40);
+    let after = f.db.read(count_events).await.unwrap();
+    assert_eq!(after - before, 40, "only the successful writes' events are stored");
+    // Memory is what is stored: the topic in the current state is a stored one, and every
+    // extremity is a stored event.
+    let room = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    let current = room.current_id("m.room.topic", "").unwrap().to_string();
+    assert!(kept.contains(&current), "{current}");
+    let room_id = f.room_id.clone();
+    let stored =
+        f.db.read(move |conn| crate::store::events::extremities(conn, &room_id, 100))
+            .await
+            .unwrap();
+    let in_memory: Vec<(String, i64)> =
+        room.extremities_by_depth().into_iter().map(|(id, d)| (id.to_string(), d)).collect();
+    assert_eq!(in_memory, stored);
+}
+
+// A leader's request may go away mid-batch; the other writes of its batch are still committed
+// and answered as such.
+#[tokio::test]
+async fn a_leader_dropped_mid_batch_leaves_the_others_committed_and_answered() {
+    let f = fixture().await;
+    let before = f.db.read(count_events).await.unwrap();
+    let spawn = |i: i64| {
+        let (engine, room_id, creator) = (f.engine.clone(), f.room_id.clone(), f.creator.clone());
+        tokio::spawn(async move {
+            engine
+                .write(&room_id, move |txn| {
+                    topic(txn, &creator, &format!("slow {i}"))?;
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok::<_, StoreError>(i)
+                })
+                .await
+        })
+    };
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(60));
+    // 1 leads a batch alone; 2 and 3 queue behind it, and 2 leads the next batch with 3.
+    let first = spawn(1);
+    pause().await;
+    let second = spawn(2);
+    pause().await;
+    let third = spawn(3);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    second.abort();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(third.await.unwrap().expect("3 committed and answered"), 3);
+    let after = f.db.read(count_events).await.unwrap();
+    assert_eq!(after - before, 3, "2's write commits with its batch");
+}
+
+// Another writer (another knockd on the same database) changed the room: the next batch sees
+// the version moved and reads the room again instead of building on what it held.
+#[tokio::test]
+async fn a_room_written_elsewhere_is_read_again() {
+    let f = fixture().await;
+    let (room_id, creator) = (f.room_id.clone(), f.creator.clone());
+    f.engine.write(&room_id, move |txn| topic(txn, &creator, "one")).await.unwrap();
+    // A second engine over the same database writes the room.
+    let other = Engine::new(
+        f.db.clone(),
+        Arc::new(KeyRing::from_seed("test.example".try_into().unwrap(), "k", &[7; 32]).unwrap()),
+        Arc::new(tokio::sync::Notify::new()),
+        tokio::sync::broadcast::channel(16).0,
+    );
+    let (room_id, creator) = (f.room_id.clone(), f.creator.clone());
+    let two = other.write(&room_id, move |txn| topic(txn, &creator, "two")).await.unwrap();
+    let (room_id, creator) = (f.room_id.clone(), f.creator.clone());
+    let three = f
+        .engine
+        .write(&room_id, move |txn| {
+            // The state this write sees is the other engine's.
+            let seen = txn.room.current_id("m.room.topic", "").map(|id| id.to_string());
+            let three = topic(txn, &creator, "three")?;
+            Ok::<_, StoreError>((seen, three))
+        })
+        .await
+        .unwrap();
+    assert_eq!(three.0.as_deref(), Some(two.as_str()));
+    let room = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    assert_eq!(room.extremities_by_depth().len(), 1, "the new event follows the other's");
+    assert_eq!(room.current_id("m.room.topic", "").unwrap().as_str(), three.1);
+}
