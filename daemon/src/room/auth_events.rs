@@ -46,6 +46,32 @@ pub fn check_state(
     }))
 }
 
+/// [`check_state`] from memory alone: `None` when an event it needs is not in memory.
+pub fn check_state_cached(
+    room: &LoadedRoom,
+    pdu: &Pdu,
+    state: &StateMap,
+) -> Option<Result<(), String>> {
+    let mut keys = auth_types_for_event(
+        &pdu.event_type,
+        &pdu.sender,
+        pdu.state_key.as_deref(),
+        &pdu.content,
+        &room.ctx.rules.authorization,
+    )
+    .ok()?;
+    keys.push((StateEventType::RoomCreate, String::new()));
+    let mut pdus = HashMap::with_capacity(keys.len());
+    for (t, k) in keys {
+        if let Some(id) = state.get(&(t.to_string(), k.clone())) {
+            pdus.insert((t, k), room.pdu(id)?);
+        }
+    }
+    Some(auth::check_against_state(&room.ctx.rules.authorization, pdu, |t, k| {
+        pdus.get(&(t.clone(), k.to_owned())).map(|p| (**p).clone())
+    }))
+}
+
 /// The events of `state` the auth rules read for `pdu` (its auth types and the create event).
 pub fn auth_state(
     conn: &mut DbConn,

@@ -298,9 +298,19 @@ impl Engine {
     /// questions (templates) without waiting for writes in progress; `None` when the room is not
     /// hosted here.
     pub async fn snapshot(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
-        let slot = self.slot(room_id);
-        if let Some(room) = slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        let held = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(room_id).cloned()
+        };
+        if let Some(slot) = held
+            && let Some(room) = slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        {
             return Ok(Some(room));
+        }
+        // A room nobody hosts takes no place among the rooms held in memory.
+        let id = room_id.to_owned();
+        if self.db.read(move |conn| rooms::get(conn, &id)).await?.is_none() {
+            return Ok(None);
         }
         match self.write(room_id, |txn| Ok::<_, StoreError>(txn.room.clone())).await {
             Ok(room) => Ok(Some(room)),

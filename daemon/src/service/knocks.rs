@@ -3,12 +3,31 @@
 
 use ruma::ServerName;
 
-use super::ServiceError;
+use super::{AppState, ServiceError};
 use crate::{
     matrix::acl,
-    room::load_pdus,
+    room::{LoadedRoom, load_pdus},
     store::{DbConn, events as ev},
 };
+
+/// [`check_acl`] against the room as the engine holds it (the ACL event is kept in memory; the
+/// store is asked only when it is not).
+pub async fn check_acl_loaded(
+    app: &AppState,
+    room: &LoadedRoom,
+    origin: &ServerName,
+) -> Result<(), ServiceError> {
+    let Some(id) = room.current_id("m.room.server_acl", "") else { return Ok(()) };
+    let Some(pdu) = room.pdu(id) else {
+        let (r, o) = (room.ctx.room_id.to_string(), origin.to_owned());
+        return app.db.read(move |conn| check_acl(conn, &r, &o)).await;
+    };
+    if acl::allows(pdu.content.get(), origin) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(format!("server {origin} is denied by the room's server ACL")))
+    }
+}
 
 /// 403 when the room's server ACL denies `origin` (KNOCK-SPEC B.7, C.14, H.45).
 pub fn check_acl(

@@ -62,8 +62,7 @@ async fn room_for(
         .snapshot(room_id)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
-    let (r, o) = (room_id.to_owned(), origin.to_owned());
-    app.db.read(move |conn| knocks::check_acl(conn, &r, &o)).await?;
+    knocks::check_acl_loaded(app, &room, origin).await?;
     Ok(room)
 }
 
@@ -83,66 +82,72 @@ pub async fn make(
 ) -> Result<(RoomVersionId, CanonicalJsonObject), ServiceError> {
     let user = UserId::parse(&user_id)
         .map_err(|e| ServiceError::Invalid(format!("invalid user ID {user_id:?}: {e}")))?;
-    let mut room = room_for(app, &room_id, origin).await?;
-    let origin = origin.to_owned();
-    let keys = app.keys.clone();
-    app.db
-        .read(move |conn| {
-            let version = room.ctx.version.clone();
-            if let Some(versions) = &versions {
-                let versions = if versions.is_empty() && kind == Kind::Join {
-                    vec!["1".to_owned()]
-                } else {
-                    versions.clone()
-                };
-                if versions.is_empty() {
-                    return Err(ServiceError::MissingParam(
-                        "missing `ver`: the room versions the server supports".to_owned(),
-                    ));
-                }
-                if !versions.iter().any(|v| v == version.as_str()) {
-                    return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
-                }
-            }
-            if user.server_name() != origin {
-                return Err(ServiceError::Forbidden(format!(
-                    "{user} is not a user of the requesting server {origin}"
-                )));
-            }
-            let mut content = json!({ "membership": kind.membership() });
-            if kind == Kind::Join
-                && let Some(authoriser) =
-                    joins::restricted_authoriser(conn, &keys, &mut room, &user)?
-            {
-                content["join_authorised_via_users_server"] = authoriser.as_str().into();
-            }
-            let template = EventTemplate::state("m.room.member", user.as_str(), &user, content);
-            let rules = room.ctx.rules.clone();
-            let state = room.current.state.clone();
-            let wanted =
-                auth::auth_types(&template, &rules.authorization).map_err(ServiceError::Invalid)?;
-            let auth_events = wanted
-                .iter()
-                .filter_map(|(t, k)| state.get(&(t.to_string(), k.clone())).cloned())
-                .collect();
-            let mut prev_events = room.extremities_by_depth();
-            prev_events.truncate(event::MAX_PREV_EVENTS);
-            let placement =
-                Placement { room_id: Some(room.ctx.room_id.clone()), prev_events, auth_events };
-            let mut pdu = event::unsigned_pdu(&template, &placement, ts(now_ms()))
-                .map_err(ServiceError::Invalid)?;
-            pdu.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
-            // KNOCK-SPEC B.11 / H.44: the auth rules against current state before answering.
-            let placeholder = OwnedEventId::try_from("$template")
-                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-            let probe =
-                Pdu::from_canonical(placeholder, pdu.clone()).map_err(ServiceError::Invalid)?;
-            auth_events::check_state(conn, &mut room, &probe, &state)?.map_err(|e| {
-                ServiceError::Forbidden(format!("you cannot {} this room: {e}", kind.membership()))
-            })?;
-            Ok((version, pdu))
-        })
-        .await
+    let room = room_for(app, &room_id, origin).await?;
+    let version = room.ctx.version.clone();
+    if let Some(versions) = &versions {
+        let versions = if versions.is_empty() && kind == Kind::Join {
+            vec!["1".to_owned()]
+        } else {
+            versions.clone()
+        };
+        if versions.is_empty() {
+            return Err(ServiceError::MissingParam(
+                "missing `ver`: the room versions the server supports".to_owned(),
+            ));
+        }
+        if !versions.iter().any(|v| v == version.as_str()) {
+            return Err(ServiceError::IncompatibleRoomVersion(version.to_string()));
+        }
+    }
+    if user.server_name() != origin {
+        return Err(ServiceError::Forbidden(format!(
+            "{user} is not a user of the requesting server {origin}"
+        )));
+    }
+    let mut content = json!({ "membership": kind.membership() });
+    if kind == Kind::Join {
+        let (keys, mut snapshot, joiner) = (app.keys.clone(), room.clone(), user.clone());
+        let authoriser = app
+            .db
+            .read(move |conn| joins::restricted_authoriser(conn, &keys, &mut snapshot, &joiner))
+            .await?;
+        if let Some(authoriser) = authoriser {
+            content["join_authorised_via_users_server"] = authoriser.as_str().into();
+        }
+    }
+    let template = EventTemplate::state("m.room.member", user.as_str(), &user, content);
+    let rules = room.ctx.rules.clone();
+    let state = room.current.state.clone();
+    let wanted =
+        auth::auth_types(&template, &rules.authorization).map_err(ServiceError::Invalid)?;
+    let auth_events = wanted
+        .iter()
+        .filter_map(|(t, k)| state.get(&(t.to_string(), k.clone())).cloned())
+        .collect();
+    let mut prev_events = room.extremities_by_depth();
+    prev_events.truncate(event::MAX_PREV_EVENTS);
+    let placement = Placement { room_id: Some(room.ctx.room_id.clone()), prev_events, auth_events };
+    let mut pdu =
+        event::unsigned_pdu(&template, &placement, ts(now_ms())).map_err(ServiceError::Invalid)?;
+    pdu.insert("origin".to_owned(), CanonicalJsonValue::String(origin.to_string()));
+    // KNOCK-SPEC B.11 / H.44: the auth rules against current state before answering, from
+    // memory when it holds every event they read.
+    let placeholder =
+        OwnedEventId::try_from("$template").map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    let probe = Pdu::from_canonical(placeholder, pdu.clone()).map_err(ServiceError::Invalid)?;
+    let verdict = match auth_events::check_state_cached(&room, &probe, &state) {
+        Some(verdict) => verdict,
+        None => {
+            let mut room = room;
+            app.db
+                .read(move |conn| auth_events::check_state(conn, &mut room, &probe, &state))
+                .await?
+        }
+    };
+    verdict.map_err(|e| {
+        ServiceError::Forbidden(format!("you cannot {} this room: {e}", kind.membership()))
+    })?;
+    Ok((version, pdu))
 }
 
 /// KNOCK-SPEC C.15–C.19 (and the same for join and leave): shape and structure, all before any

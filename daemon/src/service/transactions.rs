@@ -2,7 +2,12 @@
 //! cached per (origin, txnId), each PDU idempotent by event ID and checked in the spec's order,
 //! per-PDU errors in a 200 answer, missing prev events fetched from the origin, EDUs ignored.
 
-use std::{collections::BTreeMap, future::Future, pin::Pin, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+};
 
 use reqwest::Method;
 use ruma::{CanonicalJsonObject, OwnedServerName, ServerName};
@@ -13,12 +18,12 @@ use crate::{
     bounded::{BoundedMap, NAME_CACHE_CAPACITY},
     matrix::{Pdu, client::encode_segment, json, now_ms},
     room::{
-        RoomCtx,
+        LoadedRoom, RoomCtx, RoomTxn,
         accept::{self, Placing, Verdict},
         effects::Source,
         format, signatures,
     },
-    store::{StoreError, events as ev, rooms, txns},
+    store::{StoreError, events as ev, txns},
 };
 
 /// Spec limits of one transaction.
@@ -72,30 +77,127 @@ pub async fn receive(
             pdus.len()
         )));
     }
-    let mut results = BTreeMap::new();
     let budget = FetchBudget::default();
+    let mut pending = Pending::default();
+    // A local failure answers the whole transaction 5xx, unremembered: the origin sends it
+    // again, and what was stored before the failure is answered from the store then.
     for pdu in &pdus {
-        // A local failure answers the whole transaction 5xx, unremembered: the origin sends it
-        // again, and what was stored before the failure is answered from the store then.
-        if let Some((event_id, outcome)) = process(app, origin, pdu, &budget, FETCH_DEPTH).await? {
-            let result = match outcome {
-                Ok(()) => json!({}),
-                Err(error) => json!({ "error": error }),
-            };
-            results.insert(event_id, result);
-        }
+        process(app, origin, pdu, &budget, FETCH_DEPTH, &mut pending).await?;
     }
-    let answer = json!({ "pdus": results });
+    pending.flush(app, origin).await?;
+    let answer = json!({ "pdus": pending.results });
     let text = answer.to_string();
     let (o, t) = (origin.to_string(), txn_id);
     app.db.write(move |conn| txns::remember(conn, &o, &t, &text, now_ms())).await?;
     Ok(answer)
 }
 
-/// One PDU's outcome: `Ok(None)` when it cannot even be identified (no room we host), else its
-/// event ID and whether it was taken; `Err` for a local failure (nothing about the PDU).
-type Processed = Result<Option<(String, Result<(), String>)>, ServiceError>;
-type Processing<'a> = Pin<Box<dyn Future<Output = Processed> + Send + 'a>>;
+/// `Err` for a local failure (nothing about the PDU); each PDU's own outcome goes into
+/// [`Pending::results`] (none for a PDU that cannot even be identified: no room we host).
+type Processing<'a> = Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send + 'a>>;
+
+/// A PDU's event ID and whether it was taken.
+type Outcome = (String, Result<(), String>);
+
+/// A PDU checked up to the room's own steps.
+struct Ready {
+    parsed: Pdu,
+    content_redacted: bool,
+    /// Its state before came from the origin's `/state_ids` rather than from our graph.
+    from_gap: bool,
+}
+
+/// The PDUs of one inbound transaction waiting to be stored, per room in the order they came:
+/// each room's are stored by one write of the room engine (one database transaction), however
+/// many there are. Later PDUs of the transaction may cite them as prev events.
+#[derive(Default)]
+struct Pending {
+    rooms: Vec<(String, Vec<Ready>)>,
+    /// Event IDs waiting here.
+    ids: HashSet<String>,
+    /// Each PDU's answer.
+    results: BTreeMap<String, Value>,
+}
+
+impl Pending {
+    fn answer(&mut self, event_id: String, outcome: Result<(), String>) {
+        let result = match outcome {
+            Ok(()) => json!({}),
+            Err(error) => json!({ "error": error }),
+        };
+        self.results.insert(event_id, result);
+    }
+
+    fn push(&mut self, room_id: &str, ready: Ready) {
+        self.ids.insert(ready.parsed.event_id.to_string());
+        match self.rooms.iter_mut().find(|(r, _)| r == room_id) {
+            Some((_, list)) => list.push(ready),
+            None => self.rooms.push((room_id.to_owned(), vec![ready])),
+        }
+    }
+
+    /// Stores everything waiting and records each PDU's outcome.
+    async fn flush(&mut self, app: &AppState, origin: &ServerName) -> Result<(), ServiceError> {
+        for (room_id, ready) in std::mem::take(&mut self.rooms) {
+            let origin_name = origin.to_string();
+            let state_types = app.config.knock_room_state.clone();
+            let outcomes = app
+                .rooms
+                .write(&room_id, move |txn| -> Result<Vec<Outcome>, StoreError> {
+                    let mut outcomes = Vec::with_capacity(ready.len());
+                    for r in ready {
+                        let id = r.parsed.event_id.to_string();
+                        outcomes.push((id, store(txn, r, &origin_name, &state_types)?));
+                    }
+                    Ok(outcomes)
+                })
+                .await?;
+            for (id, outcome) in outcomes {
+                self.answer(id, outcome);
+            }
+        }
+        self.ids.clear();
+        Ok(())
+    }
+}
+
+/// Steps 4–6 of one PDU and storing it as what it turned out to be.
+fn store(
+    txn: &mut RoomTxn<'_>,
+    ready: Ready,
+    origin: &str,
+    knock_state: &[String],
+) -> Result<Result<(), String>, StoreError> {
+    let Ready { parsed, content_redacted, from_gap } = ready;
+    // Known only as part of a gap's state: now it takes its place in the graph (the outlier row
+    // stays readable for the checks, then is replaced).
+    let outlier = match ev::get(txn.conn, parsed.event_id.as_str())? {
+        Some(row) if row.status == ev::OUTLIER => true,
+        Some(_) => return Ok(Ok(())),
+        None => false,
+    };
+    let verdict = accept::decide(txn, &parsed)?;
+    match verdict {
+        Verdict::Accepted { before } => {
+            // A state event's branch is resolved into current state as it is stored; any other
+            // event brings the gap's state in here.
+            let placing = Placing { outlier, merge_before: from_gap };
+            let source = Source::Transaction { origin, content_redacted, knock_state };
+            accept::store_accepted(txn, parsed, &before, placing, source)?;
+            Ok(Ok(()))
+        }
+        Verdict::SoftFailed { ref reason, .. } => {
+            tracing::info!(event_id = %parsed.event_id, %reason, "soft-failed");
+            accept::store_refused(txn, &parsed, &verdict, outlier)?;
+            Ok(Ok(()))
+        }
+        Verdict::Rejected(ref why) => {
+            accept::store_refused(txn, &parsed, &verdict, outlier)?;
+            Ok(Err(why.clone()))
+        }
+        Verdict::MissingPrev(id) => Ok(Err(format!("missing prev event {id}"))),
+    }
+}
 
 /// Why a PDU was not taken.
 enum Failure {
@@ -129,41 +231,41 @@ impl From<ServiceError> for Failure {
     }
 }
 
-/// Checks and stores one PDU.
+/// Checks one PDU up to the room's own steps and queues it in `pending` (or answers it there).
 fn process<'a>(
     app: &'a AppState,
     origin: &'a ServerName,
     value: &'a Value,
     budget: &'a FetchBudget,
     fetch_depth: u32,
+    pending: &'a mut Pending,
 ) -> Processing<'a> {
     Box::pin(async move {
-        let Some(room_id) = value.get("room_id").and_then(Value::as_str) else { return Ok(None) };
-        let lookup = room_id.to_owned();
-        let Some(room) = app.db.read(move |conn| RoomCtx::load(conn, &lookup)).await? else {
-            return Ok(None);
-        };
-        let Ok(bytes) = serde_json::to_vec(value) else { return Ok(None) };
+        let Some(room_id) = value.get("room_id").and_then(Value::as_str) else { return Ok(()) };
+        let Some(loaded) = app.rooms.snapshot(room_id).await? else { return Ok(()) };
+        let room = loaded.ctx.clone();
+        let Ok(bytes) = serde_json::to_vec(value) else { return Ok(()) };
         let pdu: CanonicalJsonObject = match json::parse_object(&bytes) {
             Ok(p) => p,
             Err(e) => {
                 // Not canonical JSON: name it by its would-be ID if that can be computed.
                 let Ok(loose) = serde_json::from_value::<CanonicalJsonObject>(value.clone()) else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 let Ok(id) = crate::matrix::event::event_id(&loose, &room.rules) else {
-                    return Ok(None);
+                    return Ok(());
                 };
-                return Ok(Some((id.to_string(), Err(format!("not canonical JSON: {e}")))));
+                pending.answer(id.to_string(), Err(format!("not canonical JSON: {e}")));
+                return Ok(());
             }
         };
         let event_id = match format::check_format(&room, &pdu) {
             Ok(id) => id,
             Err(e) => {
-                let Ok(id) = crate::matrix::event::event_id(&pdu, &room.rules) else {
-                    return Ok(None);
-                };
-                return Ok(Some((id.to_string(), Err(format!("bad event format: {e}")))));
+                if let Ok(id) = crate::matrix::event::event_id(&pdu, &room.rules) {
+                    pending.answer(id.to_string(), Err(format!("bad event format: {e}")));
+                }
+                return Ok(());
             }
         };
         let id = event_id.to_string();
@@ -174,20 +276,22 @@ fn process<'a>(
             if let Err(ServiceError::LimitExceeded(why, ms)) =
                 app.admit_knock(origin.as_str(), room_id)
             {
-                return Ok(Some((
-                    id,
-                    Err(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")),
-                )));
+                pending.answer(id, Err(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")));
+                return Ok(());
             }
         }
-        match handle(app, origin, &room, pdu, event_id, budget, fetch_depth).await {
-            Ok(()) => Ok(Some((id, Ok(())))),
-            Err(Failure::Refused(why)) => Ok(Some((id, Err(why)))),
+        let checked =
+            handle(app, origin, &loaded, pdu, event_id, budget, fetch_depth, pending).await;
+        match checked {
+            Ok(Some(ready)) => pending.push(room.room_id.as_str(), ready),
+            Ok(None) => pending.answer(id, Ok(())),
+            Err(Failure::Refused(why)) => pending.answer(id, Err(why)),
             Err(Failure::Local(e)) => {
                 tracing::warn!(%origin, event_id = %id, error = %e, "PDU not processed");
-                Err(e)
+                return Err(e);
             }
         }
+        Ok(())
     })
 }
 
@@ -200,54 +304,58 @@ fn is_knock(pdu: &CanonicalJsonObject) -> bool {
     membership && matches!(pdu.get("type"), Some(Text(t)) if t == "m.room.member")
 }
 
+/// Format and ACL done: signatures, then any gap before it. `Ok(None)` when it is already
+/// stored (or queued), `Ok(Some)` when it is ready for the room's steps.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     app: &AppState,
     origin: &ServerName,
-    room: &RoomCtx,
+    loaded: &LoadedRoom,
     pdu: CanonicalJsonObject,
     event_id: ruma::OwnedEventId,
     budget: &FetchBudget,
     fetch_depth: u32,
-) -> Result<(), Failure> {
-    let (r, o) = (room.room_id.to_string(), origin.to_owned());
-    app.db.read(move |conn| knocks::check_acl(conn, &r, &o)).await.map_err(Failure::from)?;
-    let known = event_id.to_string();
-    if app
-        .db
-        .read(move |conn| ev::get(conn, &known))
-        .await
-        .map_err(Failure::from)?
-        .is_some_and(|row| row.status != ev::OUTLIER)
-    {
-        return Ok(());
+    pending: &mut Pending,
+) -> Result<Option<Ready>, Failure> {
+    let room = &loaded.ctx;
+    knocks::check_acl_loaded(app, loaded, origin).await.map_err(Failure::from)?;
+    if pending.ids.contains(event_id.as_str()) {
+        return Ok(None);
+    }
+    // The event itself and its prev events, in one read.
+    let prevs: Vec<String> = pdu
+        .get("prev_events")
+        .and_then(ruma::CanonicalJsonValue::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let mut asked = prevs.clone();
+    asked.push(event_id.to_string());
+    let placed =
+        app.db.read(move |conn| ev::placements(conn, &asked)).await.map_err(Failure::from)?;
+    if placed.iter().any(|p| p.event_id == event_id.as_str() && p.status != ev::OUTLIER) {
+        return Ok(None);
     }
     let (pdu, content_redacted) =
         signatures::verify_signatures(&app.keys, &app.remote_keys, room, pdu).await?;
     let parsed = Pdu::from_canonical(event_id, pdu)?;
 
-    // Missing prev events: ask the origin for the gap, oldest first, before this one.
-    let prevs: Vec<String> = parsed.prev_events.iter().map(|p| p.to_string()).collect();
-    let have = {
-        let p = prevs.clone();
-        app.db.read(move |conn| ev::known(conn, &p)).await.map_err(Failure::from)?
-    };
+    // Missing prev events: ask the origin for the gap, oldest first, before this one. A prev
+    // waiting in this transaction counts as known.
+    let known = |p: &String| pending.ids.contains(p) || placed.iter().any(|x| &x.event_id == p);
+    let gap = !prevs.iter().all(known) && fetch_depth > 0;
     // Whether a prev's state came from the origin's /state_ids rather than from our graph.
     let mut from_gap = false;
     // Only a server with a joined member may make us fetch for a room, and only within the
     // transaction's budget.
-    // (Asked only when there is a gap: most PDUs cite what we have.)
-    let gap = have.len() < prevs.len() && fetch_depth > 0;
-    let joined = gap && {
-        let (r, o) = (room.room_id.to_string(), origin.to_string());
-        app.db
-            .read(move |conn| rooms::joined_servers(conn, &r))
-            .await
-            .map_err(Failure::from)?
-            .contains(&o)
-    };
+    let joined = gap && loaded.joined.get(origin.as_str()).is_some_and(|n| *n > 0);
     if joined {
+        // What waits must be stored first: the gap is measured against the store.
+        pending.flush(app, origin).await.map_err(Failure::Local)?;
         for missing in fetch_missing(app, origin, room, &parsed, budget).await {
-            let _ = process(app, origin, &missing, budget, fetch_depth - 1).await;
+            let mut fetched = Pending::default();
+            if process(app, origin, &missing, budget, fetch_depth - 1, &mut fetched).await.is_ok() {
+                let _ = fetched.flush(app, origin).await;
+            }
         }
         // Still a gap (too big, or the origin would not walk it): the state at each prev we
         // lack, from the origin's /state_ids. Only for the event the origin sent us, and once
@@ -265,48 +373,7 @@ async fn handle(
             }
         }
     }
-
-    let origin_name = origin.to_string();
-    let state_types = app.config.knock_room_state.clone();
-    let outcome = app
-        .rooms
-        .write(room.room_id.as_str(), move |txn| -> Result<Result<(), String>, StoreError> {
-            // Known only as part of a gap's state: now it takes its place in the graph (the
-            // outlier row stays readable for the checks, then is replaced).
-            let outlier = match ev::get(txn.conn, parsed.event_id.as_str())? {
-                Some(row) if row.status == ev::OUTLIER => true,
-                Some(_) => return Ok(Ok(())),
-                None => false,
-            };
-            let verdict = accept::decide(txn, &parsed)?;
-            match verdict {
-                Verdict::Accepted { before } => {
-                    // A state event's branch is resolved into current state as it is stored;
-                    // any other event brings the gap's state in here.
-                    let placing = Placing { outlier, merge_before: from_gap };
-                    let source = Source::Transaction {
-                        origin: &origin_name,
-                        content_redacted,
-                        knock_state: &state_types,
-                    };
-                    accept::store_accepted(txn, parsed, &before, placing, source)?;
-                    Ok(Ok(()))
-                }
-                Verdict::SoftFailed { ref reason, .. } => {
-                    tracing::info!(event_id = %parsed.event_id, %reason, "soft-failed");
-                    accept::store_refused(txn, &parsed, &verdict, outlier)?;
-                    Ok(Ok(()))
-                }
-                Verdict::Rejected(ref why) => {
-                    accept::store_refused(txn, &parsed, &verdict, outlier)?;
-                    Ok(Err(why.clone()))
-                }
-                Verdict::MissingPrev(id) => Ok(Err(format!("missing prev event {id}"))),
-            }
-        })
-        .await
-        .map_err(Failure::from)?;
-    outcome.map_err(Failure::Refused)
+    Ok(Some(Ready { parsed, content_redacted, from_gap }))
 }
 
 /// `POST /get_missing_events` to the origin for the events between our extremities and `pdu`.
