@@ -4,10 +4,13 @@
 //!
 //! The fast path: where the states differ only by keys that some of them lack and the others
 //! hold with one and the same knock (a user's knock on one fork, absent on the others, the usual
-//! shape of concurrent knocks from one template), every such knock is in the result. Full
-//! resolution agrees: those knocks are the whole conflicted set, none is a power event, and each
-//! passes the iterative auth checks, since its auth state (create, power levels, join rules;
-//! the knocker has no membership) is the states' common part, or in v2.1 its own auth events.
+//! shape of concurrent knocks from one template), and each such knock cites only events every
+//! state holds (create, power levels, join rules: the knocker had no membership where it
+//! knocked), every such knock is in the result. Full resolution agrees: its full conflicted set
+//! is those knocks plus at most events every state holds (an auth event cited on some forks
+//! only), which its last step puts back anyway; no knock is a power event or cited by another;
+//! and each knock passes the iterative auth checks, its auth state there being its own auth
+//! events, the states' common part.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -76,6 +79,19 @@ fn fast(
             && pdu.membership().as_deref() == Some("knock");
         if !is_knock {
             return None;
+        }
+        // A knock citing an event the states do not all hold (the same user's earlier knock or
+        // leave, on one fork) brings that event into full resolution as auth difference, where
+        // it is ordered against the knock by `origin_server_ts`, which its sender chooses: on
+        // a fork where a user knocked twice (the second knock citing the first), with the second
+        // stamped no later than the first, full resolution keeps the first knock. Found by the
+        // property test in `tests/resolve.rs`.
+        for id in &pdu.auth_events {
+            let cited = fetch(id)?;
+            let cited_key = (cited.event_type.to_string(), cited.state_key.clone()?);
+            if !states.iter().all(|s| s.get(&cited_key) == Some(id)) {
+                return None;
+            }
         }
         out.insert((*key).clone(), only.clone());
     }
