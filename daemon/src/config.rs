@@ -90,6 +90,12 @@ park_after_refusals = 10
 # Env: KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS
 purge_parked_after_ms = 604800000
 
+[rooms]
+# Concurrent events fork a room (many knocks from one template); past this many forward
+# extremities knockd sends a dummy event (org.matrix.dummy_event, as Synapse does) joining up to
+# 20 of them. 0 never sends one. Env: KNOCKD_ROOMS_DUMMY_EVENT_THRESHOLD
+dummy_event_threshold = 20
+
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
 expire_after_ms = 2592000000
@@ -132,7 +138,18 @@ struct FileConfig {
     knock: FileKnock,
     #[serde(default)]
     outbox: FileOutbox,
+    #[serde(default)]
+    rooms: FileRooms,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRooms {
+    dummy_event_threshold: Option<i64>,
+}
+
+/// Past this many forward extremities a dummy event joins some (0: never).
+pub const DEFAULT_DUMMY_EVENT_THRESHOLD: usize = 20;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +312,8 @@ pub struct Config {
     pub knock_expire_after_ms: i64,
     pub knock_limits: KnockLimitsConfig,
     pub outbox: OutboxConfig,
+    /// Past this many forward extremities a dummy event joins some (0: never).
+    pub dummy_event_threshold: usize,
 }
 
 /// A configuration problem, said in one line.
@@ -579,6 +598,19 @@ impl Config {
             max_pending_per_room,
         };
 
+        let dummy_event_threshold = num(
+            "KNOCKD_ROOMS_DUMMY_EVENT_THRESHOLD",
+            parsed.rooms.dummy_event_threshold,
+            DEFAULT_DUMMY_EVENT_THRESHOLD as i64,
+        )?;
+        if !(0..=MAX_LIMIT as i64).contains(&dummy_event_threshold) {
+            return Err(ConfigError(format!(
+                "rooms.dummy_event_threshold = {dummy_event_threshold}: must be between 0 (never) \
+                 and {MAX_LIMIT}"
+            )));
+        }
+        let dummy_event_threshold = dummy_event_threshold as usize;
+
         let admin_listen = pick(&flags.admin_listen, "KNOCKD_ADMIN_LISTEN", parsed.admin.listen)
             .unwrap_or_else(|| "127.0.0.1:8449".to_owned());
         let admin_listen = parse_addr("admin.listen", &admin_listen)?;
@@ -609,6 +641,7 @@ impl Config {
             knock_expire_after_ms,
             knock_limits,
             outbox,
+            dummy_event_threshold,
         })
     }
 

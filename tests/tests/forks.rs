@@ -3,7 +3,7 @@
 //! resolved state.
 
 use knockd_shared::{CreateRoomRequest, RoomSettings};
-use knockd_tests::{SimServer, TestKnockd, backends};
+use knockd_tests::{SimServer, TestDb, TestKnockd, backends};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -103,14 +103,16 @@ async fn concurrent_topics_resolve_like_state_resolution_v2() {
     }
 }
 
-// KNOCK-SPEC H.39–H.40: with more forward extremities than an event may cite, our own events
+// KNOCK-SPEC H.39–H.40: with more forward extremities than an event may cite (dummy events
+// off), our own events
 // are checked against, and cite auth events from, the state after the prev events they cite
 // (what other servers check them against), not the current state; a kick cites the knock it
 // ends, so that state resolution keeps the kick.
 #[tokio::test]
-async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
+async fn our_events_past_twenty_extremities_use_the_state_of_what_they_cite() {
     for backend in backends() {
-        let k = TestKnockd::start(backend).await;
+        // No dummy events: the forks stay for our own events to meet.
+        let k = TestKnockd::start_with(TestDb::new(backend), &NO_DUMMY).await;
         let sim = SimServer::start().await;
         for v in ["10", "12"] {
             let room_id = k
@@ -122,9 +124,9 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
                 .await
                 .unwrap()
                 .room_id;
-            let knocks = sim.stale_knocks(&k.server_name, &room_id, "a", 14).await.1;
-            assert_eq!(k.room_footprint(&room_id).await.0, 14);
-            // A knocker whose knock is not among the ten an event would cite by depth.
+            let knocks = sim.stale_knocks(&k.server_name, &room_id, "a", 24).await.1;
+            assert_eq!(k.room_footprint(&room_id).await.0, 24);
+            // A knocker whose knock is not among the twenty an event would cite by depth.
             let cited = cited_by_depth(&k, &room_id).await;
             let (target, target_knock) =
                 knocks.iter().find(|(_, id)| !cited.contains(id)).cloned().unwrap();
@@ -141,11 +143,11 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
             let kick_id = decision.event_id.expect("the kick's event ID");
             let kick = stored_pdu(&k, &kick_id).await;
             let prev = ids(&kick["prev_events"]);
-            assert_eq!(prev.len(), 10);
+            assert_eq!(prev.len(), 20);
             assert!(prev.contains(&target_knock), "{backend:?} v{v}: the kick follows the knock");
             assert!(ids(&kick["auth_events"]).contains(&target_knock));
             let shown = k.admin.room(&room_id).await.unwrap();
-            assert_eq!(shown.summary.forward_extremities, 14 - 10 + 1);
+            assert_eq!(shown.summary.forward_extremities, 24 - 20 + 1);
             let holder = |shown: &knockd_shared::RoomDetail, user: &str| {
                 shown
                     .state
@@ -158,8 +160,8 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
 
             // An event that depends on no knock: its state before is its prev events' state,
             // which lacks the knocks it does not cite; every knock stays in the current state.
-            let more = sim.stale_knocks(&k.server_name, &room_id, "b", 12).await.1;
-            assert!(k.room_footprint(&room_id).await.0 > 10);
+            let more = sim.stale_knocks(&k.server_name, &room_id, "b", 22).await.1;
+            assert!(k.room_footprint(&room_id).await.0 > 20);
             let cited = cited_by_depth(&k, &room_id).await;
             let (uncited, _) = more.iter().find(|(_, id)| !cited.contains(id)).cloned().unwrap();
             k.admin
@@ -208,12 +210,15 @@ async fn our_events_past_ten_extremities_use_the_state_of_what_they_cite() {
     }
 }
 
-/// The ten forward extremities of the greatest depth.
+/// Dummy events off, so that forks stay.
+const NO_DUMMY: [(&str, &str); 1] = [("KNOCKD_ROOMS_DUMMY_EVENT_THRESHOLD", "0")];
+
+/// The twenty forward extremities of the greatest depth.
 async fn cited_by_depth(k: &TestKnockd, room_id: &str) -> Vec<String> {
     let r = room_id.to_owned();
     k.app
         .db
-        .read(move |conn| knockd::store::events::extremities(conn, &r, 10))
+        .read(move |conn| knockd::store::events::extremities(conn, &r, 20))
         .await
         .unwrap()
         .into_iter()

@@ -158,8 +158,10 @@ async fn same_knock_twice_is_idempotent() {
     }
 }
 
-// KNOCK-SPEC H.39, C.23: many knocks from one stale template make a fork; knockd's next
-// template cites at most 10 forward extremities, and a knock built on it is accepted.
+// KNOCK-SPEC H.39, C.23: many knocks from one stale template make a fork; past 20 forward
+// extremities a dummy event (org.matrix.dummy_event) from a local member joins 20 of them;
+// knockd's next template cites at most 20 forward extremities, and a knock built on it is
+// accepted.
 #[tokio::test]
 async fn knocks_from_one_stale_template_fork_and_heal() {
     for backend in backends() {
@@ -167,23 +169,38 @@ async fn knocks_from_one_stale_template_fork_and_heal() {
         let sim = SimServer::start().await;
         for v in ["9", "12"] {
             let room_id = room(&k, v).await;
-            let (template, _) = sim.stale_knocks(&k.server_name, &room_id, "u", 14).await;
+            let (template, _) = sim.stale_knocks(&k.server_name, &room_id, "u", 24).await;
+            // 21 knocks made 21 extremities, a dummy event joined 20 of them, 3 more came.
             let (extremities, _) = k.room_footprint(&room_id).await;
-            assert_eq!(extremities, 14, "each stale knock is its own extremity");
+            assert_eq!(extremities, 1 + 1 + 3, "{backend:?} v{v}");
+            let r = room_id.clone();
+            let dummies = k
+                .app
+                .db
+                .read(move |conn| knockd::store::events::room_events(conn, &r, 0, 1000))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, pdu)| serde_json::from_str::<serde_json::Value>(&pdu).unwrap())
+                .filter(|pdu| pdu["type"] == "org.matrix.dummy_event")
+                .collect::<Vec<_>>();
+            assert_eq!(dummies.len(), 1, "{backend:?} v{v}");
+            assert_eq!(dummies[0]["prev_events"].as_array().unwrap().len(), 20);
+            assert_eq!(dummies[0]["sender"], k.admin_user());
             let late = sim.user("late");
             let (status, made) = sim.make_knock(&k.server_name, &room_id, late.as_str()).await;
             assert_eq!(status, StatusCode::OK);
             let prev = made["event"]["prev_events"].as_array().unwrap();
-            assert_eq!(prev.len(), 10, "at most 10 prev_events");
+            assert_eq!(prev.len(), 5, "every extremity, at most 20");
             let stale_depth = template["depth"].as_i64().unwrap();
-            assert_eq!(made["event"]["depth"], stale_depth + 1, "depth = max(prev depth) + 1");
+            assert_eq!(made["event"]["depth"], stale_depth + 2, "depth = max(prev depth) + 1");
             let (id, pdu) = sim.sign_template(v, &made["event"], Some("late"));
             let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
             assert_eq!(status, StatusCode::OK, "{backend:?} v{v}: {body}");
-            assert_eq!(k.room_footprint(&room_id).await.0, 14 - 10 + 1);
-            assert_eq!(pending(&k, &room_id).await.len(), 15);
+            assert_eq!(k.room_footprint(&room_id).await.0, 1);
+            assert_eq!(pending(&k, &room_id).await.len(), 25);
             let detail = k.admin.room(&room_id).await.unwrap();
-            assert_eq!(detail.summary.knocking_members, 15);
+            assert_eq!(detail.summary.knocking_members, 25);
         }
         k.stop().await;
     }

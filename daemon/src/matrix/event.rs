@@ -19,8 +19,8 @@ pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 6] = [
     RoomVersionId::V12,
 ];
 
-/// Our own limit on `prev_events` (Synapse rejects events citing more than 20).
-pub const MAX_PREV_EVENTS: usize = 10;
+/// Our own limit on `prev_events`: what Synapse accepts at most.
+pub const MAX_PREV_EVENTS: usize = 20;
 
 /// The rules of a supported room version.
 pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules, String> {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use ruma::{OwnedEventId, events::StateEventType, state_res::auth_types_for_event};
 
-use super::{LoadedRoom, StateMap, usable_pdus};
+use super::{LoadedRoom, StateMap, state_pdus, usable_pdus};
 use crate::{
     matrix::{Pdu, auth},
     store::{DbConn, StoreError},
@@ -105,6 +105,14 @@ pub fn by_keys(
         })
         .collect();
     let ids: Vec<OwnedEventId> = wanted.iter().map(|(_, id)| id.clone()).collect();
-    let found = usable_pdus(conn, room, &ids)?;
-    Ok(wanted.into_iter().filter_map(|(key, id)| Some((key, found.get(&id)?.clone()))).collect())
+    let found = state_pdus(conn, room, &ids)?;
+    // A state holding an event we cannot read is damage, never an empty key (which would let
+    // the auth rules fall back to defaults).
+    wanted
+        .into_iter()
+        .map(|(key, id)| match found.get(&id) {
+            Some(pdu) => Ok((key, pdu.clone())),
+            None => Err(StoreError::Corrupt(format!("state event {id} is missing"))),
+        })
+        .collect()
 }

@@ -72,6 +72,18 @@ impl Group {
         Arc::new(Self { id: Some(id), chains, state, parent: None, changed: Vec::new() })
     }
 
+    /// A state stored whole, with no parent (`stored`: its group id and chain count).
+    pub fn whole(state: StateMap, stored: Option<(i64, usize)>) -> Arc<Self> {
+        let changed = state.keys().cloned().collect();
+        Arc::new(Self {
+            id: stored.map(|s| s.0),
+            chains: stored.map_or(0, |s| s.1),
+            state,
+            parent: None,
+            changed,
+        })
+    }
+
     /// The state before the create event.
     pub fn empty() -> Arc<Self> {
         Arc::new(Self {
@@ -231,8 +243,10 @@ impl LoadedRoom {
         for (server, n) in rooms::joined_counts(conn, room_id)? {
             room.joined.insert(server, n);
         }
-        for pdu in super::load_pdus(conn, &non_members)? {
-            room.remember_pdu(Arc::new(pdu));
+        // Memory holds only what may be cited as an auth event (a state from a gap may hold a
+        // soft-failed event: read from the store when asked for).
+        for (id, text) in ev::room_pdus(conn, room_id, &non_members, ev::AUTHORISED)? {
+            room.remember_pdu(Arc::new(super::parse_stored(&id, &text)?));
         }
         Ok(Some(room))
     }
@@ -240,6 +254,14 @@ impl LoadedRoom {
     fn tick(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Remembers the resolution of the states `ids` (a memo: dropped whole past its bound).
+    pub fn remember_merge(&mut self, ids: Vec<i64>, merged: Arc<Group>) {
+        if self.merges.len() >= RECENT {
+            self.merges = imbl::HashMap::new();
+        }
+        self.merges.insert(ids, merged);
     }
 
     /// The state after a recent accepted event, if in memory.
@@ -281,8 +303,9 @@ impl LoadedRoom {
 
     /// An event that may no longer be cited (stored as rejected or soft-failed after being an
     /// outlier).
-    pub fn forget_pdu(&mut self, id: &ruma::EventId) {
-        self.pdus.remove(id);
+    /// Whether it was held.
+    pub fn forget_pdu(&mut self, id: &ruma::EventId) -> bool {
+        self.pdus.remove(id).is_some()
     }
 
     /// Forward extremities, deepest first.

@@ -21,6 +21,7 @@
 pub mod accept;
 pub mod auth_events;
 pub mod effects;
+pub mod forks;
 pub mod format;
 pub mod loaded;
 pub mod local;
@@ -72,6 +73,25 @@ pub fn usable_pdus(
     room: &mut LoadedRoom,
     ids: &[OwnedEventId],
 ) -> Result<HashMap<OwnedEventId, Arc<Pdu>>, StoreError> {
+    read_pdus(conn, room, ids, ev::AUTHORISED)
+}
+
+/// The PDUs among `ids` that a stored state may hold (soft-failed ones too; see
+/// [`ev::IN_STATE`]): from memory, the rest in one query.
+pub fn state_pdus(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    ids: &[OwnedEventId],
+) -> Result<HashMap<OwnedEventId, Arc<Pdu>>, StoreError> {
+    read_pdus(conn, room, ids, ev::IN_STATE)
+}
+
+fn read_pdus(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    ids: &[OwnedEventId],
+    statuses: &[&str],
+) -> Result<HashMap<OwnedEventId, Arc<Pdu>>, StoreError> {
     let mut out = HashMap::with_capacity(ids.len());
     let mut missing = Vec::new();
     for id in ids {
@@ -84,26 +104,36 @@ pub fn usable_pdus(
     }
     if !missing.is_empty() {
         let room_id = room.ctx.room_id.to_string();
-        for (id, text) in ev::room_pdus(conn, &room_id, &missing, ev::AUTHORISED)? {
+        for (id, status, text) in ev::room_pdus_with_status(conn, &room_id, &missing, statuses)? {
             let pdu = Arc::new(parse_stored(&id, &text)?);
-            room.remember_pdu(pdu.clone());
+            // Memory holds only what may be cited as an auth event.
+            if ev::AUTHORISED.contains(&status.as_str()) {
+                room.remember_pdu(pdu.clone());
+            }
             out.insert(pdu.event_id.clone(), pdu);
         }
     }
     Ok(out)
 }
 
-/// Finds events for state resolution: memory first, then the store (events of the room that
-/// passed the auth checks), each read once.
+/// Finds events for state resolution: memory first, then the store (events of the room a stored
+/// state may hold), each read once. A database failure fails the resolution (see
+/// [`Fetcher::failure`]) rather than passing for a missing event.
 pub struct Fetcher<'a> {
     conn: RefCell<&'a mut DbConn>,
     room: &'a LoadedRoom,
     read: RefCell<HashMap<OwnedEventId, Option<Arc<Pdu>>>>,
+    failed: RefCell<Option<StoreError>>,
 }
 
 impl<'a> Fetcher<'a> {
     pub fn new(conn: &'a mut DbConn, room: &'a LoadedRoom) -> Self {
-        Self { conn: RefCell::new(conn), room, read: RefCell::new(HashMap::new()) }
+        Self {
+            conn: RefCell::new(conn),
+            room,
+            read: RefCell::new(HashMap::new()),
+            failed: RefCell::new(None),
+        }
     }
 
     pub fn get(&self, id: &EventId) -> Option<Arc<Pdu>> {
@@ -115,13 +145,28 @@ impl<'a> Fetcher<'a> {
         }
         let room_id = self.room.ctx.room_id.to_string();
         let ids = [id.to_string()];
-        let found = ev::room_pdus(&mut self.conn.borrow_mut(), &room_id, &ids, ev::AUTHORISED)
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .and_then(|(id, text)| parse_stored(&id, &text).ok())
-            .map(Arc::new);
+        let rows = ev::room_pdus(&mut self.conn.borrow_mut(), &room_id, &ids, ev::IN_STATE);
+        let found = match rows {
+            Ok(rows) => match rows.into_iter().next().map(|(id, text)| parse_stored(&id, &text)) {
+                Some(Ok(pdu)) => Some(Arc::new(pdu)),
+                Some(Err(e)) => {
+                    self.failed.borrow_mut().get_or_insert(e);
+                    None
+                }
+                None => None,
+            },
+            Err(e) => {
+                self.failed.borrow_mut().get_or_insert(e);
+                None
+            }
+        };
         self.read.borrow_mut().insert(id.to_owned(), found.clone());
         found
+    }
+
+    /// The first database failure met, if any: what was answered after it cannot be trusted.
+    pub fn failure(self) -> Option<StoreError> {
+        self.failed.into_inner()
     }
 }
 
@@ -181,6 +226,8 @@ struct Slot {
 pub struct Engine {
     db: Db,
     keys: Arc<KeyRing>,
+    /// Past this many forward extremities a batch ends with a dummy event (0: never).
+    dummy_event_threshold: usize,
     slots: Mutex<BoundedMap<String, Arc<Slot>>>,
     outbox_wake: Arc<tokio::sync::Notify>,
     queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
@@ -208,7 +255,20 @@ impl Engine {
         outbox_wake: Arc<tokio::sync::Notify>,
         queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
     ) -> Self {
-        Self { db, keys, slots: Mutex::new(BoundedMap::new(MAX_ROOMS)), outbox_wake, queue_events }
+        Self {
+            db,
+            keys,
+            dummy_event_threshold: crate::config::DEFAULT_DUMMY_EVENT_THRESHOLD,
+            slots: Mutex::new(BoundedMap::new(MAX_ROOMS)),
+            outbox_wake,
+            queue_events,
+        }
+    }
+
+    /// Past `threshold` forward extremities a batch ends with a dummy event (0: never).
+    pub fn with_dummy_event_threshold(mut self, threshold: usize) -> Self {
+        self.dummy_event_threshold = threshold;
+        self
     }
 
     fn slot(&self, room_id: &str) -> Arc<Slot> {
@@ -265,6 +325,7 @@ impl Engine {
             let batch = tokio::spawn(run_batch(
                 self.db.clone(),
                 self.keys.clone(),
+                self.dummy_event_threshold,
                 slot.clone(),
                 room_id.to_owned(),
                 jobs,
@@ -294,23 +355,31 @@ impl Engine {
         }
     }
 
-    /// The room as of its last committed write, read from the store on first use. Answers
-    /// questions (templates) without waiting for writes in progress; `None` when the room is not
-    /// hosted here.
+    /// The room as of its last committed write, read from the store on first use (and, on
+    /// PostgreSQL, again when another instance wrote it since). Answers questions (templates)
+    /// without waiting for writes in progress; `None` when the room is not hosted here.
     pub async fn snapshot(&self, room_id: &str) -> Result<Option<LoadedRoom>, StoreError> {
         let held = {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.get(room_id).cloned()
         };
-        if let Some(slot) = held
-            && let Some(room) = slot.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let held = held.and_then(|s| s.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        // SQLite has one knockd: memory is the truth. On PostgreSQL another instance may have
+        // written the room: one read of its version says whether memory is still it.
+        if let Some(room) = &held
+            && self.db.backend() == crate::store::Backend::Sqlite
         {
-            return Ok(Some(room));
+            return Ok(Some(room.clone()));
         }
-        // A room nobody hosts takes no place among the rooms held in memory.
         let id = room_id.to_owned();
-        if self.db.read(move |conn| rooms::get(conn, &id)).await?.is_none() {
-            return Ok(None);
+        let version = self
+            .db
+            .read(move |conn| Ok::<_, StoreError>(rooms::get(conn, &id)?.map(|r| r.version)))
+            .await?;
+        // A room nobody hosts takes no place among the rooms held in memory.
+        let Some(version) = version else { return Ok(None) };
+        if let Some(room) = held.filter(|r| r.version == version) {
+            return Ok(Some(room));
         }
         match self.write(room_id, |txn| Ok::<_, StoreError>(txn.room.clone())).await {
             Ok(room) => Ok(Some(room)),
@@ -345,6 +414,7 @@ impl From<diesel::result::Error> for BatchError {
 async fn run_batch(
     db: Db,
     keys: Arc<KeyRing>,
+    dummy_event_threshold: usize,
     slot: Arc<Slot>,
     room_id: String,
     jobs: Vec<Job>,
@@ -403,6 +473,25 @@ async fn run_batch(
                 outputs.push(out);
             }
             if room.touched {
+                // Too many forks left: a dummy event joins some, in the same transaction (in
+                // a savepoint: a failure undoes only itself).
+                let before = room.clone();
+                let mut own = Applied::default();
+                let healed = conn.transaction(|c| {
+                    let mut txn =
+                        RoomTxn { conn: c, room: &mut room, keys: &keys, applied: &mut own };
+                    forks::heal(&mut txn, dummy_event_threshold)
+                });
+                match healed {
+                    Ok(_) => {
+                        applied.outbox |= own.outbox;
+                        applied.events.append(&mut own.events);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%room_id, error = %e, "dummy event not sent");
+                        room = before;
+                    }
+                }
                 room.version = version + 1;
                 rooms::set_version(conn, &room_id, room.version)?;
             }
@@ -442,3 +531,6 @@ async fn run_batch(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod attack_tests;

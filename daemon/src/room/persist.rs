@@ -9,7 +9,7 @@ use super::{
     LoadedRoom, StateKey,
     loaded::Group,
     state_before::{Mode, merge},
-    usable_pdus,
+    state_pdus,
 };
 use crate::{
     matrix::Pdu,
@@ -131,8 +131,8 @@ pub fn unaccepted(
             pdu: &text,
         },
     )?;
-    if status != ev::OUTLIER {
-        room.forget_pdu(&pdu.event_id);
+    // Other instances may hold it as an outlier that could be cited: they must forget it too.
+    if status != ev::OUTLIER && room.forget_pdu(&pdu.event_id) {
         room.touched = true;
     }
     Ok(())
@@ -151,6 +151,12 @@ pub fn set_current(
     let room_id = room.ctx.room_id.to_string();
     let old = room.current.clone();
     let keys = Group::differing_keys(&[old.clone(), new_current.clone()]);
+    // Keys state resolution dropped: only where a key's every value failed the auth checks.
+    let dropped: Vec<(StateKey, OwnedEventId)> = keys
+        .iter()
+        .filter(|k| !new_current.state.contains_key(*k))
+        .filter_map(|k| Some((k.clone(), old.state.get(k)?.clone())))
+        .collect();
     let changes: Vec<(StateKey, OwnedEventId, Option<OwnedEventId>)> = keys
         .into_iter()
         .filter_map(|key| {
@@ -162,8 +168,9 @@ pub fn set_current(
     let ids: Vec<OwnedEventId> = changes
         .iter()
         .flat_map(|(_, new, was)| std::iter::once(new.clone()).chain(was.clone()))
+        .chain(dropped.iter().map(|(_, id)| id.clone()))
         .collect();
-    let pdus = usable_pdus(conn, room, &ids)?;
+    let pdus = state_pdus(conn, room, &ids)?;
     let membership = |id: &OwnedEventId| pdus.get(id).and_then(|p| p.membership());
     let mut changed = Vec::with_capacity(changes.len());
     for ((t, k), new, was) in &changes {
@@ -184,6 +191,14 @@ pub fn set_current(
             }
         }
         changed.push(pdu);
+    }
+    for ((t, k), was) in &dropped {
+        let was_joined = membership(was).as_deref() == Some("join");
+        ev::delete_current(conn, &room_id, t, k, was_joined)?;
+        if was_joined && let Some((_, server)) = k.split_once(':') {
+            let n = room.joined.get(server).copied().unwrap_or(0) - 1;
+            room.joined.insert(server.to_owned(), n.max(0));
+        }
     }
     if let Some(id) = new_current.id {
         rooms::set_current_group(conn, &room_id, Some(id))?;

@@ -113,16 +113,24 @@ pub fn merge(
     };
     let states: Vec<&StateMap> = groups.iter().map(|g| &g.state).collect();
     let fetch = Fetcher::new(conn, room);
-    let (resolved, _) = resolve::resolve(&room.ctx.rules, &states, &keys, &|id| fetch.get(id))
-        .map_err(StoreError::Corrupt)?;
-    drop(fetch);
+    let resolved = resolve::resolve(&room.ctx.rules, &states, &keys, &|id| fetch.get(id));
+    if let Some(e) = fetch.failure() {
+        return Err(e);
+    }
+    let (resolved, _) = resolved.map_err(StoreError::Corrupt)?;
     // The stored group it is based on: of the states resolved and their common ancestors, the
     // one drawing on the fewest state chains (cheapest to read), unless that makes the stored
     // difference large; then the one it differs least from.
     let shallowest = common.iter().filter(|g| g.id.is_some()).min_by_key(|g| g.chains);
+    // Stored groups add to their base, never take away: a key resolution dropped (every value
+    // of it failed the auth checks) must be absent from the base.
+    let dropped: Vec<&StateKey> = keys.iter().filter(|k| !resolved.contains_key(*k)).collect();
     let mut best: Option<((bool, usize, usize), Changes)> = None;
     let bases = groups.iter().chain(common.first()).chain(shallowest);
     for base in bases.filter(|g| g.id.is_some()) {
+        if dropped.iter().any(|k| base.state.contains_key(*k)) {
+            continue;
+        }
         let candidates = match common.iter().any(|c| Group::same(c, base)) {
             true => Group::changed_since(&groups, base),
             false => keys.clone(),
@@ -140,27 +148,22 @@ pub fn merge(
             best = Some((score, (base.clone(), changes)));
         }
     }
-    let (base, changes) = match best {
-        Some((_, chosen)) => chosen,
-        // Nothing stored to base it on (a question about states never stored).
-        None => {
-            let base = groups[0].clone();
-            let changes = keys
-                .iter()
-                .filter_map(|k| {
-                    let id = resolved.get(k)?;
-                    (base.state.get(k) != Some(id)).then(|| (k.clone(), id.clone()))
-                })
-                .collect();
-            (base, changes)
+    let Some((_, (base, changes))) = best else {
+        // No base lacks what was dropped (or none is stored): the state is stored whole.
+        let stored = match mode {
+            Mode::Store => {
+                let all: Vec<(StateKey, OwnedEventId)> =
+                    resolved.iter().map(|(k, id)| (k.clone(), id.clone())).collect();
+                Some(super::persist::store_group(conn, room.ctx.room_id.as_str(), None, &all)?)
+            }
+            Mode::Look => None,
+        };
+        let merged = Group::whole(resolved, stored);
+        if let (Some(ids), Some(_)) = (memo, stored) {
+            room.remember_merge(ids, merged.clone());
         }
+        return Ok(merged);
     };
-    let removed = keys.iter().filter(|k| base.state.contains_key(*k) && !resolved.contains_key(*k));
-    if removed.count() > 0 {
-        // State groups store additions only; resolution dropping a key is not expected (a key
-        // can only be dropped when every value of it fails the auth checks).
-        tracing::warn!(room_id = %room.ctx.room_id, "state resolution dropped keys");
-    }
     let stored = match (mode, base.id) {
         (Mode::Store, Some(parent)) => Some(super::persist::store_group(
             conn,
@@ -172,7 +175,7 @@ pub fn merge(
     };
     let merged = Group::derived(&base, &changes, stored);
     if let (Some(ids), Some(_)) = (memo, stored) {
-        room.merges.insert(ids, merged.clone());
+        room.remember_merge(ids, merged.clone());
     }
     Ok(merged)
 }

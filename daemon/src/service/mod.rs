@@ -68,12 +68,15 @@ impl AppState {
         ));
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let queue_events = tokio::sync::broadcast::channel(1024).0;
-        let rooms = Arc::new(crate::room::Engine::new(
-            db.clone(),
-            keys.clone(),
-            outbox_wake.clone(),
-            queue_events.clone(),
-        ));
+        let rooms = Arc::new(
+            crate::room::Engine::new(
+                db.clone(),
+                keys.clone(),
+                outbox_wake.clone(),
+                queue_events.clone(),
+            )
+            .with_dummy_event_threshold(config.dummy_event_threshold),
+        );
         Ok(Self {
             config: Arc::new(config),
             instance_id: instance_id.into(),

@@ -371,6 +371,43 @@ pub const OUTLIER: &str = "outlier";
 pub const IN_GRAPH: &[&str] = &[ACCEPTED];
 /// Events that passed the auth checks, as served in states and auth chains (outliers included).
 pub const AUTHORISED: &[&str] = &[ACCEPTED, OUTLIER];
+/// Events a stored state may hold: besides those, a soft-failed one (a gap's state from another
+/// server, or an outlier of such a state that later arrived and was soft-failed).
+pub const IN_STATE: &[&str] = &[ACCEPTED, OUTLIER, SOFT_FAILED];
+
+/// [`room_pdus`] with each event's status: `(event_id, status, pdu)`.
+pub fn room_pdus_with_status(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_ids: &[String],
+    statuses: &[&str],
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    Ok(events::table
+        .filter(events::event_id.eq_any(event_ids))
+        .filter(events::room_id.eq(room_id))
+        .filter(events::status.eq_any(statuses))
+        .select((events::event_id, events::status, events::pdu))
+        .load(conn)?)
+}
+
+/// Takes a key out of the room's current state (state resolution dropped it), keeping the
+/// per-server joined counts in step; `was_joined`: whether the entry was a join.
+pub fn delete_current(
+    conn: &mut DbConn,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    was_joined: bool,
+) -> Result<(), StoreError> {
+    diesel::delete(current_state::table.find((room_id, event_type, state_key))).execute(conn)?;
+    if event_type == "m.room.member"
+        && was_joined
+        && let Some((_, server)) = state_key.split_once(':')
+    {
+        super::rooms::add_joined(conn, room_id, server, -1)?;
+    }
+    Ok(())
+}
 
 /// Which of these event IDs we have (any status).
 pub fn known(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
