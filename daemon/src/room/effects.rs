@@ -104,15 +104,17 @@ pub fn fan_out(
 /// Full PDUs of the configured state types from the current state, create first
 /// (KNOCK-SPEC C.25).
 pub fn knock_room_state(txn: &mut RoomTxn<'_>, types: &[String]) -> Result<Vec<Value>, StoreError> {
-    let keys: Vec<(ruma::events::StateEventType, String)> = txn
-        .room
-        .current
-        .state
-        .keys()
-        .filter(|(t, _)| types.contains(t))
-        .map(|(t, k)| (t.as_str().into(), k.clone()))
-        .collect();
     let state = txn.room.current.state.clone();
+    // The keys of each type, found in the ordered state without reading the rest of it.
+    let keys: Vec<(ruma::events::StateEventType, String)> = types
+        .iter()
+        .flat_map(|t| {
+            state
+                .range((t.clone(), String::new())..)
+                .take_while(move |((kt, _), _)| kt == t)
+                .map(|((kt, k), _)| (kt.as_str().into(), k.clone()))
+        })
+        .collect();
     let mut pdus: Vec<Arc<Pdu>> =
         by_keys(txn.conn, txn.room, &keys, &state)?.into_values().collect();
     pdus.sort_by_key(|p| {

@@ -16,14 +16,21 @@ use crate::{
 
 /// `(event type, state key)`
 pub type StateKey = (String, String);
-/// A room state: which event holds each key.
-pub type StateMap = imbl::HashMap<StateKey, OwnedEventId>;
+/// A room state: which event holds each key (ordered: all keys of a type are read as a range).
+pub type StateMap = imbl::OrdMap<StateKey, OwnedEventId>;
 
 /// How many recent events (with their state after) and PDUs a loaded room keeps, beyond the ones
 /// its current state and extremities need.
-const RECENT: usize = 4_096;
-/// How far back [`Group::differing_keys`] walks before comparing whole states.
-const MAX_WALK: usize = 256;
+const RECENT: usize = 1_024;
+/// How many states [`Group::meeting`] passes on its way up before giving up.
+const MAX_STEPS: usize = 1_024;
+
+/// Creation order of states: a parent is always older than what is made from it.
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_seq() -> u64 {
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A room's identity and rules.
 #[derive(Clone, Debug)]
@@ -64,12 +71,21 @@ pub struct Group {
     pub parent: Option<Weak<Group>>,
     /// The keys changed since `parent`.
     pub changed: Vec<StateKey>,
+    /// When it was made (see [`Group::meeting`]).
+    seq: u64,
 }
 
 impl Group {
     /// A state already stored as group `id`.
     pub fn stored(id: i64, chains: usize, state: StateMap) -> Arc<Self> {
-        Arc::new(Self { id: Some(id), chains, state, parent: None, changed: Vec::new() })
+        Arc::new(Self {
+            id: Some(id),
+            chains,
+            state,
+            parent: None,
+            changed: Vec::new(),
+            seq: next_seq(),
+        })
     }
 
     /// A state stored whole, with no parent (`stored`: its group id and chain count).
@@ -81,6 +97,7 @@ impl Group {
             state,
             parent: None,
             changed,
+            seq: next_seq(),
         })
     }
 
@@ -92,6 +109,7 @@ impl Group {
             state: StateMap::new(),
             parent: None,
             changed: Vec::new(),
+            seq: next_seq(),
         })
     }
 
@@ -112,6 +130,7 @@ impl Group {
             state,
             parent: Some(Arc::downgrade(parent)),
             changed: changes.iter().map(|(k, _)| k.clone()).collect(),
+            seq: next_seq(),
         })
     }
 
@@ -123,49 +142,75 @@ impl Group {
         Arc::ptr_eq(a, b) || (a.id.is_some() && a.id == b.id)
     }
 
-    fn ancestors(self: &Arc<Self>) -> Vec<Arc<Group>> {
-        let mut out = vec![self.clone()];
-        while out.len() < MAX_WALK {
-            let Some(parent) = out.last().and_then(|g| g.parent.as_ref()).and_then(Weak::upgrade)
-            else {
-                break;
-            };
-            out.push(parent);
-        }
-        out
-    }
-
-    /// The states every one of `groups` descends from, in memory, nearest first.
-    pub fn common_ancestors(groups: &[Arc<Group>]) -> Vec<Arc<Group>> {
-        let lines: Vec<Vec<Arc<Group>>> = groups.iter().map(Group::ancestors).collect();
-        lines[0]
-            .iter()
-            .filter(|candidate| {
-                lines[1..].iter().all(|line| line.iter().any(|g| Group::same(g, candidate)))
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// The keys changed on the way from `base` (an ancestor of each) to each of `groups`.
-    pub fn changed_since(groups: &[Arc<Group>], base: &Arc<Group>) -> BTreeSet<StateKey> {
-        let mut keys = BTreeSet::new();
-        for g in groups {
-            for a in g.ancestors().iter().take_while(|a| !Group::same(a, base)) {
-                keys.extend(a.changed.iter().cloned());
+    /// Where `groups` meet: their nearest common ancestor in memory, if found within a bounded
+    /// walk. The newest state of those not yet met moves up to its parent until all are one: a
+    /// parent is always older than its children, so the meeting point is never passed.
+    pub fn meeting(groups: &[Arc<Group>]) -> Option<Arc<Group>> {
+        let mut frontier: std::collections::BTreeMap<u64, Arc<Group>> =
+            groups.iter().map(|g| (g.seq, g.clone())).collect();
+        for _ in 0..MAX_STEPS {
+            if frontier.len() == 1 {
+                return frontier.pop_first().map(|(_, met)| met);
             }
+            let (_, newest) = frontier.pop_last()?;
+            let parent = newest.parent.as_ref().and_then(Weak::upgrade)?;
+            frontier.insert(parent.seq, parent);
         }
-        keys
+        None
     }
 
-    /// The keys where `groups` may differ: the keys changed on the way from their nearest common
-    /// ancestor to each of them, or every key of every state when they have none in memory.
+    /// This state or the nearest of its ancestors in memory that `wanted`, within a bounded
+    /// walk.
+    pub fn nearest_ancestor(
+        self: &Arc<Self>,
+        wanted: impl Fn(&Group) -> bool,
+    ) -> Option<Arc<Self>> {
+        let mut at = self.clone();
+        for _ in 0..MAX_STEPS {
+            if wanted(&at) {
+                return Some(at);
+            }
+            at = at.parent.as_ref().and_then(Weak::upgrade)?;
+        }
+        None
+    }
+
+    /// The keys where `groups` differ. States made from one another share their unchanged
+    /// parts, and comparing them skips what they share: the cost follows the differences, not
+    /// the size of the room.
     pub fn differing_keys(groups: &[Arc<Group>]) -> BTreeSet<StateKey> {
-        match Group::common_ancestors(groups).first() {
-            Some(common) => Group::changed_since(groups, common),
-            None => groups.iter().flat_map(|g| g.state.keys().cloned()).collect(),
+        differing_keys(&groups.iter().map(|g| &g.state).collect::<Vec<_>>())
+    }
+}
+
+/// The keys where `states` differ (see [`Group::differing_keys`]).
+pub fn differing_keys(states: &[&StateMap]) -> BTreeSet<StateKey> {
+    let mut keys = BTreeSet::new();
+    let Some((first, rest)) = states.split_first() else { return keys };
+    for other in rest {
+        for item in first.diff(other) {
+            let key = match item {
+                imbl::ordmap::DiffItem::Add(k, _) | imbl::ordmap::DiffItem::Remove(k, _) => k,
+                imbl::ordmap::DiffItem::Update { new: (k, _), .. } => k,
+            };
+            keys.insert(key.clone());
         }
     }
+    keys
+}
+
+/// What turns `base` into `into`: the keys to set, or `None` when `into` lacks a key `base` has
+/// (stored groups only add).
+pub fn additions(base: &StateMap, into: &StateMap) -> Option<Vec<(StateKey, OwnedEventId)>> {
+    let mut out = Vec::new();
+    for item in base.diff(into) {
+        match item {
+            imbl::ordmap::DiffItem::Add(k, v) => out.push((k.clone(), v.clone())),
+            imbl::ordmap::DiffItem::Update { new: (k, v), .. } => out.push((k.clone(), v.clone())),
+            imbl::ordmap::DiffItem::Remove(..) => return None,
+        }
+    }
+    Some(out)
 }
 
 /// A recent accepted event: its depth and the state after it.

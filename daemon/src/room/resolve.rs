@@ -149,7 +149,21 @@ pub fn full(
         |conflicted| Some(conflicted_subgraph(&events, fetch, conflicted)),
     )
     .map_err(|e| format!("state resolution failed: {e}"))?;
-    Ok(resolved.into_iter().map(|((t, k), id)| ((t.to_string(), k), id)).collect())
+    // Built on the first state, so that it shares what it does not change with the states
+    // resolved (comparing it with them then costs what differs, not the room's size).
+    let mut out = states[0].clone();
+    let resolved: std::collections::BTreeMap<StateKey, OwnedEventId> =
+        resolved.into_iter().map(|((t, k), id)| ((t.to_string(), k), id)).collect();
+    let gone: Vec<StateKey> = out.keys().filter(|k| !resolved.contains_key(*k)).cloned().collect();
+    for key in gone {
+        out.remove(&key);
+    }
+    for (key, id) in resolved {
+        if out.get(&key) != Some(&id) {
+            out.insert(key, id);
+        }
+    }
+    Ok(out)
 }
 
 /// Events on auth-DAG paths between conflicted events (state resolution v2.1).

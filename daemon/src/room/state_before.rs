@@ -7,13 +7,13 @@ use ruma::OwnedEventId;
 
 use super::{
     Fetcher,
-    loaded::{Group, LoadedRoom, StateKey, StateMap},
+    loaded::{Group, LoadedRoom, StateKey, StateMap, additions},
     resolve,
 };
 
-/// Past this many changed keys, a resolved state is stored based on the state it differs least
-/// from rather than the one cheapest to read.
-const MAX_MERGE_DELTA: usize = 256;
+/// A resolved state is stored based on a group drawing on at most this many state chains when
+/// one will do (reading a group costs one probe per chain).
+const MAX_CHAINS: usize = 2;
 
 /// A base state and the changes from it.
 type Changes = (Arc<Group>, Vec<(StateKey, OwnedEventId)>);
@@ -106,11 +106,7 @@ pub fn merge(
     if let Some(found) = memo.as_ref().and_then(|ids| room.merges.get(ids)) {
         return Ok(found.clone());
     }
-    let common = Group::common_ancestors(&groups);
-    let keys = match common.first() {
-        Some(nearest) => Group::changed_since(&groups, nearest),
-        None => groups.iter().flat_map(|g| g.state.keys().cloned()).collect(),
-    };
+    let keys = Group::differing_keys(&groups);
     let states: Vec<&StateMap> = groups.iter().map(|g| &g.state).collect();
     let fetch = Fetcher::new(conn, room);
     let resolved = resolve::resolve(&room.ctx.rules, &states, &keys, &|id| fetch.get(id));
@@ -118,32 +114,20 @@ pub fn merge(
         return Err(e);
     }
     let (resolved, _) = resolved.map_err(StoreError::Corrupt)?;
-    // The stored group it is based on: of the states resolved and their common ancestors, the
-    // one drawing on the fewest state chains (cheapest to read), unless that makes the stored
-    // difference large; then the one it differs least from.
-    let shallowest = common.iter().filter(|g| g.id.is_some()).min_by_key(|g| g.chains);
-    // Stored groups add to their base, never take away: a key resolution dropped (every value
-    // of it failed the auth checks) must be absent from the base.
-    let dropped: Vec<&StateKey> = keys.iter().filter(|k| !resolved.contains_key(*k)).collect();
+    // The stored group it is based on, of the states resolved and where they meet: the one it
+    // differs least from, among those drawing on few state chains (cheap to read); the one
+    // drawing on the fewest when none does. Stored groups add to their base, never take away:
+    // a base holding a key resolution dropped (every value of it failed the auth checks) will
+    // not do.
+    let meeting = Group::meeting(&groups);
+    // Above where they meet, the nearest state cheap to read.
+    let shallow = meeting.as_ref().and_then(|m| m.nearest_ancestor(|g| g.chains <= MAX_CHAINS));
     let mut best: Option<((bool, usize, usize), Changes)> = None;
-    let bases = groups.iter().chain(common.first()).chain(shallowest);
+    let bases = groups.iter().chain(meeting.as_ref()).chain(shallow.as_ref());
     for base in bases.filter(|g| g.id.is_some()) {
-        if dropped.iter().any(|k| base.state.contains_key(*k)) {
-            continue;
-        }
-        let candidates = match common.iter().any(|c| Group::same(c, base)) {
-            true => Group::changed_since(&groups, base),
-            false => keys.clone(),
-        };
-        let changes: Vec<(StateKey, OwnedEventId)> = candidates
-            .iter()
-            .filter_map(|k| {
-                let id = resolved.get(k)?;
-                (base.state.get(k) != Some(id)).then(|| (k.clone(), id.clone()))
-            })
-            .collect();
-        let large = changes.len() > MAX_MERGE_DELTA;
-        let score = (large, if large { changes.len() } else { base.chains }, changes.len());
+        let Some(changes) = additions(&base.state, &resolved) else { continue };
+        let deep = base.chains > MAX_CHAINS;
+        let score = (deep, if deep { base.chains } else { changes.len() }, base.chains);
         if best.as_ref().is_none_or(|(b, _)| score < *b) {
             best = Some((score, (base.clone(), changes)));
         }
