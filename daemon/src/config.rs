@@ -99,8 +99,9 @@ dummy_event_threshold = 20
 [knock]
 # Pending knocks older than this expire locally (no event is sent); 0 keeps them forever.
 expire_after_ms = 2592000000
-# Rate limits on knock requests (make_knock, send_knock, and knock events arriving over /send;
-# one knock is a make_knock plus a send_knock): tokens per second sustained, and the burst a
+# Rate limits on membership requests (make_knock, send_knock, knock events arriving over /send,
+# send_join, send_leave; one knock is a make_knock plus a send_knock): tokens per second
+# sustained, and the burst a
 # bucket holds. Over the limit, the knocking server is answered 429 M_LIMIT_EXCEEDED with
 # retry_after_ms. Kept in memory, per knockd process. A rate of 0 turns a limit off.
 # Env: KNOCKD_KNOCK_RATE_PER_ORIGIN, KNOCKD_KNOCK_BURST_PER_ORIGIN, KNOCKD_KNOCK_RATE_PER_ROOM,

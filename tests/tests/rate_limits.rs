@@ -258,3 +258,35 @@ async fn send_pdus_are_not_fanned_out_again() {
         k.stop().await;
     }
 }
+
+// send_join and send_leave count against the same limits as knocks: each may make the room's
+// writer work out an old state for a stranger, so a server cannot replay them without bound.
+#[tokio::test]
+async fn joins_and_leaves_count_against_the_limits() {
+    for backend in backends() {
+        let env =
+            [("KNOCKD_KNOCK_RATE_PER_ORIGIN", "0.01"), ("KNOCKD_KNOCK_BURST_PER_ORIGIN", "4")];
+        let k = start(&env, backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k).await;
+        // make_knock and send_knock: two tokens.
+        let (status, body) = sim.knock(&k.server_name, &room_id, "ann", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let user = sim.user("ann");
+        let (status, made) =
+            sim.make_membership("leave", &k.server_name, &room_id, user.as_str()).await;
+        assert_eq!(status, StatusCode::OK, "{made}");
+        let (id, pdu) = sim.sign_template("12", &made["event"], None);
+        // The rescind, then the same again (answered from the store): the last two tokens.
+        for _ in 0..2 {
+            let (status, body) =
+                sim.send_membership("leave", 2, &k.server_name, &room_id, id.as_str(), &pdu).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?}: {body}");
+        }
+        let (status, body) =
+            sim.send_membership("leave", 2, &k.server_name, &room_id, id.as_str(), &pdu).await;
+        limited(status, &body);
+        assert!(body["error"].as_str().unwrap().contains("join or leave"), "{body}");
+        k.stop().await;
+    }
+}

@@ -164,6 +164,43 @@ impl<'a> Fetcher<'a> {
         found
     }
 
+    /// Reads those of `ids` not in memory or read before, a few hundred per query.
+    pub fn prefetch(&self, ids: &[OwnedEventId]) {
+        let wanted: Vec<OwnedEventId> = {
+            let read = self.read.borrow();
+            ids.iter()
+                .filter(|id| self.room.pdu(id).is_none() && !read.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        let room_id = self.room.ctx.room_id.to_string();
+        for chunk in wanted.chunks(500) {
+            let asked: Vec<String> = chunk.iter().map(|id| id.to_string()).collect();
+            let rows = ev::room_pdus(&mut self.conn.borrow_mut(), &room_id, &asked, ev::IN_STATE);
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    self.failed.borrow_mut().get_or_insert(e);
+                    return;
+                }
+            };
+            let mut read = self.read.borrow_mut();
+            for id in chunk {
+                read.entry(id.clone()).or_insert(None);
+            }
+            for (id, text) in rows {
+                match parse_stored(&id, &text) {
+                    Ok(pdu) => {
+                        read.insert(pdu.event_id.clone(), Some(Arc::new(pdu)));
+                    }
+                    Err(e) => {
+                        self.failed.borrow_mut().get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// The first database failure met, if any: what was answered after it cannot be trusted.
     pub fn failure(self) -> Option<StoreError> {
         self.failed.into_inner()

@@ -44,6 +44,18 @@ pub fn resolve(
     keys: &BTreeSet<StateKey>,
     fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
 ) -> Result<(StateMap, Path), String> {
+    resolve_with(rules, states, keys, fetch, &|_| {})
+}
+
+/// [`resolve`], telling `prefetch` which events full resolution is about to read, a level of
+/// the auth graph at a time (so that a store reads them in a few queries, not one each).
+pub fn resolve_with(
+    rules: &RoomVersionRules,
+    states: &[&StateMap],
+    keys: &BTreeSet<StateKey>,
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+    prefetch: &dyn Fn(&[OwnedEventId]),
+) -> Result<(StateMap, Path), String> {
     let conflicted: Vec<(&StateKey, Vec<Option<&OwnedEventId>>)> = keys
         .iter()
         .filter_map(|key| {
@@ -58,7 +70,7 @@ pub fn resolve(
     if let Some(state) = fast(states, &conflicted, fetch) {
         return Ok((state, Path::Fast));
     }
-    full(rules, states, fetch).map(|s| (s, Path::Full))
+    full_with(rules, states, fetch, prefetch).map(|s| (s, Path::Full))
 }
 
 /// The fast path, when it applies.
@@ -104,6 +116,16 @@ pub fn full(
     states: &[&StateMap],
     fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
 ) -> Result<StateMap, String> {
+    full_with(rules, states, fetch, &|_| {})
+}
+
+/// [`full`] with a `prefetch` (see [`resolve_with`]).
+pub fn full_with(
+    rules: &RoomVersionRules,
+    states: &[&StateMap],
+    fetch: &dyn Fn(&EventId) -> Option<Arc<Pdu>>,
+    prefetch: &dyn Fn(&[OwnedEventId]),
+) -> Result<StateMap, String> {
     let maps: Vec<RumaStateMap<OwnedEventId>> = states
         .iter()
         .map(|s| {
@@ -112,8 +134,22 @@ pub fn full(
                 .collect()
         })
         .collect();
-    // Every event's auth events, read once.
+    // Every event of the states and of their auth chains, read once, a level at a time.
     let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+    let mut level: Vec<OwnedEventId> = {
+        let all: HashSet<&OwnedEventId> = states.iter().flat_map(|s| s.values()).collect();
+        all.into_iter().cloned().collect()
+    };
+    while !level.is_empty() {
+        prefetch(&level);
+        let mut next: HashSet<OwnedEventId> = HashSet::new();
+        for id in level {
+            let Some(pdu) = fetch(&id) else { continue };
+            next.extend(pdu.auth_events.iter().filter(|a| !events.contains_key(*a)).cloned());
+            events.insert(id, pdu);
+        }
+        level = next.into_iter().filter(|a| !events.contains_key(a)).collect();
+    }
     let mut chain_of =
         |map: &RumaStateMap<OwnedEventId>| -> Result<EventIdSet<OwnedEventId>, String> {
             let mut set = EventIdSet::new();

@@ -109,7 +109,10 @@ pub fn merge(
     let keys = Group::differing_keys(&groups);
     let states: Vec<&StateMap> = groups.iter().map(|g| &g.state).collect();
     let fetch = Fetcher::new(conn, room);
-    let resolved = resolve::resolve(&room.ctx.rules, &states, &keys, &|id| fetch.get(id));
+    let resolved =
+        resolve::resolve_with(&room.ctx.rules, &states, &keys, &|id| fetch.get(id), &|ids| {
+            fetch.prefetch(ids)
+        });
     if let Some(e) = fetch.failure() {
         return Err(e);
     }

@@ -216,6 +216,11 @@ pub async fn send(
     path_event_id: String,
     mut pdu: CanonicalJsonObject,
 ) -> Result<Answer, ServiceError> {
+    // send_knock took its token before its body was read; joins and leaves count against the
+    // same limits (each may make the room's writer work out an old state for a stranger).
+    if kind != Kind::Knock {
+        app.admit_knock(origin.as_str(), &room_id)?;
+    }
     let snapshot = room_for(app, &room_id, origin).await?;
     let room = snapshot.ctx.clone();
     let event_id = check_shape(&room, origin, kind, &path_event_id, &pdu)?;

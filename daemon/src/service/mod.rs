@@ -110,7 +110,8 @@ impl AppState {
 }
 
 impl AppState {
-    /// Takes a knock request of `origin` in `room_id` off the rate limits, or refuses it.
+    /// Takes a membership request of `origin` in `room_id` (make_knock, send_knock, a knock over
+    /// /send, send_join, send_leave) off the rate limits, or refuses it.
     pub fn admit_knock(&self, origin: &str, room_id: &str) -> Result<(), ServiceError> {
         self.knock_limits.admit(origin, room_id).map_err(|limited| {
             let (which, key) = if limited.origin {
@@ -120,7 +121,7 @@ impl AppState {
             };
             tracing::info!(%origin, %room_id, retry_after_ms = limited.retry_after_ms, "knock rate limited");
             ServiceError::LimitExceeded(
-                format!("too many knocks {which} ({key}); try again later"),
+                format!("too many knock, join or leave requests {which} ({key}); try again later"),
                 limited.retry_after_ms,
             )
         })
