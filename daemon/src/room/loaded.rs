@@ -19,9 +19,11 @@ pub type StateKey = (String, String);
 /// A room state: which event holds each key (ordered: all keys of a type are read as a range).
 pub type StateMap = imbl::OrdMap<StateKey, OwnedEventId>;
 
-/// How many recent events (with their state after) and PDUs a loaded room keeps, beyond the ones
-/// its current state and extremities need.
+/// How many PDUs a loaded room keeps, beyond the ones its current state needs.
 const RECENT: usize = 1_024;
+/// How many recent events with their state after a loaded room keeps, beyond its extremities
+/// (each state's own part costs tens of kilobytes in a large room).
+const RECENT_STATES: usize = 256;
 /// How many states [`Group::meeting`] passes on its way up before giving up.
 const MAX_STEPS: usize = 1_024;
 
@@ -303,7 +305,7 @@ impl LoadedRoom {
 
     /// Remembers the resolution of the states `ids` (a memo: dropped whole past its bound).
     pub fn remember_merge(&mut self, ids: Vec<i64>, merged: Arc<Group>) {
-        if self.merges.len() >= RECENT {
+        if self.merges.len() >= RECENT_STATES {
             self.merges = imbl::HashMap::new();
         }
         self.merges.insert(ids, merged);
@@ -314,14 +316,25 @@ impl LoadedRoom {
         self.placed.get(id)
     }
 
+    /// Marks a recent event as used just now (a prev event cited again stays in memory).
+    pub fn touch_placed(&mut self, id: &OwnedEventId) {
+        let seq = self.tick();
+        if let Some(p) = self.placed.get_mut(id) {
+            p.seq = seq;
+        }
+    }
+
     /// Remembers an accepted event and the state after it.
     pub fn place(&mut self, id: OwnedEventId, depth: i64, after: Arc<Group>) {
         let seq = self.tick();
         self.placed.insert(id, Placed { depth, after, seq });
-        if self.placed.len() > 2 * RECENT {
-            let cut = self.seq.saturating_sub(RECENT as u64);
+        if self.placed.len() > 2 * RECENT_STATES {
+            // The least recently used go (ticks count every use of either cache).
+            let mut seqs: Vec<u64> = self.placed.values().map(|p| p.seq).collect();
+            seqs.sort_unstable();
+            let cut = seqs[seqs.len() - RECENT_STATES];
             let keep = self.extremities.clone();
-            self.placed.retain(|id, p| p.seq > cut || keep.contains_key(id));
+            self.placed.retain(|id, p| p.seq >= cut || keep.contains_key(id));
         }
     }
 

@@ -72,6 +72,9 @@ pub fn state_before(
             room.place(event_id, row.depth, after);
         }
     }
+    for id in prev_events {
+        room.touch_placed(id);
+    }
     // Deepest first, one of each state.
     let mut placed: Vec<(i64, Arc<Group>)> = prev_events
         .iter()
