@@ -206,6 +206,41 @@ async fn knocks_from_one_stale_template_fork_and_heal() {
     }
 }
 
+// Concurrent knocks from one stale template land in few batches, each adding many forward
+// extremities at once: a batch sends as many dummy events as it takes (up to 8) to leave at
+// most 20.
+#[tokio::test]
+async fn a_burst_of_stale_knocks_heals_down_to_the_threshold() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k, "10").await;
+        let first = sim.user("s0");
+        let (status, made) = sim.make_knock(&k.server_name, &room_id, first.as_str()).await;
+        assert_eq!(status, StatusCode::OK, "{made}");
+        let signed: Vec<_> = (0..80)
+            .map(|i| {
+                let user = sim.user(&format!("s{i}"));
+                let mut event = made["event"].clone();
+                event["sender"] = user.as_str().into();
+                event["state_key"] = user.as_str().into();
+                sim.sign_template("10", &event, None)
+            })
+            .collect();
+        let answers = futures::future::join_all(
+            signed
+                .iter()
+                .map(|(id, pdu)| sim.send_knock(&k.server_name, &room_id, id.as_str(), pdu)),
+        )
+        .await;
+        assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK), "{backend:?}: {answers:?}");
+        let (extremities, _) = k.room_footprint(&room_id).await;
+        assert!(extremities <= 20, "{backend:?}: {extremities} forward extremities");
+        assert_eq!(pending(&k, &room_id).await.len(), 80);
+        k.stop().await;
+    }
+}
+
 // CPL-1.1 / KNOCK-SPEC B.11: no knocking on a room whose join rule is not knock.
 #[tokio::test]
 async fn cpl_1_1_knock_on_invite_room_is_forbidden() {

@@ -16,20 +16,34 @@ use crate::{
 /// Local members tried as the dummy event's sender, at most.
 const SENDERS_TRIED: usize = 3;
 
-/// Sends a dummy event when the room has more than `threshold` forward extremities (0: never);
-/// its ID when sent.
-pub fn heal(txn: &mut RoomTxn<'_>, threshold: usize) -> Result<Option<OwnedEventId>, StoreError> {
-    if threshold == 0 || txn.room.extremities.len() <= threshold {
-        return Ok(None);
+/// Dummy events one batch sends at most (each joins 20 extremities into one).
+const MAX_DUMMIES: usize = 8;
+
+/// Sends dummy events while the room has more than `threshold` forward extremities (0: never),
+/// at most [`MAX_DUMMIES`]; their IDs.
+pub fn heal(txn: &mut RoomTxn<'_>, threshold: usize) -> Result<Vec<OwnedEventId>, StoreError> {
+    let mut sent = Vec::new();
+    while threshold > 0 && txn.room.extremities.len() > threshold && sent.len() < MAX_DUMMIES {
+        match dummy(txn)? {
+            Some(id) => sent.push(id),
+            None => break,
+        }
     }
+    Ok(sent)
+}
+
+/// One dummy event citing up to 20 extremities, from the first local member allowed to send it.
+fn dummy(txn: &mut RoomTxn<'_>) -> Result<Option<OwnedEventId>, StoreError> {
     let suffix = format!(":{}", txn.keys.server_name());
+    let members = ("m.room.member".to_owned(), String::new())..;
     let mut senders: Vec<ruma::OwnedUserId> = txn
         .room
         .current
         .state
-        .keys()
-        .filter(|(t, k)| t == "m.room.member" && k.ends_with(&suffix))
-        .filter_map(|(_, k)| UserId::parse(k).ok())
+        .range(members)
+        .take_while(|((t, _), _)| t == "m.room.member")
+        .filter(|((_, k), _)| k.ends_with(&suffix))
+        .filter_map(|((_, k), _)| UserId::parse(k).ok())
         .collect();
     senders.sort();
     for sender in senders.into_iter().take(SENDERS_TRIED) {
