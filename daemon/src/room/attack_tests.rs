@@ -7,19 +7,19 @@ use std::{
     sync::Arc,
 };
 
-use ruma::{OwnedEventId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId};
+use ruma::{OwnedEventId, OwnedServerName, OwnedUserId};
 use serde_json::json;
 
 use super::{
-    Applied, Fetcher, LoadedRoom, RoomCtx, RoomTxn, StateKey, StateMap,
+    Applied, Fetcher, RoomTxn, StateKey, StateMap,
     accept::{self, Placing, Verdict, store_accepted},
     effects::Source,
-    local, resolve,
+    local, parse_stored, resolve,
     state_before::Mode,
 };
 use crate::{
-    matrix::{EventTemplate, KeyRing, Pdu, event, now_ms},
-    store::{DatabaseUrl, Db, StoreError, rooms},
+    matrix::{EventTemplate, KeyRing, Pdu, now_ms},
+    store::{DatabaseUrl, Db, StoreError, events as ev, rooms},
 };
 
 fn user(s: &str) -> OwnedUserId {
@@ -40,45 +40,15 @@ async fn with_room<T: Send + 'static>(
     let out = db
         .write(move |conn| -> Result<T, StoreError> {
             let c = user("@admin:test.example");
-            let version = RoomVersionId::V10;
-            let rules = event::rules(&version).map_err(StoreError::Corrupt)?;
-            let ctx = RoomCtx { room_id: RoomId::new_v1(&server), version, rules };
-            let mut room = LoadedRoom::empty(ctx);
+            let mut room = super::tests::knock_room(conn, &keys, &c)?;
+            // Every event so far, for resolution's fetch.
             let mut events = HashMap::new();
-            let create = EventTemplate::state(
-                "m.room.create",
-                "",
-                &c,
-                json!({ "creator": c.as_str(), "room_version": "10" }),
-            );
-            let (create, before) = local::build(conn, &mut room, &keys, &create, 1, Mode::Store)?;
-            events.insert(create.event_id.clone(), Arc::new(create.clone()));
-            rooms::insert(
-                conn,
-                &rooms::RoomRow {
-                    room_id: room.ctx.room_id.to_string(),
-                    room_version: "10".into(),
-                    creator: c.to_string(),
-                    created_ms: 1,
-                    is_public: false,
-                    current_group: None,
-                    version: 0,
-                },
-            )?;
-            let mut applied = Applied::default();
-            let mut txn = RoomTxn { conn, room: &mut room, keys: &keys, applied: &mut applied };
-            let placing = Placing { outlier: false, merge_before: false };
-            store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
-            for (t, content) in [
-                ("m.room.member", json!({ "membership": "join" })),
-                ("m.room.power_levels", json!({ "users": { c.as_str(): 100 } })),
-                ("m.room.join_rules", json!({ "join_rule": "knock" })),
-            ] {
-                let key = if t == "m.room.member" { c.as_str() } else { "" };
-                let pdu =
-                    local::append(&mut txn, &EventTemplate::state(t, key, &c, content), 2, &[])?;
+            for (_, id, text) in ev::room_events(conn, room.ctx.room_id.as_str(), 0, 100)? {
+                let pdu = parse_stored(&id, &text)?;
                 events.insert(pdu.event_id.clone(), Arc::new(pdu));
             }
+            let mut applied = Applied::default();
+            let mut txn = RoomTxn { conn, room: &mut room, keys: &keys, applied: &mut applied };
             then(&mut txn, &mut events)
         })
         .await
@@ -217,34 +187,7 @@ async fn room_ids_a_stranger_names_do_not_evict_hosted_rooms() {
     let room_id = db
         .write(move |conn| -> Result<String, StoreError> {
             let c = user("@admin:test.example");
-            let rules = event::rules(&RoomVersionId::V10).map_err(StoreError::Corrupt)?;
-            let ctx =
-                RoomCtx { room_id: RoomId::new_v1(&server), version: RoomVersionId::V10, rules };
-            let mut room = LoadedRoom::empty(ctx);
-            let create = EventTemplate::state(
-                "m.room.create",
-                "",
-                &c,
-                json!({ "creator": c.as_str(), "room_version": "10" }),
-            );
-            let (create, before) = local::build(conn, &mut room, &k, &create, 1, Mode::Store)?;
-            rooms::insert(
-                conn,
-                &rooms::RoomRow {
-                    room_id: room.ctx.room_id.to_string(),
-                    room_version: "10".into(),
-                    creator: c.to_string(),
-                    created_ms: 1,
-                    is_public: false,
-                    current_group: None,
-                    version: 0,
-                },
-            )?;
-            let mut applied = Applied::default();
-            let mut txn = RoomTxn { conn, room: &mut room, keys: &k, applied: &mut applied };
-            let placing = Placing { outlier: false, merge_before: false };
-            store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
-            Ok(txn.room.ctx.room_id.to_string())
+            Ok(super::tests::knock_room(conn, &k, &c)?.ctx.room_id.to_string())
         })
         .await
         .unwrap();

@@ -52,15 +52,7 @@ pub fn check_state_cached(
     pdu: &Pdu,
     state: &StateMap,
 ) -> Option<Result<(), String>> {
-    let mut keys = auth_types_for_event(
-        &pdu.event_type,
-        &pdu.sender,
-        pdu.state_key.as_deref(),
-        &pdu.content,
-        &room.ctx.rules.authorization,
-    )
-    .ok()?;
-    keys.push((StateEventType::RoomCreate, String::new()));
+    let keys = auth_keys(room, pdu).ok()?;
     let mut pdus = HashMap::with_capacity(keys.len());
     for (t, k) in keys {
         if let Some(id) = state.get(&(t.to_string(), k.clone())) {
@@ -79,16 +71,22 @@ pub fn auth_state(
     pdu: &Pdu,
     state: &StateMap,
 ) -> Result<HashMap<(StateEventType, String), Arc<Pdu>>, StoreError> {
+    let keys = auth_keys(room, pdu).map_err(StoreError::Rejected)?;
+    by_keys(conn, room, &keys, state)
+}
+
+/// The keys the auth rules read for `pdu`: its auth types and the create event (which v12
+/// events never cite).
+fn auth_keys(room: &LoadedRoom, pdu: &Pdu) -> Result<Vec<(StateEventType, String)>, String> {
     let mut keys = auth_types_for_event(
         &pdu.event_type,
         &pdu.sender,
         pdu.state_key.as_deref(),
         &pdu.content,
         &room.ctx.rules.authorization,
-    )
-    .map_err(StoreError::Rejected)?;
+    )?;
     keys.push((StateEventType::RoomCreate, String::new()));
-    by_keys(conn, room, &keys, state)
+    Ok(keys)
 }
 
 /// The events holding `keys` in `state`.

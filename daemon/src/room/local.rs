@@ -3,10 +3,13 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use ruma::{EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, UInt};
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, RoomVersionId, UInt, UserId,
+};
+use serde_json::Value;
 
 use super::{
-    LoadedRoom, RoomCtx, RoomTxn,
+    Applied, LoadedRoom, RoomCtx, RoomTxn,
     accept::{Placing, store_accepted},
     auth_events,
     effects::Source,
@@ -16,7 +19,7 @@ use super::{
 };
 use crate::{
     matrix::{EventTemplate, KeyRing, Pdu, Placement, auth, event},
-    store::{DbConn, StoreError},
+    store::{DbConn, StoreError, rooms},
 };
 
 /// Builds and signs an event.
@@ -117,4 +120,53 @@ pub fn append(
     let placing = Placing { outlier: false, merge_before: false };
     store_accepted(txn, pdu.clone(), &before, placing, Source::Local { extra })?;
     Ok(pdu)
+}
+
+/// Creates a room of `version` made by `creator`: its create event (with `create_content`), the
+/// room row, then each of `rest` as a state event of the creator (a member event's state key is
+/// the creator). Call inside a write transaction: the room is new, so nobody else can write it
+/// before the transaction commits. Returns the room as it then stands.
+#[allow(clippy::too_many_arguments)]
+pub fn create_room(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    version: &RoomVersionId,
+    creator: &UserId,
+    published: bool,
+    create_content: Value,
+    rest: Vec<(&str, Value)>,
+    now_ms: i64,
+) -> Result<LoadedRoom, StoreError> {
+    let rules = event::rules(version).map_err(StoreError::Rejected)?;
+    let server = keys.server_name();
+    let ctx = RoomCtx { room_id: RoomId::new_v1(server), version: version.clone(), rules };
+    let mut room = LoadedRoom::empty(ctx);
+    let create = EventTemplate::state("m.room.create", "", creator, create_content);
+    let (create, before) = build(conn, &mut room, keys, &create, now_ms, Mode::Store)?;
+    if room.ctx.rules.authorization.room_create_event_id_as_room_id {
+        room.ctx.room_id =
+            event::room_id_from_create(&create.event_id).map_err(StoreError::Rejected)?;
+    }
+    rooms::insert(
+        conn,
+        &rooms::RoomRow {
+            room_id: room.ctx.room_id.to_string(),
+            room_version: version.to_string(),
+            creator: creator.to_string(),
+            created_ms: now_ms,
+            is_public: published,
+            current_group: None,
+            version: 0,
+        },
+    )?;
+    let mut applied = Applied::default();
+    let mut txn = RoomTxn { conn, room: &mut room, keys, applied: &mut applied };
+    let placing = Placing { outlier: false, merge_before: false };
+    store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
+    for (event_type, content) in rest {
+        let state_key = if event_type == "m.room.member" { creator.as_str() } else { "" };
+        let template = EventTemplate::state(event_type, state_key, creator, content);
+        append(&mut txn, &template, now_ms, &[])?;
+    }
+    Ok(room)
 }

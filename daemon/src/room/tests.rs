@@ -5,19 +5,13 @@
 use std::sync::Arc;
 
 use diesel::RunQueryDsl;
-use ruma::{OwnedServerName, RoomId, RoomVersionId};
+use ruma::{OwnedServerName, RoomVersionId};
 use serde_json::json;
 
-use super::{
-    Applied, Engine, LoadedRoom, RoomCtx, RoomTxn,
-    accept::{Placing, store_accepted},
-    effects::Source,
-    local,
-    state_before::Mode,
-};
+use super::{Engine, LoadedRoom, RoomTxn, local};
 use crate::{
-    matrix::{EventTemplate, KeyRing, event, now_ms},
-    store::{DatabaseUrl, Db, DbConn, StoreError, rooms},
+    matrix::{EventTemplate, KeyRing, now_ms},
+    store::{DatabaseUrl, Db, DbConn, StoreError},
 };
 
 struct Fixture {
@@ -26,6 +20,22 @@ struct Fixture {
     engine: Arc<Engine>,
     room_id: String,
     creator: ruma::OwnedUserId,
+}
+
+/// A v10 room made by `creator`: create, join, power levels (the creator at 100), join rule
+/// knock.
+pub(super) fn knock_room(
+    conn: &mut DbConn,
+    keys: &KeyRing,
+    creator: &ruma::UserId,
+) -> Result<LoadedRoom, StoreError> {
+    let create = json!({ "creator": creator.as_str(), "room_version": "10" });
+    let rest = vec![
+        ("m.room.member", json!({ "membership": "join" })),
+        ("m.room.power_levels", json!({ "users": { creator.as_str(): 100 } })),
+        ("m.room.join_rules", json!({ "join_rule": "knock" })),
+    ];
+    local::create_room(conn, keys, &RoomVersionId::V10, creator, false, create, rest, 1)
 }
 
 /// A SQLite database holding a v10 room made by `@admin:test.example` (create, join, power
@@ -39,42 +49,7 @@ async fn fixture() -> Fixture {
     let (k, c) = (keys.clone(), creator.clone());
     let room_id = db
         .write(move |conn| -> Result<String, StoreError> {
-            let version = RoomVersionId::V10;
-            let rules = event::rules(&version).map_err(StoreError::Corrupt)?;
-            let ctx = RoomCtx { room_id: RoomId::new_v1(&server), version, rules };
-            let mut room = LoadedRoom::empty(ctx);
-            let create = EventTemplate::state(
-                "m.room.create",
-                "",
-                &c,
-                json!({ "creator": c.as_str(), "room_version": "10" }),
-            );
-            let (create, before) = local::build(conn, &mut room, &k, &create, 1, Mode::Store)?;
-            rooms::insert(
-                conn,
-                &rooms::RoomRow {
-                    room_id: room.ctx.room_id.to_string(),
-                    room_version: "10".into(),
-                    creator: c.to_string(),
-                    created_ms: 1,
-                    is_public: false,
-                    current_group: None,
-                    version: 0,
-                },
-            )?;
-            let mut applied = Applied::default();
-            let mut txn = RoomTxn { conn, room: &mut room, keys: &k, applied: &mut applied };
-            let placing = Placing { outlier: false, merge_before: false };
-            store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
-            for (t, content) in [
-                ("m.room.member", json!({ "membership": "join" })),
-                ("m.room.power_levels", json!({ "users": { c.as_str(): 100 } })),
-                ("m.room.join_rules", json!({ "join_rule": "knock" })),
-            ] {
-                let key = if t == "m.room.member" { c.as_str() } else { "" };
-                local::append(&mut txn, &EventTemplate::state(t, key, &c, content), 2, &[])?;
-            }
-            Ok(txn.room.ctx.room_id.to_string())
+            Ok(knock_room(conn, &k, &c)?.ctx.room_id.to_string())
         })
         .await
         .unwrap();

@@ -1,19 +1,13 @@
 //! Creating rooms and reading them back.
 
 use knockd_shared::{CreateRoomRequest, CreateRoomResponse, RoomDetail, RoomSummary, StateEntry};
-use ruma::{OwnedRoomAliasId, RoomId, RoomVersionId, UserId};
+use ruma::{OwnedRoomAliasId, RoomVersionId, UserId};
 use serde_json::{Value, json};
 
 use super::{AppState, ServiceError, scope::Scope};
 use crate::{
-    matrix::{EventTemplate, event, now_ms},
-    room::{
-        Applied, LoadedRoom, RoomCtx, RoomTxn,
-        accept::{Placing, store_accepted},
-        effects::Source,
-        load_pdus, local,
-        state_before::Mode,
-    },
+    matrix::{event, now_ms},
+    room::{load_pdus, local},
     store::{StoreError, events as ev, rooms as room_store},
 };
 
@@ -131,50 +125,20 @@ pub async fn create_room(
     let room_id = app
         .db
         .write(move |conn| -> Result<_, StoreError> {
-            let now = now_ms();
-            let rules = event::rules(&plan.version).map_err(StoreError::Rejected)?;
             let mut events = plan.events.into_iter();
             let Some((_, create_content)) = events.next() else {
                 return Err(StoreError::Rejected("empty room plan".to_owned()));
             };
-            let create = EventTemplate::state("m.room.create", "", &creator, create_content);
-            let provisional = (!rules.authorization.room_create_event_id_as_room_id)
-                .then(|| RoomId::new_v1(&server_name));
-            let ctx = RoomCtx {
-                room_id: provisional.unwrap_or_else(|| RoomId::new_v1(&server_name)),
-                version: plan.version.clone(),
-                rules,
-            };
-            let mut room = LoadedRoom::empty(ctx);
-            let (create_pdu, before) =
-                local::build(conn, &mut room, &keys, &create, now, Mode::Store)?;
-            if room.ctx.rules.authorization.room_create_event_id_as_room_id {
-                room.ctx.room_id = event::room_id_from_create(&create_pdu.event_id)
-                    .map_err(StoreError::Rejected)?;
-            }
-            room_store::insert(
+            let room = local::create_room(
                 conn,
-                &room_store::RoomRow {
-                    room_id: room.ctx.room_id.to_string(),
-                    room_version: room.ctx.version.to_string(),
-                    creator: creator.to_string(),
-                    created_ms: now,
-                    is_public: published,
-                    current_group: None,
-                    version: 0,
-                },
+                &keys,
+                &plan.version,
+                &creator,
+                published,
+                create_content,
+                events.collect(),
+                now_ms(),
             )?;
-            // The room is new: nobody else can write it before this transaction commits.
-            let mut applied = Applied::default();
-            let mut txn = RoomTxn { conn, room: &mut room, keys: &keys, applied: &mut applied };
-            let placing = Placing { outlier: false, merge_before: false };
-            store_accepted(&mut txn, create_pdu, &before, placing, Source::Local { extra: &[] })?;
-            for (event_type, content) in events {
-                let state_key = if event_type == "m.room.member" { creator.as_str() } else { "" };
-                let template = EventTemplate::state(event_type, state_key, &creator, content);
-                local::append(&mut txn, &template, now, &[])?;
-            }
-            let room = &txn.room;
             Ok(room.ctx.room_id.clone())
         })
         .await?;

@@ -118,20 +118,6 @@ pub fn extremities(
         .load(conn)?)
 }
 
-/// Which of `event_ids` are forward extremities of the room, with their depth.
-pub fn extremities_among(
-    conn: &mut DbConn,
-    room_id: &str,
-    event_ids: &[String],
-) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(forward_extremities::table
-        .filter(forward_extremities::room_id.eq(room_id))
-        .filter(forward_extremities::event_id.eq_any(event_ids))
-        .order((forward_extremities::depth.desc(), forward_extremities::event_id.asc()))
-        .select((forward_extremities::event_id, forward_extremities::depth))
-        .load(conn)?)
-}
-
 pub fn extremity_count(conn: &mut DbConn, room_id: &str) -> Result<i64, StoreError> {
     Ok(forward_extremities::table
         .filter(forward_extremities::room_id.eq(room_id))
