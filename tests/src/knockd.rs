@@ -219,8 +219,9 @@ impl TestKnockd {
         self.app
             .rooms
             .write(room_id, move |txn| -> Result<String, StoreError> {
+                let (conn, room, keys) = txn.parts()?;
                 let (pdu, before) =
-                    local::build(txn.conn, txn.room, txn.keys, &template, now_ms(), Mode::Store)?;
+                    local::build(conn, room, keys, &template, now_ms(), Mode::Store)?;
                 let id = pdu.event_id.to_string();
                 // As if it had come in a transaction: stored with its effects, not sent on.
                 let source = Source::Transaction {

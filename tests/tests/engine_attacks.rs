@@ -181,7 +181,8 @@ async fn a_soft_failed_event_in_a_gap_state_does_not_wedge_the_room() {
                     .take(10)
                     .map(|(id, _)| id)
                     .collect();
-                Ok(match state_before(txn.conn, txn.room, &prevs, Mode::Look) {
+                let (conn, room, _) = txn.parts()?;
+                Ok(match state_before(conn, room, &prevs, Mode::Look) {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => e.to_string(),
                 })

@@ -109,9 +109,10 @@ async fn synapse_made_knocks_are_accepted() {
                             let pdu = Pdu::from_canonical(OwnedEventId::try_from(id).unwrap(), pdu)
                                 .map_err(StoreError::Corrupt)?;
                             let before = txn.room.current.clone();
+                            let (conn, room, _) = txn.parts()?;
                             persist::accepted(
-                                txn.conn,
-                                txn.room,
+                                conn,
+                                room,
                                 &std::sync::Arc::new(pdu),
                                 &before,
                                 false,

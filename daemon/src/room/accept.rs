@@ -31,20 +31,27 @@ pub enum Verdict {
 /// Runs the auth rules three ways: against the event's auth events, the state before it, and
 /// the current state.
 pub fn decide(txn: &mut RoomTxn<'_>, pdu: &Pdu) -> Result<Verdict, StoreError> {
-    if let Err(why) = auth_events::check_own(txn.conn, txn.room, pdu)? {
+    let (conn, room) = txn.engine();
+    if let Err(why) = auth_events::check_own(conn, room, pdu)? {
         return Ok(Verdict::Rejected(why));
     }
-    let before = match state_before(txn.conn, txn.room, &pdu.prev_events, Mode::Store)? {
+    let before = match state_before(conn, room, &pdu.prev_events, Mode::Store)? {
         Ok(g) => g,
         Err(Missing::Prev(id)) => return Ok(Verdict::MissingPrev(id)),
     };
-    if let Err(e) = auth_events::check_state(txn.conn, txn.room, pdu, &before.state.clone())? {
+    if let Err(e) = auth_events::check_state(conn, room, pdu, &before.state.clone())? {
         return Ok(Verdict::Rejected(format!("not allowed by the state before it: {e}")));
     }
-    if let Err(reason) = soft_fail::check(txn.conn, txn.room, pdu, &before)? {
+    if let Err(reason) = soft_fail::check(conn, room, pdu, &before)? {
         return Ok(Verdict::SoftFailed { before, reason });
     }
     Ok(Verdict::Accepted { before })
+}
+
+/// The stored event with this ID, if any (any room, any status): whether a received event is
+/// new.
+pub fn stored(txn: &mut RoomTxn<'_>, event_id: &str) -> Result<Option<ev::EventRow>, StoreError> {
+    ev::get(txn.engine().0, event_id)
 }
 
 /// How a decided event is stored.
@@ -65,8 +72,9 @@ pub fn store_accepted(
     source: Source<'_>,
 ) -> Result<Effects, StoreError> {
     let pdu = Arc::new(pdu);
+    let (conn, room) = txn.engine();
     let change =
-        persist::accepted(txn.conn, txn.room, &pdu, before, placing.outlier, placing.merge_before)?;
+        persist::accepted(conn, room, &pdu, before, placing.outlier, placing.merge_before)?;
     effects::accepted(txn, &pdu, &change, source)
 }
 
@@ -78,14 +86,15 @@ pub fn store_refused(
     verdict: &Verdict,
     outlier: bool,
 ) -> Result<(), StoreError> {
+    let (conn, room) = txn.engine();
     match verdict {
         Verdict::Rejected(_) if outlier => Ok(()),
-        Verdict::Rejected(_) => persist::unaccepted(txn.conn, txn.room, pdu, ev::REJECTED, None),
+        Verdict::Rejected(_) => persist::unaccepted(conn, room, pdu, ev::REJECTED, None),
         Verdict::SoftFailed { before, .. } => {
             if outlier {
-                ev::remove_outlier(txn.conn, pdu.event_id.as_str())?;
+                ev::remove_outlier(conn, pdu.event_id.as_str())?;
             }
-            persist::unaccepted(txn.conn, txn.room, pdu, ev::SOFT_FAILED, before.id)
+            persist::unaccepted(conn, room, pdu, ev::SOFT_FAILED, before.id)
         }
         Verdict::Accepted { .. } | Verdict::MissingPrev(_) => Ok(()),
     }

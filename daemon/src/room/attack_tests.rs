@@ -159,7 +159,8 @@ async fn a_key_resolution_drops_does_not_stay_in_the_current_state() {
         let truth = resolve::full(&txn.room.ctx.rules, &states, &|id| fetch.get(id))
             .map_err(StoreError::Corrupt)?;
         drop(fetch);
-        let stored: StateMap = rooms::current_state_rows(txn.conn, txn.room.ctx.room_id.as_str())?
+        let room_id = txn.room.ctx.room_id.to_string();
+        let stored: StateMap = rooms::current_state_rows(txn.conn()?, &room_id)?
             .into_iter()
             .map(|(t, k, id, _)| ((t, k), OwnedEventId::try_from(id).unwrap()))
             .collect();

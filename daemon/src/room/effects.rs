@@ -41,7 +41,7 @@ pub fn accepted(
     let room_id = txn.room.ctx.room_id.to_string();
     let now = now_ms();
     for member in change.changed.iter().filter(|p| p.event_type.to_string() == "m.room.member") {
-        queue_hygiene(txn.conn, &room_id, member, now)?;
+        queue_hygiene(txn.engine().0, &room_id, member, now)?;
     }
     let mut effects = Effects::default();
     let (origin, redacted, knock_state) = match source {
@@ -55,7 +55,7 @@ pub fn accepted(
         && pdu.membership().as_deref() == Some("knock");
     if let (Some(origin), true) = (origin, is_knock) {
         let state = knock_room_state(txn, knock_state)?;
-        let id = enqueue_knock(txn.conn, &room_id, pdu, origin, redacted, &state, now)?;
+        let id = enqueue_knock(txn.engine().0, &room_id, pdu, origin, redacted, &state, now)?;
         txn.applied.publish("knock", Some(id), &room_id, Some(knocks::PENDING));
         effects.knock = Some((state, id));
     } else if origin.is_some() {
@@ -92,7 +92,7 @@ pub fn fan_out(
     let now = now_ms();
     let mut n = 0;
     for server in servers.iter().filter(|s| s.as_str() != our_server && !except.contains(s)) {
-        outbox::enqueue(txn.conn, server, outbox::KIND_PDU, &text, &room_id, now)?;
+        outbox::enqueue(txn.engine().0, server, outbox::KIND_PDU, &text, &room_id, now)?;
         n += 1;
     }
     if n > 0 {
@@ -115,12 +115,19 @@ pub fn knock_room_state(txn: &mut RoomTxn<'_>, types: &[String]) -> Result<Vec<V
                 .map(|((kt, k), _)| (kt.as_str().into(), k.clone()))
         })
         .collect();
-    let mut pdus: Vec<Arc<Pdu>> =
-        by_keys(txn.conn, txn.room, &keys, &state)?.into_values().collect();
+    let (conn, room) = txn.engine();
+    let mut pdus: Vec<Arc<Pdu>> = by_keys(conn, room, &keys, &state)?.into_values().collect();
     pdus.sort_by_key(|p| {
         (p.event_type.to_string() != "m.room.create", p.event_type.to_string(), p.state_key.clone())
     });
     Ok(pdus.iter().map(|p| serde_json::to_value(&*p.json).unwrap_or(Value::Null)).collect())
+}
+
+/// How many knocks of the room wait for a decision, not counting `user`'s own (a new knock
+/// replaces it).
+pub fn pending_knocks_except(txn: &mut RoomTxn<'_>, user: &str) -> Result<i64, StoreError> {
+    let room_id = txn.room.ctx.room_id.to_string();
+    knocks::pending_in_room_except(txn.engine().0, &room_id, user)
 }
 
 /// Puts an accepted knock in the queue, replacing the user's pending one (KNOCK-SPEC C.23).

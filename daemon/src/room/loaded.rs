@@ -233,6 +233,8 @@ pub struct LoadedRoom {
     /// state, extremities, cached events): the version is then bumped.
     pub touched: bool,
     pub current: Arc<Group>,
+    /// The current state as the store holds it (the batch writes `current` at its end).
+    pub flushed: Arc<Group>,
     /// Forward extremities and their depth.
     pub extremities: imbl::OrdMap<OwnedEventId, i64>,
     /// Joined members per server.
@@ -254,6 +256,7 @@ impl LoadedRoom {
             version: 0,
             touched: false,
             current: Group::empty(),
+            flushed: Group::empty(),
             extremities: imbl::OrdMap::new(),
             joined: imbl::OrdMap::new(),
             placed: imbl::HashMap::new(),
@@ -283,6 +286,7 @@ impl LoadedRoom {
             Some(id) => Group::stored(id, crate::store::state::ancestry(conn, id)?.len(), state),
             None => Group::empty(),
         };
+        room.flushed = room.current.clone();
         for (id, depth) in ev::extremities(conn, room_id, i64::MAX)? {
             let id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             room.extremities.insert(id, depth);

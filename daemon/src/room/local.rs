@@ -116,7 +116,9 @@ pub fn append(
     now_ms: i64,
     extra: &[String],
 ) -> Result<Pdu, StoreError> {
-    let (pdu, before) = build(txn.conn, txn.room, txn.keys, template, now_ms, Mode::Store)?;
+    let keys = txn.keys;
+    let (conn, room) = txn.engine();
+    let (pdu, before) = build(conn, room, keys, template, now_ms, Mode::Store)?;
     let placing = Placing { outlier: false, merge_before: false };
     store_accepted(txn, pdu.clone(), &before, placing, Source::Local { extra })?;
     Ok(pdu)
@@ -160,7 +162,7 @@ pub fn create_room(
         },
     )?;
     let mut applied = Applied::default();
-    let mut txn = RoomTxn { conn, room: &mut room, keys, applied: &mut applied };
+    let mut txn = RoomTxn::new(conn, &mut room, keys, &mut applied);
     let placing = Placing { outlier: false, merge_before: false };
     store_accepted(&mut txn, create, &before, placing, Source::Local { extra: &[] })?;
     for (event_type, content) in rest {
@@ -168,5 +170,6 @@ pub fn create_room(
         let template = EventTemplate::state(event_type, state_key, creator, content);
         append(&mut txn, &template, now_ms, &[])?;
     }
+    super::persist::flush(conn, &mut room)?;
     Ok(room)
 }

@@ -235,11 +235,44 @@ impl Applied {
 
 /// One write's view of its room: the transaction, the room in memory (a copy kept only if the
 /// write succeeds) and what it applied.
+///
+/// The engine keeps some of what a batch writes in memory until the batch ends (the room's
+/// current state): code outside the engine reaches the transaction through [`RoomTxn::conn`] or
+/// [`RoomTxn::parts`], which write that out first, so the store it reads is the room as it is.
 pub struct RoomTxn<'a> {
-    pub conn: &'a mut DbConn,
+    conn: &'a mut DbConn,
     pub room: &'a mut LoadedRoom,
     pub keys: &'a KeyRing,
     pub applied: &'a mut Applied,
+}
+
+impl<'a> RoomTxn<'a> {
+    pub fn new(
+        conn: &'a mut DbConn,
+        room: &'a mut LoadedRoom,
+        keys: &'a KeyRing,
+        applied: &'a mut Applied,
+    ) -> Self {
+        Self { conn, room, keys, applied }
+    }
+
+    /// The transaction, with what the batch holds back written out first.
+    pub fn conn(&mut self) -> Result<&mut DbConn, StoreError> {
+        persist::flush(self.conn, self.room)?;
+        Ok(self.conn)
+    }
+
+    /// [`RoomTxn::conn`], with the room and the keys beside it.
+    pub fn parts(&mut self) -> Result<(&mut DbConn, &mut LoadedRoom, &'a KeyRing), StoreError> {
+        persist::flush(self.conn, self.room)?;
+        Ok((self.conn, self.room, self.keys))
+    }
+
+    /// The transaction as it is, for the engine's own steps (they read the room from memory and
+    /// the store only for what the batch does not hold back: events, state groups).
+    fn engine(&mut self) -> (&mut DbConn, &mut LoadedRoom) {
+        (self.conn, self.room)
+    }
 }
 
 type Output = Box<dyn Any + Send>;
@@ -476,7 +509,7 @@ async fn run_batch(
                 let before = room.clone();
                 let mut own = Applied::default();
                 let run = |conn: &mut DbConn, room: &mut LoadedRoom, own: &mut Applied| {
-                    let mut txn = RoomTxn { conn, room, keys: &keys, applied: own };
+                    let mut txn = RoomTxn::new(conn, room, &keys, own);
                     work(&mut txn)
                 };
                 // Alone in the batch, the transaction itself undoes a failure; otherwise each
@@ -515,8 +548,7 @@ async fn run_batch(
                 let before = room.clone();
                 let mut own = Applied::default();
                 let healed = conn.transaction(|c| {
-                    let mut txn =
-                        RoomTxn { conn: c, room: &mut room, keys: &keys, applied: &mut own };
+                    let mut txn = RoomTxn::new(c, &mut room, &keys, &mut own);
                     forks::heal(&mut txn, dummy_event_threshold)
                 });
                 match healed {
@@ -529,6 +561,10 @@ async fn run_batch(
                         room = before;
                     }
                 }
+            }
+            // What the batch held back in memory (the current state), in a few statements.
+            persist::flush(conn, &mut room)?;
+            if room.touched {
                 room.version = version + 1;
                 rooms::set_version(conn, &room_id, room.version)?;
             }

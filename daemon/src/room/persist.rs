@@ -7,7 +7,7 @@ use ruma::OwnedEventId;
 
 use super::{
     LoadedRoom, StateKey,
-    loaded::Group,
+    loaded::{Group, additions},
     state_before::{Mode, merge},
     state_pdus,
 };
@@ -95,9 +95,10 @@ pub fn accepted(
     let extends = Group::same(before, &room.current);
     let new_current = match (extends, &key) {
         (true, _) => after,
-        (false, Some(_)) => merge(conn, room, vec![room.current.clone(), after], Mode::Store)?,
+        // The resolved current state is stored once, when the batch ends (see [`flush`]).
+        (false, Some(_)) => merge(conn, room, vec![room.current.clone(), after], Mode::Look)?,
         (false, None) if merge_before => {
-            merge(conn, room, vec![room.current.clone(), after], Mode::Store)?
+            merge(conn, room, vec![room.current.clone(), after], Mode::Look)?
         }
         (false, None) => return Ok(CurrentChange::default()),
     };
@@ -138,8 +139,8 @@ pub fn unaccepted(
     Ok(())
 }
 
-/// The room's current state becomes `new_current`: the changed keys are written, with the
-/// joined-server counts, in the store and in memory.
+/// The room's current state becomes `new_current`, in memory: what changed, with the joined
+/// servers. The store follows at [`flush`].
 pub fn set_current(
     conn: &mut DbConn,
     room: &mut LoadedRoom,
@@ -148,61 +149,149 @@ pub fn set_current(
     if Group::same(&new_current, &room.current) {
         return Ok(CurrentChange::default());
     }
-    let room_id = room.ctx.room_id.to_string();
-    let old = room.current.clone();
-    let keys = Group::differing_keys(&[old.clone(), new_current.clone()]);
-    // Keys state resolution dropped: only where a key's every value failed the auth checks.
-    let dropped: Vec<(StateKey, OwnedEventId)> = keys
+    let diff = CurrentDiff::between(conn, room, &room.current.clone(), &new_current)?;
+    let changed = diff
+        .set
         .iter()
-        .filter(|k| !new_current.state.contains_key(*k))
-        .filter_map(|k| Some((k.clone(), old.state.get(k)?.clone())))
-        .collect();
-    let changes: Vec<(StateKey, OwnedEventId, Option<OwnedEventId>)> = keys
-        .into_iter()
-        .filter_map(|key| {
-            let new = new_current.state.get(&key)?.clone();
-            let was = old.state.get(&key).cloned();
-            (was.as_ref() != Some(&new)).then_some((key, new, was))
+        .map(|(_, new, _)| {
+            diff.pdus
+                .get(new)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("state event {new} is missing")))
         })
-        .collect();
-    let ids: Vec<OwnedEventId> = changes
-        .iter()
-        .flat_map(|(_, new, was)| std::iter::once(new.clone()).chain(was.clone()))
-        .chain(dropped.iter().map(|(_, id)| id.clone()))
-        .collect();
-    let pdus = state_pdus(conn, room, &ids)?;
-    let membership = |id: &OwnedEventId| pdus.get(id).and_then(|p| p.membership());
-    let mut changed = Vec::with_capacity(changes.len());
-    for ((t, k), new, was) in &changes {
-        let pdu = pdus
-            .get(new)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("state event {new} is missing")))?;
-        let is = (t == "m.room.member").then(|| membership(new)).flatten();
-        let was_joined = was.as_ref().and_then(membership).as_deref() == Some("join");
-        ev::set_current_known(conn, &room_id, t, k, new.as_str(), is.as_deref(), was_joined)?;
-        if t == "m.room.member" {
-            let joined = is.as_deref() == Some("join");
-            if joined != was_joined
-                && let Some((_, server)) = k.split_once(':')
-            {
-                let n = room.joined.get(server).copied().unwrap_or(0) + if joined { 1 } else { -1 };
-                room.joined.insert(server.to_owned(), n.max(0));
-            }
-        }
-        changed.push(pdu);
-    }
-    for ((t, k), was) in &dropped {
-        let was_joined = membership(was).as_deref() == Some("join");
-        ev::delete_current(conn, &room_id, t, k, was_joined)?;
-        if was_joined && let Some((_, server)) = k.split_once(':') {
-            let n = room.joined.get(server).copied().unwrap_or(0) - 1;
-            room.joined.insert(server.to_owned(), n.max(0));
-        }
-    }
-    if let Some(id) = new_current.id {
-        rooms::set_current_group(conn, &room_id, Some(id))?;
+        .collect::<Result<Vec<_>, _>>()?;
+    for (server, delta) in diff.joined_deltas() {
+        let n = room.joined.get(&server).copied().unwrap_or(0) + delta;
+        room.joined.insert(server, n.max(0));
     }
     room.current = new_current;
     Ok(CurrentChange { changed })
+}
+
+/// Writes the room's current state to the store when it moved since the last write: the state
+/// group (stored now if it was worked out in memory), the changed keys in one statement, the
+/// joined-server counts and the room's pointer. Every batch ends with it, and it runs before
+/// anything reads the room's state from the store inside a batch.
+pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError> {
+    if Group::same(&room.current, &room.flushed) {
+        return Ok(());
+    }
+    let room_id = room.ctx.room_id.to_string();
+    if room.current.id.is_none() {
+        let stored = store_state(conn, &room_id, &room.current)?;
+        room.current = stored;
+    }
+    let diff = CurrentDiff::between(conn, room, &room.flushed.clone(), &room.current.clone())?;
+    let membership = |id: &OwnedEventId| diff.pdus.get(id).and_then(|p| p.membership());
+    let rows: Vec<(String, String, String, Option<String>)> = diff
+        .set
+        .iter()
+        .map(|((t, k), new, _)| {
+            let is = (t == "m.room.member").then(|| membership(new)).flatten();
+            (t.clone(), k.clone(), new.to_string(), is)
+        })
+        .collect();
+    ev::set_current_many(conn, &room_id, &rows)?;
+    let dropped: Vec<StateKey> = diff.dropped.iter().map(|(k, _)| k.clone()).collect();
+    ev::delete_current_many(conn, &room_id, &dropped)?;
+    for (server, delta) in diff.joined_deltas() {
+        rooms::add_joined(conn, &room_id, &server, delta)?;
+    }
+    if let Some(id) = room.current.id {
+        rooms::set_current_group(conn, &room_id, Some(id))?;
+    }
+    room.flushed = room.current.clone();
+    Ok(())
+}
+
+/// Stores a state worked out in memory: as the changes from the stored state it was made from,
+/// or whole when it has none.
+fn store_state(
+    conn: &mut DbConn,
+    room_id: &str,
+    group: &Arc<Group>,
+) -> Result<Arc<Group>, StoreError> {
+    let parent =
+        group.parent.as_ref().and_then(std::sync::Weak::upgrade).filter(|p| p.id.is_some());
+    if let Some(parent) = parent
+        && let Some(changes) = additions(&parent.state, &group.state)
+    {
+        let stored = store_group(conn, room_id, parent.id, &changes)?;
+        return Ok(Group::derived(&parent, &changes, Some(stored)));
+    }
+    let all: Vec<(StateKey, OwnedEventId)> =
+        group.state.iter().map(|(k, id)| (k.clone(), id.clone())).collect();
+    let stored = store_group(conn, room_id, None, &all)?;
+    Ok(Group::whole(group.state.clone(), Some(stored)))
+}
+
+/// How one current state turns into another.
+struct CurrentDiff {
+    /// Keys set: the key, its new event, the event it replaces.
+    set: Vec<(StateKey, OwnedEventId, Option<OwnedEventId>)>,
+    /// Keys state resolution dropped (only where a key's every value failed the auth checks),
+    /// with the event that held them.
+    dropped: Vec<(StateKey, OwnedEventId)>,
+    /// The PDUs of every event named above.
+    pdus: std::collections::HashMap<OwnedEventId, Arc<Pdu>>,
+}
+
+impl CurrentDiff {
+    fn between(
+        conn: &mut DbConn,
+        room: &mut LoadedRoom,
+        old: &Arc<Group>,
+        new: &Arc<Group>,
+    ) -> Result<Self, StoreError> {
+        let keys = Group::differing_keys(&[old.clone(), new.clone()]);
+        let dropped: Vec<(StateKey, OwnedEventId)> = keys
+            .iter()
+            .filter(|k| !new.state.contains_key(*k))
+            .filter_map(|k| Some((k.clone(), old.state.get(k)?.clone())))
+            .collect();
+        let set: Vec<(StateKey, OwnedEventId, Option<OwnedEventId>)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let now = new.state.get(&key)?.clone();
+                let was = old.state.get(&key).cloned();
+                (was.as_ref() != Some(&now)).then_some((key, now, was))
+            })
+            .collect();
+        let ids: Vec<OwnedEventId> = set
+            .iter()
+            .flat_map(|(_, now, was)| std::iter::once(now.clone()).chain(was.clone()))
+            .chain(dropped.iter().map(|(_, id)| id.clone()))
+            .collect();
+        let pdus = state_pdus(conn, room, &ids)?;
+        Ok(Self { set, dropped, pdus })
+    }
+
+    fn joined(&self, id: &OwnedEventId) -> bool {
+        self.pdus.get(id).and_then(|p| p.membership()).as_deref() == Some("join")
+    }
+
+    /// Joined members gained (or lost) per server.
+    fn joined_deltas(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut add = |key: &StateKey, delta: i64| {
+            if key.0 == "m.room.member"
+                && let Some((_, server)) = key.1.split_once(':')
+            {
+                *out.entry(server.to_owned()).or_insert(0) += delta;
+            }
+        };
+        for (key, now, was) in &self.set {
+            let (is, was) = (self.joined(now), was.as_ref().is_some_and(|w| self.joined(w)));
+            if is != was {
+                add(key, if is { 1 } else { -1 });
+            }
+        }
+        for (key, was) in &self.dropped {
+            if self.joined(was) {
+                add(key, -1);
+            }
+        }
+        out.retain(|_, d| *d != 0);
+        out
+    }
 }

@@ -187,3 +187,96 @@ async fn a_room_written_elsewhere_is_read_again() {
     assert_eq!(room.extremities_by_depth().len(), 1, "the new event follows the other's");
     assert_eq!(room.current_id("m.room.topic", "").unwrap().as_str(), three.1);
 }
+
+// Forks made in one batch: the resolved current state is worked out in memory and written once
+// when the batch ends. Whatever failed in between, the store ends up holding what memory holds:
+// the current-state rows, the state group the room points at, and the joined counts.
+#[tokio::test]
+async fn forks_in_one_batch_leave_store_and_memory_agreeing() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    // Every event below is made on this copy: each one forks the room.
+    let start = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    let writes = (0..24).map(|i| {
+        let (engine, room_id, start) = (f.engine.clone(), f.room_id.clone(), start.clone());
+        tokio::spawn(async move {
+            engine
+                .write(&room_id, move |txn| {
+                    let user = ruma::OwnedUserId::try_from(format!("@u{i}:test.example")).unwrap();
+                    let template = EventTemplate::state(
+                        "m.room.member",
+                        user.as_str(),
+                        &user,
+                        json!({ "membership": "knock" }),
+                    );
+                    let (conn, _, keys) = txn.parts()?;
+                    let mut fork = start;
+                    let (pdu, _) =
+                        local::build(conn, &mut fork, keys, &template, now_ms(), Mode::Look)?;
+                    let placing = Placing { outlier: false, merge_before: false };
+                    let source = Source::Transaction {
+                        origin: "test.example",
+                        content_redacted: false,
+                        knock_state: &[],
+                    };
+                    match accept::decide(txn, &pdu)? {
+                        Verdict::Accepted { before } => {
+                            accept::store_accepted(txn, pdu, &before, placing, source)?;
+                        }
+                        verdict => accept::store_refused(txn, &pdu, &verdict, false)?,
+                    }
+                    // Every third write fails after storing its event.
+                    if i % 3 == 0 {
+                        return Err(StoreError::Rejected(format!("no {i}")));
+                    }
+                    Ok(i)
+                })
+                .await
+        })
+    });
+    let kept: Vec<i64> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .filter_map(|answer| answer.unwrap().ok())
+        .collect();
+    assert_eq!(kept.len(), 16);
+    let room = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    for i in 0..24 {
+        let knocked = room.current_id("m.room.member", &format!("@u{i}:test.example")).is_some();
+        assert_eq!(knocked, kept.contains(&i), "@u{i}");
+    }
+    let room_id = f.room_id.clone();
+    let (rows, group_state, joined) =
+        f.db.read(move |conn| {
+            let mut rows: Vec<(String, String, String)> =
+                crate::store::rooms::current_state_rows(conn, &room_id)?
+                    .into_iter()
+                    .map(|(t, k, id, _)| (t, k, id))
+                    .collect();
+            rows.sort();
+            let group = crate::store::rooms::current_group(conn, &room_id)?.unwrap();
+            let group_state = crate::store::state::full_state(conn, group)?;
+            let mut joined = crate::store::rooms::joined_counts(conn, &room_id)?;
+            joined.sort();
+            Ok::<_, StoreError>((rows, group_state, joined))
+        })
+        .await
+        .unwrap();
+    let in_memory: Vec<(String, String, String)> = room
+        .current
+        .state
+        .iter()
+        .map(|((t, k), id)| (t.clone(), k.clone(), id.to_string()))
+        .collect();
+    assert_eq!(rows, in_memory, "current-state rows");
+    let grouped: Vec<(String, String, String)> =
+        group_state.into_iter().map(|((t, k), id)| (t, k, id)).collect();
+    assert_eq!(grouped, in_memory, "the state group the room points at");
+    let joined_in_memory: Vec<(String, i64)> =
+        room.joined.iter().map(|(s, n)| (s.clone(), *n)).collect();
+    assert_eq!(joined, joined_in_memory, "joined counts");
+}

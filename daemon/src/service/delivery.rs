@@ -126,7 +126,7 @@ async fn attempt(
         .rooms
         .write(&room_id, move |txn| -> Result<Prep, ServiceError> {
             let (job, queued) = (prep_job, prep_queued);
-            let conn = &mut *txn.conn;
+            let (conn, txn_room, keys) = txn.parts()?;
             let knock = knocks::get(conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
             let decision = decisions::get(conn, job.decision_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
@@ -135,7 +135,7 @@ async fn attempt(
                 finish(conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(Prep::Dropped);
             }
-            let room = txn.room.ctx.clone();
+            let room = txn_room.ctx.clone();
             let actor =
                 UserId::parse(&decision.actor).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let user =
@@ -145,15 +145,14 @@ async fn attempt(
                 content["reason"] = r.as_str().into();
             }
             let template = EventTemplate::state("m.room.member", user.as_str(), &actor, content);
-            let invite =
-                match local::build(conn, txn.room, txn.keys, &template, now_ms(), Mode::Look) {
-                    Ok((p, _)) => p,
-                    Err(StoreError::Rejected(why)) => {
-                        fail(conn, &queued, &job, &why)?;
-                        return Ok(Prep::Dropped);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let invite = match local::build(conn, txn_room, keys, &template, now_ms(), Mode::Look) {
+                Ok((p, _)) => p,
+                Err(StoreError::Rejected(why)) => {
+                    fail(conn, &queued, &job, &why)?;
+                    return Ok(Prep::Dropped);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let invite_room_state = invite_state(conn, room.room_id.as_str(), actor.as_str())?;
             Ok(Prep::Ready(Box::new(Prepared { room, invite, invite_room_state, user })))
         })
@@ -205,19 +204,19 @@ async fn attempt(
     app.rooms
         .write(room.room_id.as_str(), move |txn| -> Result<(), ServiceError> {
             // Only the lease holder stores the outcome (everything below rolls back otherwise).
-            outbox::hold(txn.conn, &queued.lease)?;
-            let knock = knocks::get(txn.conn, job.knock_id)?.ok_or(StoreError::NotFound)?;
+            outbox::hold(txn.conn()?, &queued.lease)?;
+            let knock = knocks::get(txn.conn()?, job.knock_id)?.ok_or(StoreError::NotFound)?;
             if knock.status != knocks::DELIVERY_PENDING {
                 let why =
                     format!("the knock became {} while the invite was on its way", knock.status);
-                finish(txn.conn, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
+                finish(txn.conn()?, &queued, &job, None, decisions::DROPPED, None, Some(&why))?;
                 return Ok(());
             }
             let before = match accept::decide(txn, &signed)? {
                 Verdict::Accepted { before } => before,
                 Verdict::Rejected(why) | Verdict::SoftFailed { reason: why, .. } => {
                     let why = format!("the room changed before the invite could be stored: {why}");
-                    fail(txn.conn, &queued, &job, &why)?;
+                    fail(txn.conn()?, &queued, &job, &why)?;
                     return Ok(());
                 }
                 Verdict::MissingPrev(id) => {
@@ -228,7 +227,7 @@ async fn attempt(
             let placing = Placing { outlier: false, merge_before: false };
             accept::store_accepted(txn, signed, &before, placing, Source::Local { extra: &[] })?;
             finish(
-                txn.conn,
+                txn.conn()?,
                 &queued,
                 &job,
                 Some(knocks::APPROVED),

@@ -77,7 +77,7 @@ pub async fn fill_with_state(
     let prev = prev.to_owned();
     app.rooms
         .write(&room_id, move |txn| -> Result<(), StoreError> {
-            let conn = &mut *txn.conn;
+            let (conn, txn_room, _) = txn.parts()?;
             // What we already have must be usable: in this room, not rejected.
             for p in ev::placements(conn, &known)? {
                 if p.room_id != room.room_id.as_str() || p.status == ev::REJECTED {
@@ -152,7 +152,7 @@ pub async fn fill_with_state(
                 )));
             }
             for pdu in order {
-                persist::unaccepted(conn, txn.room, pdu, ev::OUTLIER, None)?;
+                persist::unaccepted(conn, txn_room, pdu, ev::OUTLIER, None)?;
             }
             let delta: Vec<(state::StateKey, String)> = before.into_iter().collect();
             let group_before = state::new_group(conn, room.room_id.as_str(), None, &delta)?;

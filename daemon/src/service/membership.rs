@@ -14,7 +14,7 @@ use crate::{
         LoadedRoom, RoomCtx,
         accept::{self, Placing, Verdict},
         auth_events,
-        effects::Source,
+        effects::{self, Source},
         format, load_pdus, signatures,
     },
     store::{DbConn, StoreError, events as ev},
@@ -259,12 +259,12 @@ pub async fn send(
     let origin_name = origin.to_string();
     app.rooms
         .write(&room_id, move |txn| -> Result<Answer, ServiceError> {
-            let outlier = match ev::get(txn.conn, event_id.as_str())? {
+            let outlier = match accept::stored(txn, event_id.as_str())? {
                 // C.26: an event we already accepted gets the same answer again.
                 Some(row) if row.status == ev::ACCEPTED => {
                     let our = txn.keys.server_name().as_str();
                     let ctx = txn.room.ctx.clone();
-                    return Ok(replay(txn.conn, kind, &ctx, &row, authorised_here, our)?);
+                    return Ok(replay(txn.conn()?, kind, &ctx, &row, authorised_here, our)?);
                 }
                 // Known only as part of a gap's state: checked now as any new event.
                 Some(row) if row.status == ev::OUTLIER => true,
@@ -282,11 +282,7 @@ pub async fn send(
             if kind == Kind::Knock && max_pending > 0 {
                 // Inside the room's write: concurrent knocks cannot both take the last place.
                 let user = pdu.get("state_key").and_then(CanonicalJsonValue::as_str);
-                let pending = crate::store::knocks::pending_in_room_except(
-                    txn.conn,
-                    &room_id,
-                    user.unwrap_or_default(),
-                )?;
+                let pending = effects::pending_knocks_except(txn, user.unwrap_or_default())?;
                 if pending >= max_pending {
                     tracing::info!(%room_id, pending, "knock refused: room's queue full");
                     return Err(ServiceError::LimitExceeded(
@@ -315,7 +311,8 @@ pub async fn send(
                 ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))
             };
             if let Some(authoriser) = &authoriser {
-                joins::check_authorised_join(txn.conn, txn.keys, txn.room, &stored, authoriser)?;
+                let (conn, room, keys) = txn.parts()?;
+                joins::check_authorised_join(conn, keys, room, &stored, authoriser)?;
             }
             let before = match accept::decide(txn, &stored)? {
                 Verdict::Accepted { before } => before,
@@ -342,7 +339,7 @@ pub async fn send(
                     let our = txn.keys.server_name().as_str();
                     let ctx = txn.room.ctx.clone();
                     Ok(Answer::Join(joins::answer(
-                        txn.conn,
+                        txn.conn()?,
                         &ctx,
                         group,
                         &stored,

@@ -110,14 +110,15 @@ pub async fn approve(
     let decision = app
         .rooms
         .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
-            let knock = pending_knock(txn.conn, knock_id)?;
+            let knock = pending_knock(txn.conn()?, knock_id)?;
             let now = now_ms();
             // KNOCK-SPEC D.27: only a joined member with invite power approves. Checked now with
             // a provisional invite; the real one is built at delivery time.
             let template = invite_template(&actor, &knock.user_id, reason.as_deref())?;
-            local::build(txn.conn, txn.room, txn.keys, &template, now, Mode::Look)
+            let (conn, room, keys) = txn.parts()?;
+            local::build(conn, room, keys, &template, now, Mode::Look)
                 .map_err(forbidden("approve (invite)"))?;
-            let conn = &mut *txn.conn;
+            let conn = txn.conn()?;
             if !knocks::transition(
                 conn,
                 knock_id,
@@ -168,14 +169,14 @@ pub async fn deny(
     let decision = app
         .rooms
         .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
-            let knock = pending_knock(txn.conn, knock_id)?;
+            let knock = pending_knock(txn.conn()?, knock_id)?;
             let now = now_ms();
             let (status, action) = if ban {
                 (knocks::BANNED, decisions::BAN)
             } else {
                 (knocks::DENIED, decisions::DENY)
             };
-            if !knocks::transition(txn.conn, knock_id, &[knocks::PENDING], status, now)? {
+            if !knocks::transition(txn.conn()?, knock_id, &[knocks::PENDING], status, now)? {
                 return Err(ServiceError::Conflict(format!(
                     "knock {knock_id} was decided concurrently"
                 )));
@@ -190,7 +191,7 @@ pub async fn deny(
                 knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
             let pdu =
                 local::append(txn, &template, now, &[knocker_server]).map_err(forbidden(what))?;
-            let conn = &mut *txn.conn;
+            let conn = txn.conn()?;
             let id = decisions::insert(
                 conn,
                 knock_id,

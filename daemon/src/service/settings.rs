@@ -51,7 +51,7 @@ async fn change(
     app.rooms
         .write(&room_id, move |txn| -> Result<EventIds, ServiceError> {
             let room = txn.room.ctx.clone();
-            let templates = build(txn.conn, &room)?;
+            let templates = build(txn.conn()?, &room)?;
             let now = now_ms();
             let mut event_ids = Vec::new();
             for t in templates {

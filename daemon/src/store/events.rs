@@ -243,40 +243,6 @@ pub fn current_of_types(
         .load(conn)?)
 }
 
-/// Sets one entry of the current state, keeping the per-server joined counts in step;
-/// `was_joined`: whether the entry it replaces was a join.
-pub fn set_current_known(
-    conn: &mut DbConn,
-    room_id: &str,
-    event_type: &str,
-    state_key: &str,
-    event_id: &str,
-    membership: Option<&str>,
-    was_joined: bool,
-) -> Result<(), StoreError> {
-    with_backend!(conn, |c| diesel::insert_into(current_state::table)
-        .values((
-            current_state::room_id.eq(room_id),
-            current_state::event_type.eq(event_type),
-            current_state::state_key.eq(state_key),
-            current_state::event_id.eq(event_id),
-            current_state::membership.eq(membership),
-        ))
-        .on_conflict((current_state::room_id, current_state::event_type, current_state::state_key))
-        .do_update()
-        .set((current_state::event_id.eq(event_id), current_state::membership.eq(membership)))
-        .execute(c))?;
-    if event_type == "m.room.member" {
-        let is = membership == Some("join");
-        if was_joined != is
-            && let Some((_, server)) = state_key.split_once(':')
-        {
-            super::rooms::add_joined(conn, room_id, server, if is { 1 } else { -1 })?;
-        }
-    }
-    Ok(())
-}
-
 /// The PDU texts of the given events.
 pub fn pdus(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
     Ok(events::table
@@ -376,21 +342,53 @@ pub fn room_pdus_with_status(
         .load(conn)?)
 }
 
-/// Takes a key out of the room's current state (state resolution dropped it), keeping the
-/// per-server joined counts in step; `was_joined`: whether the entry was a join.
-pub fn delete_current(
+/// Sets entries of the room's current state, `(type, state key, event, membership)`, a few
+/// hundred per statement. The joined counts are the caller's (see `rooms::add_joined`).
+pub fn set_current_many(
     conn: &mut DbConn,
     room_id: &str,
-    event_type: &str,
-    state_key: &str,
-    was_joined: bool,
+    entries: &[(String, String, String, Option<String>)],
 ) -> Result<(), StoreError> {
-    diesel::delete(current_state::table.find((room_id, event_type, state_key))).execute(conn)?;
-    if event_type == "m.room.member"
-        && was_joined
-        && let Some((_, server)) = state_key.split_once(':')
-    {
-        super::rooms::add_joined(conn, room_id, server, -1)?;
+    use diesel::upsert::excluded;
+    for chunk in entries.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(t, k, id, m)| {
+                (
+                    current_state::room_id.eq(room_id),
+                    current_state::event_type.eq(t),
+                    current_state::state_key.eq(k),
+                    current_state::event_id.eq(id),
+                    current_state::membership.eq(m.as_deref()),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(current_state::table)
+            .values(&rows)
+            .on_conflict((
+                current_state::room_id,
+                current_state::event_type,
+                current_state::state_key
+            ))
+            .do_update()
+            .set((
+                current_state::event_id.eq(excluded(current_state::event_id)),
+                current_state::membership.eq(excluded(current_state::membership)),
+            ))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+/// Takes keys out of the room's current state (state resolution dropped them). The joined
+/// counts are the caller's.
+pub fn delete_current_many(
+    conn: &mut DbConn,
+    room_id: &str,
+    keys: &[(String, String)],
+) -> Result<(), StoreError> {
+    for (t, k) in keys {
+        diesel::delete(current_state::table.find((room_id, t, k))).execute(conn)?;
     }
     Ok(())
 }
