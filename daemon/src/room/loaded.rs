@@ -58,6 +58,14 @@ impl RoomCtx {
     }
 }
 
+/// Where a stored state group sits: its id, and `(chain, position)` of every state chain its
+/// state draws on, its own first (what storing a group on top of it needs).
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub id: i64,
+    pub ancestry: Arc<[(i64, i64)]>,
+}
+
 /// A state of the room, as stored in a state group. States made in this process know the state
 /// they were made from and what changed, so what two of them differ in is found without
 /// comparing them whole.
@@ -68,6 +76,8 @@ pub struct Group {
     /// How many state chains the stored group draws on (what reading it costs); 0 when not
     /// stored.
     pub chains: usize,
+    /// The stored group's ancestry, when known.
+    pub ancestry: Option<Arc<[(i64, i64)]>>,
     pub state: StateMap,
     /// The state this one was made from (kept alive by the room's recent events, not by this).
     pub parent: Option<Weak<Group>>,
@@ -78,11 +88,12 @@ pub struct Group {
 }
 
 impl Group {
-    /// A state already stored as group `id`.
-    pub fn stored(id: i64, chains: usize, state: StateMap) -> Arc<Self> {
+    /// A state already stored.
+    pub fn stored(stored: Stored, state: StateMap) -> Arc<Self> {
         Arc::new(Self {
-            id: Some(id),
-            chains,
+            id: Some(stored.id),
+            chains: stored.ancestry.len(),
+            ancestry: Some(stored.ancestry),
             state,
             parent: None,
             changed: Vec::new(),
@@ -90,12 +101,13 @@ impl Group {
         })
     }
 
-    /// A state stored whole, with no parent (`stored`: its group id and chain count).
-    pub fn whole(state: StateMap, stored: Option<(i64, usize)>) -> Arc<Self> {
+    /// A state stored whole (or not stored), with no parent.
+    pub fn whole(state: StateMap, stored: Option<Stored>) -> Arc<Self> {
         let changed = state.keys().cloned().collect();
         Arc::new(Self {
-            id: stored.map(|s| s.0),
-            chains: stored.map_or(0, |s| s.1),
+            id: stored.as_ref().map(|s| s.id),
+            chains: stored.as_ref().map_or(0, |s| s.ancestry.len()),
+            ancestry: stored.map(|s| s.ancestry),
             state,
             parent: None,
             changed,
@@ -108,6 +120,7 @@ impl Group {
         Arc::new(Self {
             id: None,
             chains: 0,
+            ancestry: None,
             state: StateMap::new(),
             parent: None,
             changed: Vec::new(),
@@ -115,20 +128,20 @@ impl Group {
         })
     }
 
-    /// A new state: `parent` with `changes` applied, stored as `(group id, chains)` (or not
-    /// stored).
+    /// A new state: `parent` with `changes` applied, stored (or not).
     pub fn derived(
         parent: &Arc<Group>,
         changes: &[(StateKey, OwnedEventId)],
-        stored: Option<(i64, usize)>,
+        stored: Option<Stored>,
     ) -> Arc<Self> {
         let mut state = parent.state.clone();
         for (key, event_id) in changes {
             state.insert(key.clone(), event_id.clone());
         }
         Arc::new(Self {
-            id: stored.map(|s| s.0),
-            chains: stored.map_or(0, |s| s.1),
+            id: stored.as_ref().map(|s| s.id),
+            chains: stored.as_ref().map_or(0, |s| s.ancestry.len()),
+            ancestry: stored.map(|s| s.ancestry),
             state,
             parent: Some(Arc::downgrade(parent)),
             changed: changes.iter().map(|(k, _)| k.clone()).collect(),
@@ -245,6 +258,9 @@ pub struct LoadedRoom {
     pdus: imbl::HashMap<OwnedEventId, (Arc<Pdu>, u64)>,
     /// States made by resolving several states together, by the sorted ids of those states.
     pub merges: imbl::HashMap<Vec<i64>, Arc<Group>>,
+    /// The tip position of state chains this room's writer made (see `store::state`): this
+    /// writer alone extends them, and another instance's write makes the room be read again.
+    tips: imbl::HashMap<i64, i64>,
     seq: u64,
 }
 
@@ -262,6 +278,7 @@ impl LoadedRoom {
             placed: imbl::HashMap::new(),
             pdus: imbl::HashMap::new(),
             merges: imbl::HashMap::new(),
+            tips: imbl::HashMap::new(),
             seq: 0,
         }
     }
@@ -283,7 +300,10 @@ impl LoadedRoom {
         let mut room = Self::empty(ctx);
         room.version = row.version;
         room.current = match row.current_group {
-            Some(id) => Group::stored(id, crate::store::state::ancestry(conn, id)?.len(), state),
+            Some(id) => {
+                let ancestry = crate::store::state::ancestry(conn, id)?.into();
+                Group::stored(Stored { id, ancestry }, state)
+            }
             None => Group::empty(),
         };
         room.flushed = room.current.clone();
@@ -313,6 +333,19 @@ impl LoadedRoom {
             self.merges = imbl::HashMap::new();
         }
         self.merges.insert(ids, merged);
+    }
+
+    /// The tip of a state chain this writer made, if remembered.
+    pub fn tip(&self, chain: i64) -> Option<i64> {
+        self.tips.get(&chain).copied()
+    }
+
+    /// Remembers a chain's tip (a memo: dropped whole past its bound).
+    pub fn remember_tip(&mut self, chain: i64, pos: i64) {
+        if self.tips.len() >= 4 * RECENT && !self.tips.contains_key(&chain) {
+            self.tips = imbl::HashMap::new();
+        }
+        self.tips.insert(chain, pos);
     }
 
     /// The state after a recent accepted event, if in memory.

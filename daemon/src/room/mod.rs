@@ -425,6 +425,25 @@ impl Engine {
         }
     }
 
+    /// The room as this engine last wrote it, possibly behind another instance's writes (no
+    /// version read): for checks the room's write repeats. Read as [`Engine::snapshot`] when
+    /// not held.
+    pub async fn snapshot_unchecked(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<LoadedRoom>, StoreError> {
+        let held = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(room_id).cloned()
+        };
+        if let Some(room) =
+            held.and_then(|s| s.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        {
+            return Ok(Some(room));
+        }
+        self.snapshot(room_id).await
+    }
+
     /// The room as of its last committed write, read from the store on first use (and, on
     /// PostgreSQL, again when another instance wrote it since). Answers questions (templates)
     /// without waiting for writes in progress; `None` when the room is not hosted here.

@@ -7,7 +7,7 @@ use ruma::OwnedEventId;
 
 use super::{
     LoadedRoom, StateKey,
-    loaded::{Group, additions},
+    loaded::{Group, Stored, additions},
     state_before::{Mode, merge},
     state_pdus,
 };
@@ -16,16 +16,32 @@ use crate::{
     store::{DbConn, StoreError, events as ev, rooms, state},
 };
 
-/// Stores a state group: `parent` plus `changes`. Returns its id and how many chains it draws on.
+/// Stores a state group: `parent` (a stored state, or none) plus `changes`.
 pub fn store_group(
     conn: &mut DbConn,
-    room_id: &str,
-    parent: Option<i64>,
+    room: &mut LoadedRoom,
+    parent: Option<&Group>,
     changes: &[(StateKey, OwnedEventId)],
-) -> Result<(i64, usize), StoreError> {
+) -> Result<Stored, StoreError> {
     let delta: Vec<(StateKey, String)> =
         changes.iter().map(|(k, id)| (k.clone(), id.to_string())).collect();
-    state::new_group_placed(conn, room_id, parent, &delta)
+    let parent = match parent.and_then(|p| p.id.map(|id| (id, p.ancestry.clone()))) {
+        Some((id, Some(ancestry))) => Some((id, ancestry)),
+        Some((id, None)) => Some((id, state::ancestry(conn, id)?.into())),
+        None => None,
+    };
+    let room_id = room.ctx.room_id.to_string();
+    let (id, ancestry) = state::new_group_placed(
+        conn,
+        &room_id,
+        parent.as_ref().map(|(id, a)| (*id, &a[..])),
+        &|chain| room.tip(chain),
+        &delta,
+    )?;
+    if let Some(&(chain, pos)) = ancestry.first() {
+        room.remember_tip(chain, pos);
+    }
+    Ok(Stored { id, ancestry: ancestry.into() })
 }
 
 /// What storing an accepted event changed in the room's current state: the events now holding
@@ -56,7 +72,7 @@ pub fn accepted(
     let after = match &key {
         Some(key) => {
             let changes = [(key.clone(), pdu.event_id.clone())];
-            let stored = store_group(conn, &room_id, before.id, &changes)?;
+            let stored = store_group(conn, room, Some(before), &changes)?;
             Group::derived(before, &changes, Some(stored))
         }
         None => before.clone(),
@@ -178,8 +194,8 @@ pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError>
     }
     let room_id = room.ctx.room_id.to_string();
     if room.current.id.is_none() {
-        let stored = store_state(conn, &room_id, &room.current)?;
-        room.current = stored;
+        let current = room.current.clone();
+        room.current = store_state(conn, room, &current)?;
     }
     let diff = CurrentDiff::between(conn, room, &room.flushed.clone(), &room.current.clone())?;
     let membership = |id: &OwnedEventId| diff.pdus.get(id).and_then(|p| p.membership());
@@ -208,7 +224,7 @@ pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError>
 /// or whole when it has none.
 fn store_state(
     conn: &mut DbConn,
-    room_id: &str,
+    room: &mut LoadedRoom,
     group: &Arc<Group>,
 ) -> Result<Arc<Group>, StoreError> {
     let parent =
@@ -216,12 +232,12 @@ fn store_state(
     if let Some(parent) = parent
         && let Some(changes) = additions(&parent.state, &group.state)
     {
-        let stored = store_group(conn, room_id, parent.id, &changes)?;
+        let stored = store_group(conn, room, Some(&parent), &changes)?;
         return Ok(Group::derived(&parent, &changes, Some(stored)));
     }
     let all: Vec<(StateKey, OwnedEventId)> =
         group.state.iter().map(|(k, id)| (k.clone(), id.clone())).collect();
-    let stored = store_group(conn, room_id, None, &all)?;
+    let stored = store_group(conn, room, None, &all)?;
     Ok(Group::whole(group.state.clone(), Some(stored)))
 }
 

@@ -7,7 +7,7 @@ use ruma::OwnedEventId;
 
 use super::{
     Fetcher,
-    loaded::{Group, LoadedRoom, StateKey, StateMap, additions},
+    loaded::{Group, LoadedRoom, StateKey, StateMap, Stored, additions},
     resolve,
 };
 
@@ -64,8 +64,8 @@ pub fn state_before(
             let after = if room.current.id() == Some(group) {
                 room.current.clone()
             } else {
-                let chains = state::ancestry(conn, group)?.len();
-                Group::stored(group, chains, load_state(conn, group)?)
+                let ancestry = state::ancestry(conn, group)?.into();
+                Group::stored(Stored { id: group, ancestry }, load_state(conn, group)?)
             };
             let event_id = OwnedEventId::try_from(id.as_str())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -144,27 +144,24 @@ pub fn merge(
             Mode::Store => {
                 let all: Vec<(StateKey, OwnedEventId)> =
                     resolved.iter().map(|(k, id)| (k.clone(), id.clone())).collect();
-                Some(super::persist::store_group(conn, room.ctx.room_id.as_str(), None, &all)?)
+                Some(super::persist::store_group(conn, room, None, &all)?)
             }
             Mode::Look => None,
         };
         let merged = Group::whole(resolved, stored);
-        if let (Some(ids), Some(_)) = (memo, stored) {
+        if let (Some(ids), Some(_)) = (memo, merged.id) {
             room.remember_merge(ids, merged.clone());
         }
         return Ok(merged);
     };
     let stored = match (mode, base.id) {
-        (Mode::Store, Some(parent)) => Some(super::persist::store_group(
-            conn,
-            room.ctx.room_id.as_str(),
-            Some(parent),
-            &changes,
-        )?),
+        (Mode::Store, Some(_)) => {
+            Some(super::persist::store_group(conn, room, Some(&base), &changes)?)
+        }
         _ => None,
     };
     let merged = Group::derived(&base, &changes, stored);
-    if let (Some(ids), Some(_)) = (memo, stored) {
+    if let (Some(ids), Some(_)) = (memo, merged.id) {
         room.remember_merge(ids, merged.clone());
     }
     Ok(merged)

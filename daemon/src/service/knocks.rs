@@ -6,7 +6,7 @@ use ruma::ServerName;
 use super::{AppState, ServiceError};
 use crate::{
     matrix::acl,
-    room::{LoadedRoom, load_pdus},
+    room::{LoadedRoom, RoomTxn, load_pdus, state_pdus},
     store::{DbConn, events as ev},
 };
 
@@ -45,4 +45,22 @@ pub fn check_acl(
         }
     }
     Ok(())
+}
+
+/// [`check_acl`] inside the room's write, where the state cannot change under us.
+pub fn check_acl_in(txn: &mut RoomTxn<'_>, origin: &ServerName) -> Result<(), ServiceError> {
+    let Some(id) = txn.room.current_id("m.room.server_acl", "").cloned() else { return Ok(()) };
+    let pdu = match txn.room.pdu(&id) {
+        Some(pdu) => Some(pdu),
+        None => {
+            let (conn, room, _) = txn.parts()?;
+            state_pdus(conn, room, std::slice::from_ref(&id))?.remove(&id)
+        }
+    };
+    match pdu {
+        Some(pdu) if !acl::allows(pdu.content.get(), origin) => Err(ServiceError::Forbidden(
+            format!("server {origin} is denied by the room's server ACL"),
+        )),
+        _ => Ok(()),
+    }
 }

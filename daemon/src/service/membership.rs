@@ -221,7 +221,14 @@ pub async fn send(
     if kind != Kind::Knock {
         app.admit_knock(origin.as_str(), &room_id)?;
     }
-    let snapshot = room_for(app, &room_id, origin).await?;
+    // Possibly behind another knockd's writes: what is checked here against the room's state is
+    // checked again inside the write.
+    let snapshot = app
+        .rooms
+        .snapshot_unchecked(&room_id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("room {room_id} is not hosted here")))?;
+    knocks::check_acl_loaded(app, &snapshot, origin).await?;
     let room = snapshot.ctx.clone();
     let event_id = check_shape(&room, origin, kind, &path_event_id, &pdu)?;
     // A restricted join authorised by one of our users carries our signature too (v8+ rules):
@@ -257,8 +264,10 @@ pub async fn send(
     let state_types = app.config.knock_room_state.clone();
     let max_pending = app.config.knock_limits.max_pending_per_room;
     let origin_name = origin.to_string();
+    let origin = origin.to_owned();
     app.rooms
         .write(&room_id, move |txn| -> Result<Answer, ServiceError> {
+            knocks::check_acl_in(txn, &origin)?;
             let outlier = match accept::stored(txn, event_id.as_str())? {
                 // C.26: an event we already accepted gets the same answer again.
                 Some(row) if row.status == ev::ACCEPTED => {

@@ -17,6 +17,10 @@ pub type StateKey = (String, String);
 /// A full state map.
 pub type StateMap = BTreeMap<StateKey, String>;
 
+/// `(chain, position)` of every chain a group's state draws on, from the group's own up to the
+/// root.
+pub type Ancestry = Vec<(i64, i64)>;
+
 /// Creates a group = `parent` + `delta`, and returns its id.
 pub fn new_group(
     conn: &mut DbConn,
@@ -24,22 +28,33 @@ pub fn new_group(
     parent: Option<i64>,
     delta: &[(StateKey, String)],
 ) -> Result<i64, StoreError> {
-    Ok(new_group_placed(conn, room_id, parent, delta)?.0)
+    let parent_ancestry = parent.map(|p| ancestry(conn, p)).transpose()?;
+    let parent = parent.zip(parent_ancestry);
+    let parent = parent.as_ref().map(|(id, anc)| (*id, anc.as_slice()));
+    Ok(new_group_placed(conn, room_id, parent, &|_| None, delta)?.0)
 }
 
-/// [`new_group`], also telling how many chains its state draws on (what a lookup reads).
+/// [`new_group`] for a caller that knows the parent's ancestry and, through `tip_of`, the tip
+/// of chains it made (the store is asked for the others). Returns the new group's id and
+/// ancestry.
 pub fn new_group_placed(
     conn: &mut DbConn,
     room_id: &str,
-    parent: Option<i64>,
+    parent: Option<(i64, &[(i64, i64)])>,
+    tip_of: &dyn Fn(i64) -> Option<i64>,
     delta: &[(StateKey, String)],
-) -> Result<(i64, usize), StoreError> {
-    let parent_ancestry = parent.map(|p| ancestry(conn, p)).transpose()?.unwrap_or_default();
+) -> Result<(i64, Ancestry), StoreError> {
+    let parent_ancestry = parent.map(|(_, a)| a).unwrap_or_default();
+    let parent = parent.map(|(id, _)| id);
     // Extend the parent's chain when the parent is its tip; else start a chain based on it.
     let extend = match parent_ancestry.first() {
         Some(&(chain_id, chain_pos)) => {
-            let tip: i64 =
-                state_chains::table.find(chain_id).select(state_chains::tip_pos).first(conn)?;
+            let tip: i64 = match tip_of(chain_id) {
+                Some(tip) => tip,
+                None => {
+                    state_chains::table.find(chain_id).select(state_chains::tip_pos).first(conn)?
+                }
+            };
             (tip == chain_pos).then_some((chain_id, chain_pos))
         }
         None => None,
@@ -60,12 +75,11 @@ pub fn new_group_placed(
                 ))
                 .returning(state_chains::chain_id)
                 .get_result(c))?;
-            (chain_id, 0, &parent_ancestry[..])
+            (chain_id, 0, parent_ancestry)
         }
     };
     let mut own = vec![(chain_id, chain_pos)];
     own.extend_from_slice(inherited);
-    let chains = own.len();
     let ancestry_text = format_ancestry(&own);
     let group_id: i64 = with_backend!(conn, |c| diesel::insert_into(state_groups::table)
         .values((
@@ -105,7 +119,7 @@ pub fn new_group_placed(
             }
         }
     }
-    Ok((group_id, chains))
+    Ok((group_id, own))
 }
 
 /// The ancestry of a group made before ancestries were stored, as one recursive query:
