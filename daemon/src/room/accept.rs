@@ -50,8 +50,15 @@ pub fn decide(txn: &mut RoomTxn<'_>, pdu: &Pdu) -> Result<Verdict, StoreError> {
 
 /// The stored event with this ID, if any (any room, any status): whether a received event is
 /// new.
-pub fn stored(txn: &mut RoomTxn<'_>, event_id: &str) -> Result<Option<ev::EventRow>, StoreError> {
-    ev::get(txn.engine().0, event_id)
+pub fn stored(
+    txn: &mut RoomTxn<'_>,
+    event_id: &ruma::EventId,
+) -> Result<Option<ev::EventRow>, StoreError> {
+    let room_id = txn.room.ctx.room_id.to_string();
+    if let Some(row) = txn.room.pending.event_row(event_id, &room_id) {
+        return Ok(Some(row));
+    }
+    ev::get(txn.engine().0, event_id.as_str())
 }
 
 /// How a decided event is stored.
@@ -89,12 +96,12 @@ pub fn store_refused(
     let (conn, room) = txn.engine();
     match verdict {
         Verdict::Rejected(_) if outlier => Ok(()),
-        Verdict::Rejected(_) => persist::unaccepted(conn, room, pdu, ev::REJECTED, None),
+        Verdict::Rejected(_) => persist::unaccepted(room, pdu, ev::REJECTED, None),
         Verdict::SoftFailed { before, .. } => {
             if outlier {
-                ev::remove_outlier(conn, pdu.event_id.as_str())?;
+                persist::remove_outlier(conn, room, &pdu.event_id)?;
             }
-            persist::unaccepted(conn, room, pdu, ev::SOFT_FAILED, before.id)
+            persist::unaccepted(room, pdu, ev::SOFT_FAILED, before.id)
         }
         Verdict::Accepted { .. } | Verdict::MissingPrev(_) => Ok(()),
     }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{RoomTxn, auth_events::by_keys, persist::CurrentChange};
+use super::{
+    LoadedRoom, RoomTxn, auth_events::by_keys, pending::PendingKnock, persist::CurrentChange,
+};
 use crate::{
     matrix::{Pdu, now_ms},
-    store::{DbConn, StoreError, knocks, outbox},
+    store::{StoreError, knocks},
 };
 
 /// Where an applied event came from.
@@ -27,8 +29,8 @@ pub enum Source<'a> {
 /// What the effects produced for the caller.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// A new knock: the room state the knocker is answered with, and its queue id.
-    pub knock: Option<(Vec<Value>, i64)>,
+    /// A new knock: the room state the knocker is answered with.
+    pub knock: Option<Vec<Value>>,
 }
 
 /// Runs the effects of an accepted event.
@@ -41,7 +43,7 @@ pub fn accepted(
     let room_id = txn.room.ctx.room_id.to_string();
     let now = now_ms();
     for member in change.changed.iter().filter(|p| p.event_type.to_string() == "m.room.member") {
-        queue_hygiene(txn.engine().0, &room_id, member, now)?;
+        queue_hygiene(txn, &room_id, member, now)?;
     }
     let mut effects = Effects::default();
     let (origin, redacted, knock_state) = match source {
@@ -55,9 +57,9 @@ pub fn accepted(
         && pdu.membership().as_deref() == Some("knock");
     if let (Some(origin), true) = (origin, is_knock) {
         let state = knock_room_state(txn, knock_state)?;
-        let id = enqueue_knock(txn.engine().0, &room_id, pdu, origin, redacted, &state, now)?;
-        txn.applied.publish("knock", Some(id), &room_id, Some(knocks::PENDING));
-        effects.knock = Some((state, id));
+        enqueue_knock(txn.room, pdu, origin, redacted, &state, now)?;
+        txn.applied.publish_knock(pdu.event_id.as_str(), &room_id);
+        effects.knock = Some(state);
     } else if origin.is_some() {
         txn.applied.publish("knock", None, &room_id, None);
     }
@@ -87,12 +89,11 @@ pub fn fan_out(
     servers.extend(extra.iter().cloned());
     servers.sort();
     servers.dedup();
-    let room_id = txn.room.ctx.room_id.to_string();
-    let text = pdu.to_json_string();
+    let text: Arc<str> = pdu.to_json_string().into();
     let now = now_ms();
     let mut n = 0;
     for server in servers.iter().filter(|s| s.as_str() != our_server && !except.contains(s)) {
-        outbox::enqueue(txn.engine().0, server, outbox::KIND_PDU, &text, &room_id, now)?;
+        txn.room.pending.add_pdu(server, text.clone(), now);
         n += 1;
     }
     if n > 0 {
@@ -127,49 +128,59 @@ pub fn knock_room_state(txn: &mut RoomTxn<'_>, types: &[String]) -> Result<Vec<V
 /// replaces it).
 pub fn pending_knocks_except(txn: &mut RoomTxn<'_>, user: &str) -> Result<i64, StoreError> {
     let room_id = txn.room.ctx.room_id.to_string();
-    knocks::pending_in_room_except(txn.engine().0, &room_id, user)
+    let (conn, room) = txn.engine();
+    // Knocks this batch queued replace their users' stored ones.
+    let mut held = room.pending.pending_knock_users();
+    let others = held.iter().filter(|u| **u != user).count() as i64;
+    held.push(user);
+    Ok(knocks::pending_in_room_except_users(conn, &room_id, &held)? + others)
 }
 
-/// Puts an accepted knock in the queue, replacing the user's pending one (KNOCK-SPEC C.23).
+/// Puts an accepted knock in the queue, replacing the user's pending one (KNOCK-SPEC C.23),
+/// when the batch ends.
 fn enqueue_knock(
-    conn: &mut DbConn,
-    room_id: &str,
+    room: &mut LoadedRoom,
     knock: &Pdu,
     origin: &str,
     content_redacted: bool,
     state: &[Value],
     now: i64,
-) -> Result<i64, StoreError> {
-    let user = knock.state_key.as_deref().unwrap_or_default();
+) -> Result<(), StoreError> {
+    let user = knock.state_key.clone().unwrap_or_default();
     let state_text =
         serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let content: Value = serde_json::from_str(knock.content.get()).unwrap_or(Value::Null);
     let text = |field: &str| content.get(field).and_then(Value::as_str).map(str::to_owned);
-    knocks::replace_pending(conn, room_id, user, now)?;
-    knocks::insert_pending(
-        conn,
-        &knocks::NewKnock {
-            room_id,
-            user_id: user,
-            event_id: knock.event_id.as_str(),
-            origin_server: origin,
-            reason: text("reason").as_deref(),
-            display_name: text("displayname").as_deref(),
-            avatar_url: text("avatar_url").as_deref(),
-            content_redacted,
-            knock_room_state: &state_text,
-            now_ms: now,
-        },
-    )
+    room.pending.add_knock(PendingKnock {
+        user_id: user,
+        event_id: knock.event_id.to_string(),
+        origin_server: origin.to_owned(),
+        reason: text("reason"),
+        display_name: text("displayname"),
+        avatar_url: text("avatar_url"),
+        content_redacted,
+        knock_room_state: state_text,
+        now_ms: now,
+        status: knocks::PENDING,
+    });
+    Ok(())
 }
 
 /// A membership change takes the user's live knock off the queue, whatever path it came by.
-fn queue_hygiene(conn: &mut DbConn, room_id: &str, pdu: &Pdu, now: i64) -> Result<(), StoreError> {
+fn queue_hygiene(
+    txn: &mut RoomTxn<'_>,
+    room_id: &str,
+    pdu: &Pdu,
+    now: i64,
+) -> Result<(), StoreError> {
     let Some(user) = pdu.state_key.as_deref() else { return Ok(()) };
     let membership = pdu.membership();
     if !matches!(membership.as_deref(), Some("join" | "ban" | "leave" | "invite")) {
         return Ok(());
     }
+    // The queue as it stands, knocks of this batch included.
+    let (conn, room) = txn.engine();
+    super::persist::write_rows(conn, room)?;
     let Some(knock) = knocks::live_for_user(conn, room_id, user)? else { return Ok(()) };
     let to = match membership.as_deref() {
         Some("join") => knocks::JOINED,

@@ -250,6 +250,12 @@ pub struct LoadedRoom {
     pub flushed: Arc<Group>,
     /// Forward extremities and their depth.
     pub extremities: imbl::OrdMap<OwnedEventId, i64>,
+    /// The forward extremities as the store holds them.
+    pub flushed_extremities: imbl::OrdMap<OwnedEventId, i64>,
+    /// Rows the batch writes when it ends.
+    pub pending: super::pending::Pending,
+    /// The ids the knocks written by this batch got, by event ID.
+    pub knock_ids: imbl::HashMap<String, i64>,
     /// Joined members per server.
     pub joined: imbl::OrdMap<String, i64>,
     /// Recent accepted events (the extremities among them).
@@ -274,6 +280,9 @@ impl LoadedRoom {
             current: Group::empty(),
             flushed: Group::empty(),
             extremities: imbl::OrdMap::new(),
+            flushed_extremities: imbl::OrdMap::new(),
+            pending: Default::default(),
+            knock_ids: imbl::HashMap::new(),
             joined: imbl::OrdMap::new(),
             placed: imbl::HashMap::new(),
             pdus: imbl::HashMap::new(),
@@ -311,6 +320,7 @@ impl LoadedRoom {
             let id = OwnedEventId::try_from(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             room.extremities.insert(id, depth);
         }
+        room.flushed_extremities = room.extremities.clone();
         for (server, n) in rooms::joined_counts(conn, room_id)? {
             room.joined.insert(server, n);
         }

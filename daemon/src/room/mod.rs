@@ -25,6 +25,7 @@ pub mod forks;
 pub mod format;
 pub mod loaded;
 pub mod local;
+pub mod pending;
 pub mod persist;
 pub mod resolve;
 pub mod signatures;
@@ -99,7 +100,12 @@ fn read_pdus(
             Some(p) => {
                 out.insert(id.clone(), p);
             }
-            None => missing.push(id.to_string()),
+            None => match room.pending.event(id).filter(|e| statuses.contains(&e.status)) {
+                Some(e) => {
+                    out.insert(id.clone(), e.pdu.clone());
+                }
+                None => missing.push(id.to_string()),
+            },
         }
     }
     if !missing.is_empty() {
@@ -137,7 +143,7 @@ impl<'a> Fetcher<'a> {
     }
 
     pub fn get(&self, id: &EventId) -> Option<Arc<Pdu>> {
-        if let Some(p) = self.room.pdu(id) {
+        if let Some(p) = self.held(id) {
             return Some(p);
         }
         if let Some(found) = self.read.borrow().get(id) {
@@ -164,12 +170,20 @@ impl<'a> Fetcher<'a> {
         found
     }
 
+    /// An event in memory: cached, or stored by this batch and not written yet.
+    fn held(&self, id: &EventId) -> Option<Arc<Pdu>> {
+        self.room.pdu(id).or_else(|| {
+            let e = self.room.pending.event(id)?;
+            ev::IN_STATE.contains(&e.status).then(|| e.pdu.clone())
+        })
+    }
+
     /// Reads those of `ids` not in memory or read before, a few hundred per query.
     pub fn prefetch(&self, ids: &[OwnedEventId]) {
         let wanted: Vec<OwnedEventId> = {
             let read = self.read.borrow();
             ids.iter()
-                .filter(|id| self.room.pdu(id).is_none() && !read.contains_key(*id))
+                .filter(|id| self.held(id).is_none() && !read.contains_key(*id))
                 .cloned()
                 .collect()
         };
@@ -214,9 +228,35 @@ pub struct Applied {
     pub outbox: bool,
     /// Queue changes for live admin UIs.
     pub events: Vec<knockd_shared::QueueEvent>,
+    /// For each of `events`, the event ID of a new knock whose id the batch's end gives.
+    new_knocks: Vec<Option<String>>,
 }
 
 impl Applied {
+    /// A new knock (queued by this batch: its id is known once written).
+    pub fn publish_knock(&mut self, event_id: &str, room_id: &str) {
+        self.publish("knock", None, room_id, Some(crate::store::knocks::PENDING));
+        if let Some(last) = self.new_knocks.last_mut() {
+            *last = Some(event_id.to_owned());
+        }
+    }
+
+    /// Takes in what a later write of the batch applied.
+    fn absorb(&mut self, mut other: Applied) {
+        self.outbox |= other.outbox;
+        self.events.append(&mut other.events);
+        self.new_knocks.append(&mut other.new_knocks);
+    }
+
+    /// Fills in the ids new knocks got.
+    fn name_knocks(&mut self, ids: &imbl::HashMap<String, i64>) {
+        for (event, new) in self.events.iter_mut().zip(&self.new_knocks) {
+            if let Some(event_id) = new {
+                event.knock_id = ids.get(event_id).copied();
+            }
+        }
+    }
+
     pub fn publish(
         &mut self,
         kind: &str,
@@ -230,6 +270,7 @@ impl Applied {
             room_id: Some(room_id.to_owned()),
             status: status.map(str::to_owned),
         });
+        self.new_knocks.push(None);
     }
 }
 
@@ -521,6 +562,7 @@ async fn run_batch(
                 _ => LoadedRoom::load(conn, &room_id)?.ok_or(StoreError::NotFound)?,
             };
             room.touched = false;
+            room.knock_ids = imbl::HashMap::new();
             let alone = works.len() == 1;
             let mut outputs = Vec::with_capacity(works.len());
             let mut applied = Applied::default();
@@ -554,8 +596,7 @@ async fn run_batch(
                     }
                 };
                 if ok {
-                    applied.outbox |= own.outbox;
-                    applied.events.append(&mut own.events);
+                    applied.absorb(own);
                 } else {
                     room = before;
                 }
@@ -571,18 +612,17 @@ async fn run_batch(
                     forks::heal(&mut txn, dummy_event_threshold)
                 });
                 match healed {
-                    Ok(_) => {
-                        applied.outbox |= own.outbox;
-                        applied.events.append(&mut own.events);
-                    }
+                    Ok(_) => applied.absorb(own),
                     Err(e) => {
                         tracing::warn!(%room_id, error = %e, "dummy event not sent");
                         room = before;
                     }
                 }
             }
-            // What the batch held back in memory (the current state), in a few statements.
+            // What the batch held back in memory (rows, extremities, the current state), in a
+            // few statements.
             persist::flush(conn, &mut room)?;
+            applied.name_knocks(&room.knock_ids);
             if room.touched {
                 room.version = version + 1;
                 rooms::set_version(conn, &room_id, room.version)?;

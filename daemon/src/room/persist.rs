@@ -8,6 +8,7 @@ use ruma::OwnedEventId;
 use super::{
     LoadedRoom, StateKey,
     loaded::{Group, Stored, additions},
+    pending::PendingEvent,
     state_before::{Mode, merge},
     state_pdus,
 };
@@ -63,10 +64,9 @@ pub fn accepted(
     outlier: bool,
     merge_before: bool,
 ) -> Result<CurrentChange, StoreError> {
-    let room_id = room.ctx.room_id.to_string();
     room.touched = true;
     if outlier {
-        ev::remove_outlier(conn, pdu.event_id.as_str())?;
+        remove_outlier(conn, room, &pdu.event_id)?;
     }
     let key = pdu.state_key.as_ref().map(|k| (pdu.event_type.to_string(), k.clone()));
     let after = match &key {
@@ -77,32 +77,23 @@ pub fn accepted(
         }
         None => before.clone(),
     };
-    let event_type = pdu.event_type.to_string();
-    let text = pdu.to_json_string();
-    ev::insert(
-        conn,
-        &ev::NewEventRow {
-            event_id: pdu.event_id.as_str(),
-            room_id: &room_id,
-            event_type: &event_type,
-            state_key: pdu.state_key.as_deref(),
-            sender: pdu.sender.as_str(),
-            origin_server_ts: i64::from(pdu.origin_server_ts.0),
-            depth: pdu.depth,
-            status: ev::ACCEPTED,
-            state_before: before.id,
-            state_after: after.id,
-            pdu: &text,
-        },
-    )?;
-    let prev: Vec<String> = pdu.prev_events.iter().map(|id| id.to_string()).collect();
-    ev::advance_extremities(conn, &room_id, pdu.event_id.as_str(), pdu.depth, &prev)?;
+    room.pending.add_event(PendingEvent {
+        pdu: pdu.clone(),
+        status: ev::ACCEPTED,
+        state_before: before.id,
+        state_after: after.id,
+    });
     for p in &pdu.prev_events {
         room.extremities.remove(p);
     }
     room.extremities.insert(pdu.event_id.clone(), pdu.depth);
-    if outlier && ev::unless_cited(conn, &room_id, pdu.event_id.as_str(), pdu.depth)? {
-        room.extremities.remove(&pdu.event_id);
+    // An outlier may arrive after events that cite it (a gap filled through /state_ids).
+    if outlier {
+        write_rows(conn, room)?;
+        let room_id = room.ctx.room_id.to_string();
+        if ev::is_cited(conn, &room_id, pdu.event_id.as_str(), pdu.depth)? {
+            room.extremities.remove(&pdu.event_id);
+        }
     }
     room.place(pdu.event_id.clone(), pdu.depth, after.clone());
     room.remember_pdu(pdu.clone());
@@ -121,33 +112,45 @@ pub fn accepted(
     set_current(conn, room, new_current)
 }
 
+/// An outlier stored before is stored again as what it turned out to be: the old row goes.
+pub fn remove_outlier(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    id: &ruma::EventId,
+) -> Result<(), StoreError> {
+    if !room.pending.remove_outlier(id) {
+        ev::remove_outlier(conn, id.as_str())?;
+    }
+    Ok(())
+}
+
+/// Writes the rows the batch held back (events, knocks, PDUs to send), remembering the ids the
+/// knocks got.
+pub fn write_rows(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError> {
+    if room.pending.is_empty() {
+        return Ok(());
+    }
+    let room_id = room.ctx.room_id.to_string();
+    for (event_id, knock_id) in room.pending.write(conn, &room_id)? {
+        room.knock_ids.insert(event_id, knock_id);
+    }
+    Ok(())
+}
+
 /// Stores an event that is not part of the room's state: rejected, or soft-failed (its state
 /// before is kept for the latter, so later questions about it can be answered), or an outlier.
 pub fn unaccepted(
-    conn: &mut DbConn,
     room: &mut LoadedRoom,
     pdu: &Pdu,
-    status: &str,
+    status: &'static str,
     before: Option<i64>,
 ) -> Result<(), StoreError> {
-    let text = pdu.to_json_string();
-    let event_type = pdu.event_type.to_string();
-    ev::insert(
-        conn,
-        &ev::NewEventRow {
-            event_id: pdu.event_id.as_str(),
-            room_id: room.ctx.room_id.as_str(),
-            event_type: &event_type,
-            state_key: pdu.state_key.as_deref(),
-            sender: pdu.sender.as_str(),
-            origin_server_ts: i64::from(pdu.origin_server_ts.0),
-            depth: pdu.depth,
-            status,
-            state_before: before,
-            state_after: None,
-            pdu: &text,
-        },
-    )?;
+    room.pending.add_event(PendingEvent {
+        pdu: Arc::new(pdu.clone()),
+        status,
+        state_before: before,
+        state_after: None,
+    });
     // Other instances may hold it as an outlier that could be cited: they must forget it too.
     if status != ev::OUTLIER && room.forget_pdu(&pdu.event_id) {
         room.touched = true;
@@ -184,11 +187,28 @@ pub fn set_current(
     Ok(CurrentChange { changed })
 }
 
-/// Writes the room's current state to the store when it moved since the last write: the state
-/// group (stored now if it was worked out in memory), the changed keys in one statement, the
-/// joined-server counts and the room's pointer. Every batch ends with it, and it runs before
-/// anything reads the room's state from the store inside a batch.
+/// Writes what the batch held back: its rows (see [`super::pending`]), the forward extremities
+/// that changed, and the room's current state when it moved (the state group, stored now if it
+/// was worked out in memory; the changed keys in one statement; the joined-server counts and
+/// the room's pointer). Every batch ends with it, and it runs before anything outside the
+/// engine reads the store inside a batch.
 pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError> {
+    write_rows(conn, room)?;
+    if room.extremities != room.flushed_extremities {
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
+        for item in room.flushed_extremities.diff(&room.extremities) {
+            match item {
+                imbl::ordmap::DiffItem::Add(id, depth) => added.push((id.to_string(), *depth)),
+                imbl::ordmap::DiffItem::Remove(id, _) => removed.push(id.to_string()),
+                imbl::ordmap::DiffItem::Update { new: (id, depth), .. } => {
+                    removed.push(id.to_string());
+                    added.push((id.to_string(), *depth));
+                }
+            }
+        }
+        ev::change_extremities(conn, room.ctx.room_id.as_str(), &removed, &added)?;
+        room.flushed_extremities = room.extremities.clone();
+    }
     if Group::same(&room.current, &room.flushed) {
         return Ok(());
     }

@@ -50,7 +50,26 @@ pub fn state_before(
         .map(|id| id.to_string())
         .collect();
     if !unknown.is_empty() {
-        let rows = ev::placements(conn, &unknown)?;
+        // Events this batch stored are not written yet: they answer first.
+        let mut rows: Vec<ev::Placed> = unknown
+            .iter()
+            .filter_map(|id| {
+                let id = ruma::EventId::parse(id).ok()?;
+                let e = room.pending.event(&id)?;
+                Some(ev::Placed {
+                    event_id: id.to_string(),
+                    room_id: room.ctx.room_id.to_string(),
+                    status: e.status.to_owned(),
+                    state_after: e.state_after,
+                    depth: e.pdu.depth,
+                })
+            })
+            .collect();
+        let asked: Vec<String> =
+            unknown.iter().filter(|id| !rows.iter().any(|r| &r.event_id == *id)).cloned().collect();
+        if !asked.is_empty() {
+            rows.extend(ev::placements(conn, &asked)?);
+        }
         for id in &unknown {
             let row = rows.iter().find(|p| {
                 &p.event_id == id

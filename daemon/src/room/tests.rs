@@ -280,3 +280,81 @@ async fn forks_in_one_batch_leave_store_and_memory_agreeing() {
         room.joined.iter().map(|(s, n)| (s.clone(), *n)).collect();
     assert_eq!(joined, joined_in_memory, "joined counts");
 }
+
+// Knocks a batch queues are written when it ends: until then the pending-knock count sees
+// them, a user's second knock replaces the first, and the admin event stream names each knock
+// by the id it got.
+#[tokio::test]
+async fn knocks_held_back_are_counted_replaced_and_named() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::{self, Source},
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    let mut stream = f.engine.queue_events.subscribe();
+    let counts = f
+        .engine
+        .write(&f.room_id, move |txn| {
+            let mut knock = |who: &str, at: i64| -> Result<String, StoreError> {
+                let user = ruma::OwnedUserId::try_from(who).unwrap();
+                let template = EventTemplate::state(
+                    "m.room.member",
+                    user.as_str(),
+                    &user,
+                    json!({ "membership": "knock" }),
+                );
+                let keys = txn.keys;
+                let (conn, room) = txn.engine();
+                let (pdu, _) = local::build(conn, room, keys, &template, at, Mode::Look)?;
+                let id = pdu.event_id.to_string();
+                let Verdict::Accepted { before } = accept::decide(txn, &pdu)? else {
+                    return Err(StoreError::Corrupt(format!("{who}'s knock refused")));
+                };
+                let source = Source::Handshake {
+                    origin: "test.example",
+                    content_redacted: false,
+                    knock_state: &[],
+                };
+                let placing = Placing { outlier: false, merge_before: false };
+                accept::store_accepted(txn, pdu, &before, placing, source)?;
+                Ok(id)
+            };
+            let first = knock("@a:test.example", now_ms())?;
+            knock("@b:test.example", now_ms() + 1)?;
+            let second = knock("@a:test.example", now_ms() + 2)?;
+            assert!(txn.room.pending.has_knocks(), "nothing written yet");
+            let except_c = effects::pending_knocks_except(txn, "@c:test.example")?;
+            let except_a = effects::pending_knocks_except(txn, "@a:test.example")?;
+            Ok::<_, StoreError>((except_c, except_a, first, second))
+        })
+        .await
+        .unwrap();
+    let (except_c, except_a, first, second) = counts;
+    assert_eq!((except_c, except_a), (2, 1), "@a's second knock replaces the first");
+    let room_id = f.room_id.clone();
+    let rows =
+        f.db.read(move |conn| {
+            let filter =
+                crate::store::knocks::KnockFilter { room_id: Some(room_id), ..Default::default() };
+            crate::store::knocks::list(conn, &filter, None, 100)
+        })
+        .await
+        .unwrap();
+    let status_of = |event: &str| {
+        rows.iter().find(|k| k.event_id == event).map(|k| k.status.clone()).unwrap_or_default()
+    };
+    assert_eq!(status_of(&first), crate::store::knocks::REPLACED);
+    assert_eq!(status_of(&second), crate::store::knocks::PENDING);
+    assert_eq!(rows.iter().filter(|k| k.status == crate::store::knocks::PENDING).count(), 2);
+    let mut named = Vec::new();
+    while let Ok(event) = stream.try_recv() {
+        if event.kind == "knock" {
+            named.push(event.knock_id.expect("every new knock is named"));
+        }
+    }
+    named.sort_unstable();
+    let mut ids: Vec<i64> = rows.iter().map(|k| k.knock_id).collect();
+    ids.sort_unstable();
+    assert_eq!(named, ids);
+}

@@ -152,7 +152,7 @@ pub async fn fill_with_state(
                 )));
             }
             for pdu in order {
-                persist::unaccepted(conn, txn_room, pdu, ev::OUTLIER, None)?;
+                persist::unaccepted(txn_room, pdu, ev::OUTLIER, None)?;
             }
             let delta: Vec<(state::StateKey, String)> = before.into_iter().collect();
             let group_before = state::new_group(conn, room.room_id.as_str(), None, &delta)?;
@@ -165,6 +165,8 @@ pub async fn fill_with_state(
                 )?,
                 None => group_before,
             };
+            // The outliers first, as they arrived.
+            persist::write_rows(conn, txn_room)?;
             let (text, event_type) = (prev_pdu.to_json_string(), prev_pdu.event_type.to_string());
             ev::insert(
                 conn,

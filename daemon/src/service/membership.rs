@@ -268,7 +268,7 @@ pub async fn send(
     app.rooms
         .write(&room_id, move |txn| -> Result<Answer, ServiceError> {
             knocks::check_acl_in(txn, &origin)?;
-            let outlier = match accept::stored(txn, event_id.as_str())? {
+            let outlier = match accept::stored(txn, &event_id)? {
                 // C.26: an event we already accepted gets the same answer again.
                 Some(row) if row.status == ev::ACCEPTED => {
                     let our = txn.keys.server_name().as_str();
@@ -340,7 +340,7 @@ pub async fn send(
             let placing = Placing { outlier, merge_before: false };
             let effects = accept::store_accepted(txn, stored.clone(), &before, placing, source)?;
             match kind {
-                Kind::Knock => Ok(Answer::Knock(effects.knock.map(|k| k.0).unwrap_or_default())),
+                Kind::Knock => Ok(Answer::Knock(effects.knock.unwrap_or_default())),
                 Kind::Join => {
                     let group = before
                         .id

@@ -171,7 +171,7 @@ fn store(
     let Ready { parsed, content_redacted, from_gap } = ready;
     // Known only as part of a gap's state: now it takes its place in the graph (the outlier row
     // stays readable for the checks, then is replaced).
-    let outlier = match accept::stored(txn, parsed.event_id.as_str())? {
+    let outlier = match accept::stored(txn, &parsed.event_id)? {
         Some(row) if row.status == ev::OUTLIER => true,
         Some(_) => return Ok(Ok(())),
         None => false,

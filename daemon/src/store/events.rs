@@ -53,6 +53,32 @@ pub fn insert(conn: &mut DbConn, row: &NewEventRow<'_>) -> Result<(), StoreError
     Ok(())
 }
 
+/// Events, a few hundred per statement.
+pub fn insert_many(conn: &mut DbConn, rows: &[NewEventRow<'_>]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|row| {
+                (
+                    events::event_id.eq(row.event_id),
+                    events::room_id.eq(row.room_id),
+                    events::event_type.eq(row.event_type),
+                    events::state_key.eq(row.state_key),
+                    events::sender.eq(row.sender),
+                    events::origin_server_ts.eq(row.origin_server_ts),
+                    events::depth.eq(row.depth),
+                    events::status.eq(row.status),
+                    events::state_before.eq(row.state_before),
+                    events::state_after.eq(row.state_after),
+                    events::pdu.eq(row.pdu),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(events::table).values(&values).execute(c))?;
+    }
+    Ok(())
+}
+
 /// A stored event's PDU text, status and state group after it.
 #[derive(Clone, Debug, Queryable)]
 pub struct EventRow {
@@ -125,35 +151,44 @@ pub fn extremity_count(conn: &mut DbConn, room_id: &str) -> Result<i64, StoreErr
         .get_result(conn)?)
 }
 
-/// A new event becomes an extremity; the events it cites stop being ones.
-pub fn advance_extremities(
+/// The room's forward extremities change: `removed` stop being ones, `added` become ones.
+pub fn change_extremities(
     conn: &mut DbConn,
     room_id: &str,
-    event_id: &str,
-    depth: i64,
-    prev_events: &[String],
+    removed: &[String],
+    added: &[(String, i64)],
 ) -> Result<(), StoreError> {
-    diesel::delete(
-        forward_extremities::table
-            .filter(forward_extremities::room_id.eq(room_id))
-            .filter(forward_extremities::event_id.eq_any(prev_events)),
-    )
-    .execute(conn)?;
-    diesel::insert_into(forward_extremities::table)
-        .values((
-            forward_extremities::room_id.eq(room_id),
-            forward_extremities::event_id.eq(event_id),
-            forward_extremities::depth.eq(depth),
-        ))
+    for chunk in removed.chunks(500) {
+        diesel::delete(
+            forward_extremities::table
+                .filter(forward_extremities::room_id.eq(room_id))
+                .filter(forward_extremities::event_id.eq_any(chunk)),
+        )
         .execute(conn)?;
+    }
+    for chunk in added.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(id, depth)| {
+                (
+                    forward_extremities::room_id.eq(room_id),
+                    forward_extremities::event_id.eq(id),
+                    forward_extremities::depth.eq(depth),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(forward_extremities::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    }
     Ok(())
 }
 
-/// Takes `event_id` off the forward extremities when an accepted event already cites it as a
-/// prev event: for an outlier that arrives in the timeline after events that build on it (a gap
-/// filled through `/state_ids`). A scan of the room's deeper events: rare, never per PDU. Tells
-/// whether it was cited.
-pub fn unless_cited(
+/// Whether an accepted event deeper than `depth` cites `event_id` as a prev event: for an outlier
+/// that arrives in the timeline after events that build on it (a gap filled through
+/// `/state_ids`). A scan of the room's deeper events: rare, never per PDU.
+pub fn is_cited(
     conn: &mut DbConn,
     room_id: &str,
     event_id: &str,
@@ -170,14 +205,6 @@ pub fn unless_cited(
             .select(events::event_id)
             .first(conn),
     )?;
-    if cited.is_some() {
-        diesel::delete(
-            forward_extremities::table
-                .filter(forward_extremities::room_id.eq(room_id))
-                .filter(forward_extremities::event_id.eq(event_id)),
-        )
-        .execute(conn)?;
-    }
     Ok(cited.is_some())
 }
 

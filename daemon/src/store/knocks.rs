@@ -65,58 +65,76 @@ pub struct NewKnock<'a> {
     pub content_redacted: bool,
     pub knock_room_state: &'a str,
     pub now_ms: i64,
+    /// Pending, or replaced (a later knock of the same user in the same batch).
+    pub status: &'a str,
 }
 
-/// Marks the user's pending knock in the room (if any) as replaced.
-pub fn replace_pending(
+/// Marks the pending knocks of `users` in the room (if any) as replaced, in one statement.
+pub fn replace_pending_many(
     conn: &mut DbConn,
     room_id: &str,
-    user_id: &str,
+    users: &[&str],
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    Ok(diesel::update(
-        k::table
-            .filter(k::room_id.eq(room_id))
-            .filter(k::user_id.eq(user_id))
-            .filter(k::status.eq(PENDING)),
-    )
-    .set((k::status.eq(REPLACED), k::updated_ms.eq(now_ms)))
-    .execute(conn)?)
+    let mut n = 0;
+    for chunk in users.chunks(500) {
+        n += diesel::update(
+            k::table
+                .filter(k::room_id.eq(room_id))
+                .filter(k::user_id.eq_any(chunk))
+                .filter(k::status.eq(PENDING)),
+        )
+        .set((k::status.eq(REPLACED), k::updated_ms.eq(now_ms)))
+        .execute(conn)?;
+    }
+    Ok(n)
 }
 
-/// Adds a pending knock and returns its id.
-pub fn insert_pending(conn: &mut DbConn, new: &NewKnock<'_>) -> Result<i64, StoreError> {
-    let id = with_backend!(conn, |c| diesel::insert_into(k::table)
-        .values((
-            k::room_id.eq(new.room_id),
-            k::user_id.eq(new.user_id),
-            k::event_id.eq(new.event_id),
-            k::origin_server.eq(new.origin_server),
-            k::status.eq(PENDING),
-            k::reason.eq(new.reason),
-            k::display_name.eq(new.display_name),
-            k::avatar_url.eq(new.avatar_url),
-            k::content_redacted.eq(new.content_redacted),
-            k::knock_room_state.eq(new.knock_room_state),
-            k::received_ms.eq(new.now_ms),
-            k::updated_ms.eq(new.now_ms),
-        ))
-        .returning(k::knock_id)
-        .get_result::<i64>(c))?;
-    Ok(id)
+/// Adds knocks, a few hundred per statement; returns each one's id by event ID.
+pub fn insert_many(
+    conn: &mut DbConn,
+    new: &[NewKnock<'_>],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut ids = Vec::with_capacity(new.len());
+    for chunk in new.chunks(200) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|n| {
+                (
+                    k::room_id.eq(n.room_id),
+                    k::user_id.eq(n.user_id),
+                    k::event_id.eq(n.event_id),
+                    k::origin_server.eq(n.origin_server),
+                    k::status.eq(n.status),
+                    k::reason.eq(n.reason),
+                    k::display_name.eq(n.display_name),
+                    k::avatar_url.eq(n.avatar_url),
+                    k::content_redacted.eq(n.content_redacted),
+                    k::knock_room_state.eq(n.knock_room_state),
+                    k::received_ms.eq(n.now_ms),
+                    k::updated_ms.eq(n.now_ms),
+                )
+            })
+            .collect();
+        let got: Vec<(String, i64)> = with_backend!(conn, |c| diesel::insert_into(k::table)
+            .values(&rows)
+            .returning((k::event_id, k::knock_id))
+            .get_results(c))?;
+        ids.extend(got);
+    }
+    Ok(ids)
 }
 
-/// Pending knocks in a room by users other than `user_id` (whose own pending knock a new one
-/// replaces). Counted on the `knocks_one_pending` index.
-pub fn pending_in_room_except(
+/// Pending knocks in a room by users other than `users`, on the `knocks_one_pending` index.
+pub fn pending_in_room_except_users(
     conn: &mut DbConn,
     room_id: &str,
-    user_id: &str,
+    users: &[&str],
 ) -> Result<i64, StoreError> {
     Ok(k::table
         .filter(k::room_id.eq(room_id))
         .filter(k::status.eq(PENDING))
-        .filter(k::user_id.ne(user_id))
+        .filter(k::user_id.ne_all(users))
         .count()
         .get_result(conn)?)
 }

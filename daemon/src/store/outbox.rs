@@ -67,6 +67,49 @@ pub fn enqueue(
     Ok(id)
 }
 
+/// An item to queue (see [`enqueue_many`]).
+#[derive(Clone, Debug)]
+pub struct NewItem<'a> {
+    pub destination: &'a str,
+    pub kind: &'a str,
+    pub payload: &'a str,
+    pub room_id: &'a str,
+    pub now_ms: i64,
+}
+
+/// [`enqueue`] for many items, a few statements whatever their number.
+pub fn enqueue_many(conn: &mut DbConn, items: &[NewItem<'_>]) -> Result<(), StoreError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut destinations: Vec<&str> = items.iter().map(|i| i.destination).collect();
+    destinations.sort_unstable();
+    destinations.dedup();
+    for chunk in destinations.chunks(500) {
+        let rows: Vec<_> = chunk.iter().map(|dest| d::destination.eq(*dest)).collect();
+        with_backend!(conn, |c| diesel::insert_into(d::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    }
+    for chunk in items.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                (
+                    o::destination.eq(i.destination),
+                    o::kind.eq(i.kind),
+                    o::payload.eq(i.payload),
+                    o::created_ms.eq(i.now_ms),
+                    o::room_id.eq(i.room_id),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(o::table).values(&rows).execute(c))?;
+    }
+    Ok(())
+}
+
 /// Destinations with live work whose back-off has passed and whose lease is free.
 pub fn due(conn: &mut DbConn, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
     let with_work = o::table.filter(o::parked_ms.is_null()).select(o::destination);
