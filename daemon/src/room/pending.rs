@@ -11,8 +11,14 @@ use ruma::OwnedEventId;
 
 use crate::{
     matrix::Pdu,
-    store::{DbConn, StoreError, events as ev, knocks, outbox},
+    store::{
+        DbConn, StoreError, events as ev, knocks, outbox,
+        state::{self, IdKind, NewChain, NewGroup},
+    },
 };
+
+/// Ids reserved at a time for groups and chains not written yet.
+const RESERVE: i64 = 64;
 
 /// An event to store.
 #[derive(Clone, Debug)]
@@ -47,9 +53,24 @@ struct PendingPdu {
     now_ms: i64,
 }
 
+/// Ids reserved for rows not written yet (see `state::reserve_ids`).
+#[derive(Clone, Debug, Default)]
+struct Ids {
+    free: Vec<i64>,
+    /// The largest handed out.
+    last: i64,
+}
+
 /// What a batch holds back (see the module's comment).
 #[derive(Clone, Debug, Default)]
 pub struct Pending {
+    /// New state chains, by id (a chain made here may be extended here).
+    chains: imbl::OrdMap<i64, NewChain>,
+    groups: imbl::Vector<NewGroup>,
+    /// New tips of stored chains extended here.
+    tips: imbl::OrdMap<i64, i64>,
+    group_ids: Ids,
+    chain_ids: Ids,
     events: imbl::OrdMap<OwnedEventId, PendingEvent>,
     /// `events` in the order they were stored (the store's order is the order of arrival).
     order: imbl::Vector<OwnedEventId>,
@@ -59,7 +80,48 @@ pub struct Pending {
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.knocks.is_empty() && self.outbox.is_empty()
+        self.events.is_empty()
+            && self.knocks.is_empty()
+            && self.outbox.is_empty()
+            && self.groups.is_empty()
+            && self.chains.is_empty()
+            && self.tips.is_empty()
+    }
+
+    /// An id for a group or chain written with this batch's rows.
+    pub fn take_id(&mut self, conn: &mut DbConn, kind: IdKind) -> Result<i64, StoreError> {
+        let ids = match kind {
+            IdKind::Group => &mut self.group_ids,
+            IdKind::Chain => &mut self.chain_ids,
+        };
+        if ids.free.is_empty() {
+            ids.free = state::reserve_ids(conn, kind, RESERVE, ids.last)?;
+            ids.free.reverse();
+        }
+        let id = ids
+            .free
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("no state group id reserved".into()))?;
+        ids.last = ids.last.max(id);
+        Ok(id)
+    }
+
+    pub fn add_chain(&mut self, chain: NewChain) {
+        self.chains.insert(chain.chain_id, chain);
+    }
+
+    /// A chain's last group is now at `pos`.
+    pub fn move_tip(&mut self, chain_id: i64, pos: i64) {
+        match self.chains.get_mut(&chain_id) {
+            Some(chain) => chain.tip_pos = pos,
+            None => {
+                self.tips.insert(chain_id, pos);
+            }
+        }
+    }
+
+    pub fn add_group(&mut self, group: NewGroup) {
+        self.groups.push_back(group);
     }
 
     pub fn has_knocks(&self) -> bool {
@@ -134,7 +196,12 @@ impl Pending {
         conn: &mut DbConn,
         room_id: &str,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let Self { events, order, knocks: queued, outbox: pdus } = std::mem::take(self);
+        let Self { chains, groups, tips, events, order, knocks: queued, outbox: pdus, .. } =
+            std::mem::take(self);
+        let chains: Vec<NewChain> = chains.into_iter().map(|(_, c)| c).collect();
+        let groups: Vec<NewGroup> = groups.into_iter().collect();
+        let tips: Vec<(i64, i64)> = tips.into_iter().collect();
+        state::insert_groups(conn, room_id, &chains, &groups, &tips)?;
         let texts: Vec<(String, String, &PendingEvent)> = order
             .iter()
             .filter_map(|id| events.get(id))

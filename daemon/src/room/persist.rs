@@ -14,10 +14,18 @@ use super::{
 };
 use crate::{
     matrix::Pdu,
-    store::{DbConn, StoreError, events as ev, rooms, state},
+    store::{
+        DbConn, StoreError, events as ev, rooms,
+        state::{self, IdKind, NewChain, NewGroup},
+    },
 };
 
-/// Stores a state group: `parent` (a stored state, or none) plus `changes`.
+/// `(chain, position)` of each state chain a group draws on, its own first.
+type Ancestry = Arc<[(i64, i64)]>;
+
+/// Stores a state group: `parent` (a stored state, or none) plus `changes`. Written with the
+/// batch's other rows; its id and place are known now. A group whose parent is the last of its
+/// chain extends the chain; any other starts a chain based on the parent (see `store::state`).
 pub fn store_group(
     conn: &mut DbConn,
     room: &mut LoadedRoom,
@@ -26,23 +34,49 @@ pub fn store_group(
 ) -> Result<Stored, StoreError> {
     let delta: Vec<(StateKey, String)> =
         changes.iter().map(|(k, id)| (k.clone(), id.to_string())).collect();
-    let parent = match parent.and_then(|p| p.id.map(|id| (id, p.ancestry.clone()))) {
-        Some((id, Some(ancestry))) => Some((id, ancestry)),
-        Some((id, None)) => Some((id, state::ancestry(conn, id)?.into())),
+    let parent: Option<(i64, Ancestry)> =
+        match parent.and_then(|p| p.id.map(|id| (id, p.ancestry.clone()))) {
+            Some((id, Some(ancestry))) => Some((id, ancestry)),
+            Some((id, None)) => Some((id, state::ancestry(conn, id)?.into())),
+            None => None,
+        };
+    let parent_ancestry: &[(i64, i64)] = parent.as_ref().map_or(&[], |(_, a)| &a[..]);
+    let extend = match parent_ancestry.first() {
+        Some(&(chain, pos)) => {
+            let tip = match room.tip(chain) {
+                Some(tip) => tip,
+                None => state::chain_tip(conn, chain)?,
+            };
+            (tip == pos).then_some((chain, pos))
+        }
         None => None,
     };
-    let room_id = room.ctx.room_id.to_string();
-    let (id, ancestry) = state::new_group_placed(
-        conn,
-        &room_id,
-        parent.as_ref().map(|(id, a)| (*id, &a[..])),
-        &|chain| room.tip(chain),
-        &delta,
-    )?;
-    if let Some(&(chain, pos)) = ancestry.first() {
-        room.remember_tip(chain, pos);
-    }
-    Ok(Stored { id, ancestry: ancestry.into() })
+    let (chain_id, chain_pos, inherited) = match extend {
+        Some((chain, pos)) => {
+            room.pending.move_tip(chain, pos + 1);
+            (chain, pos + 1, &parent_ancestry[1..])
+        }
+        None => {
+            let chain = room.pending.take_id(conn, IdKind::Chain)?;
+            let base_group = parent.as_ref().map(|(id, _)| *id);
+            room.pending.add_chain(NewChain { chain_id: chain, base_group, tip_pos: 0 });
+            (chain, 0, parent_ancestry)
+        }
+    };
+    let mut own = vec![(chain_id, chain_pos)];
+    own.extend_from_slice(inherited);
+    let ancestry: Ancestry = own.into();
+    let group_id = room.pending.take_id(conn, IdKind::Group)?;
+    room.pending.add_group(NewGroup {
+        group_id,
+        chain_id,
+        chain_pos,
+        parent: parent.as_ref().map(|(id, _)| *id),
+        ancestry: ancestry.clone(),
+        delta,
+    });
+    room.remember_tip(chain_id, chain_pos);
+    Ok(Stored { id: group_id, ancestry })
 }
 
 /// What storing an accepted event changed in the room's current state: the events now holding
@@ -193,6 +227,10 @@ pub fn set_current(
 /// the room's pointer). Every batch ends with it, and it runs before anything outside the
 /// engine reads the store inside a batch.
 pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError> {
+    if room.current.id.is_none() && !Group::same(&room.current, &room.flushed) {
+        let current = room.current.clone();
+        room.current = store_state(conn, room, &current)?;
+    }
     write_rows(conn, room)?;
     if room.extremities != room.flushed_extremities {
         let (mut removed, mut added) = (Vec::new(), Vec::new());
@@ -213,10 +251,6 @@ pub fn flush(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreError>
         return Ok(());
     }
     let room_id = room.ctx.room_id.to_string();
-    if room.current.id.is_none() {
-        let current = room.current.clone();
-        room.current = store_state(conn, room, &current)?;
-    }
     let diff = CurrentDiff::between(conn, room, &room.flushed.clone(), &room.current.clone())?;
     let membership = |id: &OwnedEventId| diff.pdus.get(id).and_then(|p| p.membership());
     let rows: Vec<(String, String, String, Option<String>)> = diff

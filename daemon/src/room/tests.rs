@@ -358,3 +358,74 @@ async fn knocks_held_back_are_counted_replaced_and_named() {
     ids.sort_unstable();
     assert_eq!(named, ids);
 }
+
+// State groups a batch holds back take reserved ids; a group written directly in the same
+// transaction (as a gap fill does, after the held rows are written out) takes another, and
+// every one of them reads back.
+#[tokio::test]
+async fn held_back_groups_and_direct_ones_share_a_batch() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    let room_id = f.room_id.clone();
+    let (groups, direct) = f
+        .engine
+        .write(&f.room_id, move |txn| {
+            fn knock(txn: &mut RoomTxn<'_>, who: &str) -> Result<i64, StoreError> {
+                let user = ruma::OwnedUserId::try_from(who).unwrap();
+                let template = EventTemplate::state(
+                    "m.room.member",
+                    user.as_str(),
+                    &user,
+                    json!({ "membership": "knock" }),
+                );
+                let keys = txn.keys;
+                let (conn, room) = txn.engine();
+                let (pdu, _) = local::build(conn, room, keys, &template, now_ms(), Mode::Look)?;
+                let id = pdu.event_id.clone();
+                let Verdict::Accepted { before } = accept::decide(txn, &pdu)? else {
+                    return Err(StoreError::Corrupt(format!("{who}'s knock refused")));
+                };
+                let source = Source::Transaction {
+                    origin: "test.example",
+                    content_redacted: false,
+                    knock_state: &[],
+                };
+                let placing = Placing { outlier: false, merge_before: false };
+                accept::store_accepted(txn, pdu, &before, placing, source)?;
+                Ok(txn.room.placed(&id).and_then(|p| p.after.id).unwrap())
+            }
+            let a = knock(txn, "@a:test.example")?;
+            let (conn, _, _) = txn.parts()?;
+            let key = ("m.room.topic".to_owned(), String::new());
+            let direct =
+                crate::store::state::new_group(conn, &room_id, None, &[(key, "$t".into())])?;
+            let b = knock(txn, "@b:test.example")?;
+            let c = knock(txn, "@c:test.example")?;
+            Ok::<_, StoreError>((vec![a, b, c], direct))
+        })
+        .await
+        .unwrap();
+    let mut all = groups.clone();
+    all.push(direct);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 4, "four distinct groups: {groups:?} and {direct}");
+    let states =
+        f.db.read(move |conn| {
+            groups
+                .iter()
+                .chain([&direct])
+                .map(|g| crate::store::state::full_state(conn, *g))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap();
+    let member = |who: &str| ("m.room.member".to_owned(), format!("@{who}:test.example"));
+    assert!(states[0].contains_key(&member("a")));
+    assert!(states[2].contains_key(&member("a")) && states[2].contains_key(&member("c")));
+    assert_eq!(states[3].len(), 1, "the direct group holds its own delta");
+}

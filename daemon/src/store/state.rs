@@ -122,6 +122,144 @@ pub fn new_group_placed(
     Ok((group_id, own))
 }
 
+/// The position of a chain's last group.
+pub fn chain_tip(conn: &mut DbConn, chain_id: i64) -> Result<i64, StoreError> {
+    Ok(state_chains::table.find(chain_id).select(state_chains::tip_pos).first(conn)?)
+}
+
+/// Which ids [`reserve_ids`] hands out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdKind {
+    Group,
+    Chain,
+}
+
+#[derive(QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// `n` ids for groups or chains written later in the same transaction ([`insert_groups`]), all
+/// above `above`. On PostgreSQL from the table's sequence (never handed out twice, even when the
+/// transaction rolls back); on SQLite, whose one writer holds the database for the whole
+/// transaction, above the largest one stored.
+pub fn reserve_ids(
+    conn: &mut DbConn,
+    kind: IdKind,
+    n: i64,
+    above: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let (table, column) = match kind {
+        IdKind::Group => ("state_groups", "group_id"),
+        IdKind::Chain => ("state_chains", "chain_id"),
+    };
+    match conn {
+        DbConn::Pg(c) => {
+            let rows: Vec<IdRow> = diesel::sql_query(format!(
+                "SELECT nextval(pg_get_serial_sequence('{table}', '{column}')) AS id \
+                 FROM generate_series(1, $1)"
+            ))
+            .bind::<diesel::sql_types::BigInt, _>(n)
+            .load(c)?;
+            Ok(rows.into_iter().map(|r| r.id).collect())
+        }
+        DbConn::Sqlite(c) => {
+            let row: IdRow =
+                diesel::sql_query(format!("SELECT COALESCE(MAX({column}), 0) AS id FROM {table}"))
+                    .get_result(c)?;
+            let from = row.id.max(above) + 1;
+            Ok((from..from + n).collect())
+        }
+    }
+}
+
+/// A new state chain (see [`insert_groups`]).
+#[derive(Clone, Debug)]
+pub struct NewChain {
+    pub chain_id: i64,
+    pub base_group: Option<i64>,
+    pub tip_pos: i64,
+}
+
+/// A new state group, its place and its delta (see [`insert_groups`]).
+#[derive(Clone, Debug)]
+pub struct NewGroup {
+    pub group_id: i64,
+    pub chain_id: i64,
+    pub chain_pos: i64,
+    pub parent: Option<i64>,
+    pub ancestry: std::sync::Arc<[(i64, i64)]>,
+    pub delta: Vec<(StateKey, String)>,
+}
+
+/// Writes groups made with reserved ids: the new chains, the groups, their deltas, and the new
+/// tips of stored chains they extend. A few statements whatever their number.
+pub fn insert_groups(
+    conn: &mut DbConn,
+    room_id: &str,
+    chains: &[NewChain],
+    groups: &[NewGroup],
+    tips: &[(i64, i64)],
+) -> Result<(), StoreError> {
+    for chunk in chains.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|c| {
+                (
+                    state_chains::chain_id.eq(c.chain_id),
+                    state_chains::room_id.eq(room_id),
+                    state_chains::base_group.eq(c.base_group),
+                    state_chains::tip_pos.eq(c.tip_pos),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(state_chains::table).values(&rows).execute(c))?;
+    }
+    let texts: Vec<String> = groups.iter().map(|g| format_ancestry(&g.ancestry)).collect();
+    for (chunk, texts) in groups.chunks(300).zip(texts.chunks(300)) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .zip(texts)
+            .map(|(g, text)| {
+                (
+                    state_groups::group_id.eq(g.group_id),
+                    state_groups::room_id.eq(room_id),
+                    state_groups::chain_id.eq(g.chain_id),
+                    state_groups::chain_pos.eq(g.chain_pos),
+                    state_groups::parent_group.eq(g.parent),
+                    state_groups::ancestry.eq(text),
+                )
+            })
+            .collect();
+        with_backend!(conn, |c| diesel::insert_into(state_groups::table).values(&rows).execute(c))?;
+    }
+    let deltas: Vec<_> = groups
+        .iter()
+        .flat_map(|g| {
+            g.delta.iter().map(move |((event_type, state_key), event_id)| {
+                (
+                    state_deltas::chain_id.eq(g.chain_id),
+                    state_deltas::event_type.eq(event_type),
+                    state_deltas::state_key.eq(state_key),
+                    state_deltas::chain_pos.eq(g.chain_pos),
+                    state_deltas::group_id.eq(g.group_id),
+                    state_deltas::event_id.eq(event_id),
+                )
+            })
+        })
+        .collect();
+    for chunk in deltas.chunks(500) {
+        with_backend!(conn, |c| diesel::insert_into(state_deltas::table).values(chunk).execute(c))?;
+    }
+    for (chain_id, tip) in tips {
+        diesel::update(state_chains::table.find(chain_id))
+            .set(state_chains::tip_pos.eq(tip))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// The ancestry of a group made before ancestries were stored, as one recursive query:
 /// `(chain, position, distance)`.
 fn ancestry_walk(group: i64) -> String {
