@@ -79,7 +79,8 @@ pub fn store_accepted(
     source: Source<'_>,
 ) -> Result<Effects, StoreError> {
     let pdu = Arc::new(pdu);
-    let (conn, room) = txn.engine();
+    // An outlier's old row goes now, and the rows held so far are written to see what cites it.
+    let (conn, room) = if placing.outlier { txn.engine_writing()? } else { txn.engine() };
     let change =
         persist::accepted(conn, room, &pdu, before, placing.outlier, placing.merge_before)?;
     effects::accepted(txn, &pdu, &change, source)
@@ -93,7 +94,8 @@ pub fn store_refused(
     verdict: &Verdict,
     outlier: bool,
 ) -> Result<(), StoreError> {
-    let (conn, room) = txn.engine();
+    // An outlier's old row goes now.
+    let (conn, room) = if outlier { txn.engine_writing()? } else { txn.engine() };
     match verdict {
         Verdict::Rejected(_) if outlier => Ok(()),
         Verdict::Rejected(_) => persist::unaccepted(room, pdu, ev::REJECTED, None),

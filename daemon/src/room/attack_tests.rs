@@ -48,7 +48,7 @@ async fn with_room<T: Send + 'static>(
                 events.insert(pdu.event_id.clone(), Arc::new(pdu));
             }
             let mut applied = Applied::default();
-            let mut txn = RoomTxn { conn, room: &mut room, keys: &keys, applied: &mut applied };
+            let mut txn = RoomTxn::new(conn, &mut room, &keys, &mut applied);
             then(&mut txn, &mut events)
         })
         .await

@@ -179,7 +179,7 @@ fn queue_hygiene(
         return Ok(());
     }
     // The queue as it stands, knocks of this batch included.
-    let (conn, room) = txn.engine();
+    let (conn, room) = txn.engine_writing()?;
     super::persist::write_rows(conn, room)?;
     let Some(knock) = knocks::live_for_user(conn, room_id, user)? else { return Ok(()) };
     let to = match membership.as_deref() {

@@ -47,7 +47,7 @@ use tokio::sync::oneshot;
 use crate::{
     bounded::BoundedMap,
     matrix::{KeyRing, Pdu},
-    store::{Db, DbConn, StoreError, events as ev, rooms},
+    store::{Db, DbConn, StoreError, events as ev, rooms, savepoint},
 };
 
 /// Writes per transaction at most: bounds how long the first writer of a batch waits.
@@ -285,6 +285,18 @@ pub struct RoomTxn<'a> {
     pub room: &'a mut LoadedRoom,
     pub keys: &'a KeyRing,
     pub applied: &'a mut Applied,
+    savepoint: Savepoint,
+}
+
+/// Whether a write has its own savepoint in the batch's transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Savepoint {
+    /// Not needed: the write is alone in its transaction (or inside a savepoint of its own).
+    Off,
+    /// Opened when the write first writes to the store directly; until then everything it
+    /// wrote is held back in the room, which a failure restores.
+    Lazy,
+    Open,
 }
 
 impl<'a> RoomTxn<'a> {
@@ -294,25 +306,43 @@ impl<'a> RoomTxn<'a> {
         keys: &'a KeyRing,
         applied: &'a mut Applied,
     ) -> Self {
-        Self { conn, room, keys, applied }
+        Self { conn, room, keys, applied, savepoint: Savepoint::Off }
     }
 
     /// The transaction, with what the batch holds back written out first.
     pub fn conn(&mut self) -> Result<&mut DbConn, StoreError> {
+        self.writing()?;
         persist::flush(self.conn, self.room)?;
         Ok(self.conn)
     }
 
     /// [`RoomTxn::conn`], with the room and the keys beside it.
     pub fn parts(&mut self) -> Result<(&mut DbConn, &mut LoadedRoom, &'a KeyRing), StoreError> {
+        self.writing()?;
         persist::flush(self.conn, self.room)?;
         Ok((self.conn, self.room, self.keys))
     }
 
-    /// The transaction as it is, for the engine's own steps (they read the room from memory and
-    /// the store only for what the batch does not hold back: events, state groups).
+    /// The transaction as it is, for the engine's own steps that read the store, or write only
+    /// what the room holds back (see [`pending`]).
     fn engine(&mut self) -> (&mut DbConn, &mut LoadedRoom) {
         (self.conn, self.room)
+    }
+
+    /// [`RoomTxn::engine`] for a step that writes to the store directly.
+    fn engine_writing(&mut self) -> Result<(&mut DbConn, &mut LoadedRoom), StoreError> {
+        self.writing()?;
+        Ok((self.conn, self.room))
+    }
+
+    /// The write is about to change the store directly: from here a failure must be undone in
+    /// the store too.
+    fn writing(&mut self) -> Result<(), StoreError> {
+        if self.savepoint == Savepoint::Lazy {
+            savepoint::open(self.conn)?;
+            self.savepoint = Savepoint::Open;
+        }
+        Ok(())
     }
 }
 
@@ -347,15 +377,6 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").finish_non_exhaustive()
-    }
-}
-
-/// A failed write's output, carried out of its savepoint.
-struct Rollback(Option<Output>, Option<diesel::result::Error>);
-
-impl From<diesel::result::Error> for Rollback {
-    fn from(e: diesel::result::Error) -> Self {
-        Self(None, Some(e))
     }
 }
 
@@ -569,32 +590,26 @@ async fn run_batch(
             for work in works {
                 let before = room.clone();
                 let mut own = Applied::default();
-                let run = |conn: &mut DbConn, room: &mut LoadedRoom, own: &mut Applied| {
-                    let mut txn = RoomTxn::new(conn, room, &keys, own);
-                    work(&mut txn)
-                };
-                // Alone in the batch, the transaction itself undoes a failure; otherwise each
-                // write has a savepoint.
-                let (ok, out) = if alone {
-                    match run(conn, &mut room, &mut own) {
-                        (true, out) => (true, out),
-                        (false, out) => return Err(BatchError::Alone(Box::new(before), out)),
+                // Alone in the batch, the transaction itself undoes a failure. Otherwise a write
+                // gets a savepoint when it first writes to the store directly; what it held back
+                // goes with the room's copy.
+                let mut txn = RoomTxn::new(conn, &mut room, &keys, &mut own);
+                if !alone {
+                    txn.savepoint = Savepoint::Lazy;
+                }
+                let (ok, out) = work(&mut txn);
+                let opened = txn.savepoint == Savepoint::Open;
+                match (ok, opened) {
+                    (false, _) if alone => return Err(BatchError::Alone(Box::new(before), out)),
+                    (true, true) => savepoint::release(conn)?,
+                    (false, true) => savepoint::roll_back(conn)?,
+                    // A failed read leaves a PostgreSQL transaction unusable: then the whole
+                    // batch fails rather than commit without it.
+                    (false, false) if !savepoint::usable(conn) => {
+                        return Err(StoreError::Pool("a read failed mid-batch".into()).into());
                     }
-                } else {
-                    match conn.transaction(|c| match run(c, &mut room, &mut own) {
-                        (true, out) => Ok(out),
-                        (false, out) => Err(Rollback(Some(out), None)),
-                    }) {
-                        Ok(out) => (true, out),
-                        Err(Rollback(Some(out), _)) => (false, out),
-                        Err(Rollback(None, e)) => {
-                            let e = e.map(StoreError::from);
-                            return Err(e
-                                .unwrap_or(StoreError::Corrupt("a write vanished".into()))
-                                .into());
-                        }
-                    }
-                };
+                    _ => {}
+                }
                 if ok {
                     applied.absorb(own);
                 } else {

@@ -148,7 +148,11 @@ pub fn merge(
     // Above where they meet, the nearest state cheap to read.
     let shallow = meeting.as_ref().and_then(|m| m.nearest_ancestor(|g| g.chains <= MAX_CHAINS));
     let mut best: Option<((bool, usize, usize), Changes)> = None;
-    let bases = groups.iter().chain(meeting.as_ref()).chain(shallow.as_ref());
+    // And the current state as last written: what a batch's resolved current state mostly
+    // adds to.
+    let flushed = Some(room.flushed.clone()).filter(|f| f.id.is_some());
+    let bases =
+        groups.iter().chain(meeting.as_ref()).chain(shallow.as_ref()).chain(flushed.as_ref());
     for base in bases.filter(|g| g.id.is_some()) {
         let Some(changes) = additions(&base.state, &resolved) else { continue };
         let deep = base.chains > MAX_CHAINS;

@@ -429,3 +429,118 @@ async fn held_back_groups_and_direct_ones_share_a_batch() {
     assert!(states[2].contains_key(&member("a")) && states[2].contains_key(&member("c")));
     assert_eq!(states[3].len(), 1, "the direct group holds its own delta");
 }
+
+// A write that wrote to the store directly (through `RoomTxn::conn`) and then failed is undone
+// in the store by its savepoint, together with the rows of earlier writes it wrote out; those
+// stay held in the room and are written when the batch ends.
+#[tokio::test]
+async fn a_failed_write_that_wrote_directly_is_rolled_back_to_its_savepoint() {
+    let f = fixture().await;
+    let before = f.db.read(count_events).await.unwrap();
+    let writes = (0..30).map(|i| {
+        let (engine, room_id, creator) = (f.engine.clone(), f.room_id.clone(), f.creator.clone());
+        tokio::spawn(async move {
+            engine
+                .write(&room_id, move |txn| {
+                    let id = topic(txn, &creator, &format!("topic {i}"))?;
+                    if i % 2 == 1 {
+                        let room_id = txn.room.ctx.room_id.to_string();
+                        crate::store::rooms::set_public(txn.conn()?, &room_id, true)?;
+                        return Err(StoreError::Rejected(format!("no {i}")));
+                    }
+                    Ok(id)
+                })
+                .await
+        })
+    });
+    let answers = futures::future::join_all(writes).await;
+    let kept: Vec<String> = answers.into_iter().filter_map(|a| a.unwrap().ok()).collect();
+    assert_eq!(kept.len(), 15);
+    let room_id = f.room_id.clone();
+    let (after, public) =
+        f.db.read(move |conn| {
+            let public = crate::store::rooms::get(conn, &room_id)?.unwrap().is_public;
+            Ok::<_, StoreError>((count_events(conn)?, public))
+        })
+        .await
+        .unwrap();
+    assert_eq!(after - before, 15, "only the successful writes' events are stored");
+    assert!(!public, "every direct write was undone");
+    let room = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    let current = room.current_id("m.room.topic", "").unwrap().to_string();
+    assert!(kept.contains(&current), "{current}");
+}
+
+// A batch's resolved current state is stored as what it adds to the current state written
+// before, not to an older state where the forks met: its own delta is about the batch's size
+// however far the forks reach back.
+#[tokio::test]
+async fn the_current_state_is_stored_as_the_batch_adds_to_it() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    // Every knock below cites this old state.
+    let start = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    for round in 0..3 {
+        let writes = (0..10).map(|i| {
+            let (engine, room_id, start) = (f.engine.clone(), f.room_id.clone(), start.clone());
+            tokio::spawn(async move {
+                engine
+                    .write(&room_id, move |txn| {
+                        let who = format!("@u{round}x{i}:test.example");
+                        let user = ruma::OwnedUserId::try_from(who).unwrap();
+                        let template = EventTemplate::state(
+                            "m.room.member",
+                            user.as_str(),
+                            &user,
+                            json!({ "membership": "knock" }),
+                        );
+                        let keys = txn.keys;
+                        let (conn, _) = txn.engine();
+                        let mut fork = start;
+                        let (pdu, _) =
+                            local::build(conn, &mut fork, keys, &template, now_ms(), Mode::Look)?;
+                        let Verdict::Accepted { before } = accept::decide(txn, &pdu)? else {
+                            return Err(StoreError::Corrupt("refused".into()));
+                        };
+                        let source = Source::Transaction {
+                            origin: "test.example",
+                            content_redacted: false,
+                            knock_state: &[],
+                        };
+                        let placing = Placing { outlier: false, merge_before: false };
+                        accept::store_accepted(txn, pdu, &before, placing, source)
+                    })
+                    .await
+            })
+        });
+        for answer in futures::future::join_all(writes).await {
+            answer.unwrap().unwrap();
+        }
+        let room_id = f.room_id.clone();
+        let (own_delta, whole) =
+            f.db.read(move |conn| {
+                #[derive(diesel::QueryableByName)]
+                struct N {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                let group = crate::store::rooms::current_group(conn, &room_id)?.unwrap();
+                let n: N = diesel::sql_query(format!(
+                    "SELECT COUNT(*) AS n FROM state_deltas WHERE group_id = {group}"
+                ))
+                .get_result(conn)?;
+                Ok::<_, StoreError>((n.n, crate::store::state::full_state(conn, group)?.len()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(whole, 4 + 10 * (round + 1), "round {round}: every knock is in the state");
+        assert!(
+            own_delta <= 10,
+            "round {round}: the current state's own delta is {own_delta} keys"
+        );
+    }
+}

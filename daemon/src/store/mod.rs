@@ -138,3 +138,36 @@ pub fn optional<T>(r: Result<T, diesel::result::Error>) -> Result<Option<T>, Sto
         Err(e) => Err(e.into()),
     }
 }
+
+/// A named savepoint inside the caller's transaction, opened and closed by hand (diesel's
+/// nested transactions take a closure; a room write opens one only when it first writes to the
+/// store directly, see `room::RoomTxn`).
+pub mod savepoint {
+    use diesel::RunQueryDsl;
+
+    use super::{DbConn, StoreError};
+
+    const NAME: &str = "knockd_write";
+
+    pub fn open(conn: &mut DbConn) -> Result<(), StoreError> {
+        diesel::sql_query(format!("SAVEPOINT {NAME}")).execute(conn)?;
+        Ok(())
+    }
+
+    pub fn release(conn: &mut DbConn) -> Result<(), StoreError> {
+        diesel::sql_query(format!("RELEASE SAVEPOINT {NAME}")).execute(conn)?;
+        Ok(())
+    }
+
+    /// Undoes everything since [`open`] and closes the savepoint.
+    pub fn roll_back(conn: &mut DbConn) -> Result<(), StoreError> {
+        diesel::sql_query(format!("ROLLBACK TO SAVEPOINT {NAME}")).execute(conn)?;
+        release(conn)
+    }
+
+    /// Whether the transaction can still run statements (on PostgreSQL a failed statement
+    /// leaves it unusable until rolled back).
+    pub fn usable(conn: &mut DbConn) -> bool {
+        diesel::sql_query("SELECT 1").execute(conn).is_ok()
+    }
+}
