@@ -24,6 +24,8 @@ const RECENT: usize = 1_024;
 /// How many recent events with their state after a loaded room keeps, beyond its extremities
 /// (each state's own part costs tens of kilobytes in a large room).
 const RECENT_STATES: usize = 256;
+/// How many member events' facts for state resolution a loaded room keeps.
+const FACTS: usize = 16_384;
 /// How many states [`Group::meeting`] passes on its way up before giving up.
 const MAX_STEPS: usize = 1_024;
 
@@ -264,6 +266,9 @@ pub struct LoadedRoom {
     pdus: imbl::HashMap<OwnedEventId, (Arc<Pdu>, u64)>,
     /// States made by resolving several states together, by the sorted ids of those states.
     pub merges: imbl::HashMap<Vec<i64>, Arc<Group>>,
+    /// What state resolution's fast path reads of recent member events (far smaller than the
+    /// events: a burst of knocks from an old template is resolved against thousands of them).
+    facts: imbl::HashMap<OwnedEventId, super::resolve::Facts>,
     /// The tip position of state chains this room's writer made (see `store::state`): this
     /// writer alone extends them, and another instance's write makes the room be read again.
     tips: imbl::HashMap<i64, i64>,
@@ -288,6 +293,7 @@ impl LoadedRoom {
             pdus: imbl::HashMap::new(),
             merges: imbl::HashMap::new(),
             tips: imbl::HashMap::new(),
+            facts: imbl::HashMap::new(),
             seq: 0,
         }
     }
@@ -343,6 +349,22 @@ impl LoadedRoom {
             self.merges = imbl::HashMap::new();
         }
         self.merges.insert(ids, merged);
+    }
+
+    /// The fast path's facts of a recent member event, if remembered.
+    pub fn facts(&self, id: &ruma::EventId) -> Option<super::resolve::Facts> {
+        self.facts.get(id).cloned()
+    }
+
+    /// Remembers a member event's facts (a memo: dropped whole past its bound).
+    pub fn remember_facts(&mut self, pdu: &Pdu) {
+        if pdu.event_type.to_string() != "m.room.member" {
+            return;
+        }
+        if self.facts.len() >= FACTS {
+            self.facts = imbl::HashMap::new();
+        }
+        self.facts.insert(pdu.event_id.clone(), super::resolve::Facts::of(pdu));
     }
 
     /// The tip of a state chain this writer made, if remembered.

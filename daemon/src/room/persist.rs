@@ -131,6 +131,7 @@ pub fn accepted(
     }
     room.place(pdu.event_id.clone(), pdu.depth, after.clone());
     room.remember_pdu(pdu.clone());
+    room.remember_facts(pdu);
     // The current state: the event's own state when it extends the current state; otherwise
     // the current state and the event's branch resolved together (KNOCK-SPEC H.40).
     let extends = Group::same(before, &room.current);

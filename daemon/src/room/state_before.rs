@@ -131,10 +131,14 @@ pub fn merge(
     let keys = Group::differing_keys(&groups);
     let states: Vec<&StateMap> = groups.iter().map(|g| &g.state).collect();
     let fetch = Fetcher::new(conn, room);
-    let resolved =
-        resolve::resolve_with(&room.ctx.rules, &states, &keys, &|id| fetch.get(id), &|ids| {
-            fetch.prefetch(ids)
-        });
+    let resolved = resolve::resolve_with(
+        &room.ctx.rules,
+        &states,
+        &keys,
+        &|id| fetch.get(id),
+        &|ids| fetch.prefetch(ids),
+        &|id| room.facts(id).or_else(|| fetch.get(id).map(|p| resolve::Facts::of(&p))),
+    );
     if let Some(e) = fetch.failure() {
         return Err(e);
     }
