@@ -58,6 +58,9 @@ pub fn stored(
     if let Some(row) = txn.room.pending.event_row(event_id, &room_id) {
         return Ok(Some(row));
     }
+    if let Some(known) = txn.room.known.get(event_id) {
+        return Ok(known.clone());
+    }
     ev::get(txn.engine().0, event_id.as_str())
 }
 

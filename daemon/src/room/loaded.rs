@@ -256,6 +256,9 @@ pub struct LoadedRoom {
     pub flushed_extremities: imbl::OrdMap<OwnedEventId, i64>,
     /// Rows the batch writes when it ends.
     pub pending: super::pending::Pending,
+    /// What the store held at the batch's start of events the batch's writes named (`None`: not
+    /// stored), until something writes to the store directly.
+    pub known: imbl::HashMap<OwnedEventId, Option<ev::EventRow>>,
     /// The ids the knocks written by this batch got, by event ID.
     pub knock_ids: imbl::HashMap<String, i64>,
     /// Joined members per server.
@@ -287,6 +290,7 @@ impl LoadedRoom {
             extremities: imbl::OrdMap::new(),
             flushed_extremities: imbl::OrdMap::new(),
             pending: Default::default(),
+            known: imbl::HashMap::new(),
             knock_ids: imbl::HashMap::new(),
             joined: imbl::OrdMap::new(),
             placed: imbl::HashMap::new(),

@@ -338,6 +338,10 @@ impl<'a> RoomTxn<'a> {
     /// The write is about to change the store directly: from here a failure must be undone in
     /// the store too.
     fn writing(&mut self) -> Result<(), StoreError> {
+        // What the batch read at its start may no longer be what the store holds.
+        if !self.room.known.is_empty() {
+            self.room.known = imbl::HashMap::new();
+        }
         if self.savepoint == Savepoint::Lazy {
             savepoint::open(self.conn)?;
             self.savepoint = Savepoint::Open;
@@ -352,6 +356,8 @@ type Work = Box<dyn FnOnce(&mut RoomTxn<'_>) -> (bool, Output) + Send>;
 struct Job {
     work: Work,
     reply: oneshot::Sender<Result<Output, StoreError>>,
+    /// Events the write will ask about (see [`Engine::write_events`]).
+    events: Vec<OwnedEventId>,
 }
 
 #[derive(Default)]
@@ -421,13 +427,29 @@ impl Engine {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut RoomTxn<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.write_events(room_id, Vec::new(), work).await
+    }
+
+    /// [`Engine::write`] for work that will ask whether `events` are stored: the batch asks for
+    /// all its writes' events in one query.
+    pub async fn write_events<T, E, F>(
+        &self,
+        room_id: &str,
+        events: Vec<OwnedEventId>,
+        work: F,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut RoomTxn<'_>) -> Result<T, E> + Send + 'static,
+    {
         let work: Work = Box::new(move |txn| {
             let result = work(txn);
             (result.is_ok(), Box::new(result) as Output)
         });
         let slot = self.slot(room_id);
         let (reply, mut answer) = oneshot::channel();
-        slot.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { work, reply });
+        slot.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(Job { work, reply, events });
         let unpack = |out: Result<Output, StoreError>| -> Result<T, E> {
             match out {
                 Ok(any) => match any.downcast::<Result<T, E>>() {
@@ -572,6 +594,8 @@ async fn run_batch(
     mut leader: tokio::sync::OwnedMutexGuard<Option<LoadedRoom>>,
 ) -> Applied {
     let held = leader.take();
+    let asked: Vec<String> =
+        jobs.iter().flat_map(|j| j.events.iter().map(|id| id.to_string())).collect();
     let (works, replies): (Vec<Work>, Vec<_>) = jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
     let outcome = db
         .write(move |conn| -> Result<_, BatchError> {
@@ -584,6 +608,16 @@ async fn run_batch(
             };
             room.touched = false;
             room.knock_ids = imbl::HashMap::new();
+            room.known = imbl::HashMap::new();
+            if !asked.is_empty() {
+                let rows = ev::get_many(conn, &asked)?;
+                for id in &asked {
+                    let row = rows.iter().find(|r| &r.event_id == id).cloned();
+                    if let Ok(id) = OwnedEventId::try_from(id.as_str()) {
+                        room.known.insert(id, row);
+                    }
+                }
+            }
             let alone = works.len() == 1;
             let mut outputs = Vec::with_capacity(works.len());
             let mut applied = Applied::default();

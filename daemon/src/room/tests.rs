@@ -544,3 +544,87 @@ async fn the_current_state_is_stored_as_the_batch_adds_to_it() {
         );
     }
 }
+
+// The events a batch's writes name are looked up in one query at its start; an event stored by
+// an earlier write of the batch is then known to the later ones, held back or written out.
+#[tokio::test]
+async fn an_event_sent_twice_in_one_batch_is_stored_once() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    let mut room = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    let keys = f.engine.keys.clone();
+    let user = ruma::OwnedUserId::try_from("@twice:test.example").unwrap();
+    let template = EventTemplate::state(
+        "m.room.member",
+        user.as_str(),
+        &user,
+        json!({ "membership": "knock" }),
+    );
+    let (pdu, _) = f
+        .db
+        .read(move |conn| local::build(conn, &mut room, &keys, &template, now_ms(), Mode::Look))
+        .await
+        .unwrap();
+    // A first write holds the room while the others queue: they make one batch, in order.
+    let (engine, room_id) = (f.engine.clone(), f.room_id.clone());
+    let first = tokio::spawn(async move {
+        engine
+            .write(&room_id, |_| {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok::<_, StoreError>(())
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut writes = Vec::new();
+    for i in 0..6 {
+        let (engine, room_id, pdu) = (f.engine.clone(), f.room_id.clone(), pdu.clone());
+        writes.push(tokio::spawn(async move {
+            let asked = vec![pdu.event_id.clone()];
+            engine
+                .write_events(&room_id, asked, move |txn| {
+                    // Every other write also reads the store directly first.
+                    if i % 2 == 1 {
+                        txn.conn()?;
+                    }
+                    if let Some(row) = accept::stored(txn, &pdu.event_id)? {
+                        return Ok::<_, StoreError>(row.status);
+                    }
+                    let Verdict::Accepted { before } = accept::decide(txn, &pdu)? else {
+                        return Err(StoreError::Corrupt("refused".into()));
+                    };
+                    let source = Source::Handshake {
+                        origin: "test.example",
+                        content_redacted: false,
+                        knock_state: &[],
+                    };
+                    let placing = Placing { outlier: false, merge_before: false };
+                    accept::store_accepted(txn, pdu, &before, placing, source)?;
+                    Ok("stored here".to_owned())
+                })
+                .await
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.await.unwrap().unwrap();
+    let mut answers: Vec<String> =
+        futures::future::join_all(writes).await.into_iter().map(|a| a.unwrap().unwrap()).collect();
+    answers.sort();
+    assert_eq!(answers, ["accepted"; 5].into_iter().chain(["stored here"]).collect::<Vec<_>>());
+    let n = f.db.read(count_events).await.unwrap();
+    let room_id = f.room_id.clone();
+    let knocks =
+        f.db.read(move |conn| {
+            let filter =
+                crate::store::knocks::KnockFilter { room_id: Some(room_id), ..Default::default() };
+            crate::store::knocks::list(conn, &filter, None, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(knocks.len(), 1);
+    assert!(n > 0);
+}

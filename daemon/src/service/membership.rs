@@ -261,12 +261,27 @@ pub async fn send(
         signatures::verify_signatures(&app.keys, &app.remote_keys, &room, pdu)
             .await
             .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
+    let mut pdu = pdu;
+    if !authorised_here {
+        // Our signature on what we accept (Synapse does not add it; it does no harm). Made
+        // before the room's write: it needs nothing of the room's state, and the write is the
+        // part that runs one at a time.
+        ruma::signatures::sign_event(
+            app.keys.server_name().as_str(),
+            app.keys.pair(),
+            &mut pdu,
+            &room.rules.redaction,
+        )
+        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+    }
+    let stored = Pdu::from_canonical(event_id.clone(), pdu).map_err(ServiceError::BadJson)?;
     let state_types = app.config.knock_room_state.clone();
     let max_pending = app.config.knock_limits.max_pending_per_room;
     let origin_name = origin.to_string();
     let origin = origin.to_owned();
+    let asked = vec![event_id.clone()];
     app.rooms
-        .write(&room_id, move |txn| -> Result<Answer, ServiceError> {
+        .write_events(&room_id, asked, move |txn| -> Result<Answer, ServiceError> {
             knocks::check_acl_in(txn, &origin)?;
             let outlier = match accept::stored(txn, &event_id)? {
                 // C.26: an event we already accepted gets the same answer again.
@@ -290,8 +305,8 @@ pub async fn send(
             let room_id = txn.room.ctx.room_id.to_string();
             if kind == Kind::Knock && max_pending > 0 {
                 // Inside the room's write: concurrent knocks cannot both take the last place.
-                let user = pdu.get("state_key").and_then(CanonicalJsonValue::as_str);
-                let pending = effects::pending_knocks_except(txn, user.unwrap_or_default())?;
+                let user = stored.state_key.as_deref().unwrap_or_default();
+                let pending = effects::pending_knocks_except(txn, user)?;
                 if pending >= max_pending {
                     tracing::info!(%room_id, pending, "knock refused: room's queue full");
                     return Err(ServiceError::LimitExceeded(
@@ -303,19 +318,6 @@ pub async fn send(
                     ));
                 }
             }
-            let mut pdu = pdu;
-            if !authorised_here {
-                // Our signature on what we accept (Synapse does not add it; it does no harm).
-                ruma::signatures::sign_event(
-                    txn.keys.server_name().as_str(),
-                    txn.keys.pair(),
-                    &mut pdu,
-                    &txn.room.ctx.rules.redaction,
-                )
-                .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-            }
-            let stored =
-                Pdu::from_canonical(event_id.clone(), pdu).map_err(ServiceError::BadJson)?;
             let refused = |stage: String| {
                 ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))
             };

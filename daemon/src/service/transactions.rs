@@ -141,9 +141,10 @@ impl Pending {
         for (room_id, ready) in std::mem::take(&mut self.rooms) {
             let origin_name = origin.to_string();
             let state_types = app.config.knock_room_state.clone();
+            let asked = ready.iter().map(|r| r.parsed.event_id.clone()).collect();
             let outcomes = app
                 .rooms
-                .write(&room_id, move |txn| -> Result<Vec<Outcome>, StoreError> {
+                .write_events(&room_id, asked, move |txn| -> Result<Vec<Outcome>, StoreError> {
                     let mut outcomes = Vec::with_capacity(ready.len());
                     for r in ready {
                         let id = r.parsed.event_id.to_string();

@@ -90,6 +90,27 @@ pub struct EventRow {
     pub pdu: String,
 }
 
+/// The stored events among `event_ids` (any room, any status), in one query.
+pub fn get_many(conn: &mut DbConn, event_ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in event_ids.chunks(500) {
+        rows.extend(
+            events::table
+                .filter(events::event_id.eq_any(chunk))
+                .select((
+                    events::event_id,
+                    events::room_id,
+                    events::depth,
+                    events::status,
+                    events::state_after,
+                    events::pdu,
+                ))
+                .load::<EventRow>(conn)?,
+        );
+    }
+    Ok(rows)
+}
+
 pub fn get(conn: &mut DbConn, event_id: &str) -> Result<Option<EventRow>, StoreError> {
     optional(
         events::table
