@@ -228,3 +228,38 @@ async fn make_knock_on_another_instance_sees_a_ban() {
     second.stop().await;
     first.stop().await;
 }
+
+// A knock citing an event ID with U+0000 in it (ruma's identifiers accept "$\u0000x";
+// PostgreSQL's text refuses the byte) is refused as malformed, and a knock sent at the same
+// time is accepted: one stranger's event cannot fail the batch it shares with others.
+#[tokio::test]
+async fn a_nul_in_an_event_is_refused_and_fails_no_one_else() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = k
+            .admin
+            .create_room(&CreateRoomRequest {
+                room_version: Some("10".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .room_id;
+        let user = sim.user("mallory");
+        let (status, template) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+        assert_eq!(status, StatusCode::OK, "{template}");
+        for field in ["auth_events", "prev_events"] {
+            let mut event = template["event"].clone();
+            event[field].as_array_mut().unwrap().push(json!("$\u{0}x"));
+            let (event_id, pdu) = sim.sign_event("10", event);
+            let bad = sim.send_knock(&k.server_name, &room_id, event_id.as_str(), &pdu);
+            let honest = format!("honest-{field}");
+            let good = sim.knock(&k.server_name, &room_id, &honest, None);
+            let ((bad_status, bad_body), (good_status, good_body)) = tokio::join!(bad, good);
+            assert_eq!(bad_status, StatusCode::BAD_REQUEST, "{:?}: {bad_body}", k.backend);
+            assert_eq!(bad_body["errcode"], "M_BAD_JSON", "{bad_body}");
+            assert_eq!(good_status, StatusCode::OK, "{:?}: {good_body}", k.backend);
+        }
+    }
+}

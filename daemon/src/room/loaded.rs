@@ -23,7 +23,7 @@ pub type StateMap = imbl::OrdMap<StateKey, OwnedEventId>;
 const RECENT: usize = 1_024;
 /// How many recent events with their state after a loaded room keeps, beyond its extremities
 /// (each state's own part costs tens of kilobytes in a large room).
-const RECENT_STATES: usize = 256;
+pub(super) const RECENT_STATES: usize = 256;
 /// How many member events' facts for state resolution a loaded room keeps.
 const FACTS: usize = 16_384;
 /// How many states [`Group::meeting`] passes on its way up before giving up.
@@ -369,6 +369,12 @@ impl LoadedRoom {
             self.facts = imbl::HashMap::new();
         }
         self.facts.insert(pdu.event_id.clone(), super::resolve::Facts::of(pdu));
+    }
+
+    /// Drops the memo of chain tips (as happens when it reaches its bound).
+    #[cfg(test)]
+    pub fn forget_tips(&mut self) {
+        self.tips = imbl::HashMap::new();
     }
 
     /// The tip of a state chain this writer made, if remembered.

@@ -342,6 +342,10 @@ impl<'a> RoomTxn<'a> {
         if !self.room.known.is_empty() {
             self.room.known = imbl::HashMap::new();
         }
+        self.open_savepoint()
+    }
+
+    fn open_savepoint(&mut self) -> Result<(), StoreError> {
         if self.savepoint == Savepoint::Lazy {
             savepoint::open(self.conn)?;
             self.savepoint = Savepoint::Open;
@@ -627,9 +631,16 @@ async fn run_batch(
                 // Alone in the batch, the transaction itself undoes a failure. Otherwise a write
                 // gets a savepoint when it first writes to the store directly; what it held back
                 // goes with the room's copy.
+                // On SQLite a savepoint costs no round trip, and an I/O error or a full disk
+                // rolls the whole transaction back by itself (where no savepoint would notice):
+                // every write has one from the start.
+                let eager = matches!(conn, DbConn::Sqlite(_));
                 let mut txn = RoomTxn::new(conn, &mut room, &keys, &mut own);
                 if !alone {
                     txn.savepoint = Savepoint::Lazy;
+                    if eager {
+                        txn.open_savepoint()?;
+                    }
                 }
                 let (ok, out) = work(&mut txn);
                 let opened = txn.savepoint == Savepoint::Open;

@@ -27,6 +27,8 @@ pub struct PendingEvent {
     pub status: &'static str,
     pub state_before: Option<i64>,
     pub state_after: Option<i64>,
+    /// The state after an accepted event (its group is held back too).
+    pub after: Option<Arc<super::loaded::Group>>,
 }
 
 /// A knock to queue.
@@ -108,6 +110,11 @@ impl Pending {
 
     pub fn add_chain(&mut self, chain: NewChain) {
         self.chains.insert(chain.chain_id, chain);
+    }
+
+    /// The tip of a chain this batch extended or made, if it did.
+    pub fn tip(&self, chain_id: i64) -> Option<i64> {
+        self.chains.get(&chain_id).map(|c| c.tip_pos).or_else(|| self.tips.get(&chain_id).copied())
     }
 
     /// A chain's last group is now at `pos`.

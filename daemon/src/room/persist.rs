@@ -43,7 +43,9 @@ pub fn store_group(
     let parent_ancestry: &[(i64, i64)] = parent.as_ref().map_or(&[], |(_, a)| &a[..]);
     let extend = match parent_ancestry.first() {
         Some(&(chain, pos)) => {
-            let tip = match room.tip(chain) {
+            // What the batch holds first (the memo of tips may have been dropped since), then
+            // the memo, then the store.
+            let tip = match room.pending.tip(chain).or_else(|| room.tip(chain)) {
                 Some(tip) => tip,
                 None => state::chain_tip(conn, chain)?,
             };
@@ -116,6 +118,7 @@ pub fn accepted(
         status: ev::ACCEPTED,
         state_before: before.id,
         state_after: after.id,
+        after: Some(after.clone()),
     });
     for p in &pdu.prev_events {
         room.extremities.remove(p);
@@ -185,6 +188,7 @@ pub fn unaccepted(
         status,
         state_before: before,
         state_after: None,
+        after: None,
     });
     // Other instances may hold it as an outlier that could be cited: they must forget it too.
     if status != ev::OUTLIER && room.forget_pdu(&pdu.event_id) {

@@ -49,22 +49,22 @@ pub fn state_before(
         .filter(|id| room.placed(id).is_none())
         .map(|id| id.to_string())
         .collect();
+    // Events this batch stored are not written yet: they answer first, with the state after
+    // them as the batch holds it.
+    let mut unknown = unknown;
+    unknown.retain(|id| {
+        let Ok(id) = ruma::EventId::parse(id) else { return true };
+        match room.pending.event(&id) {
+            Some(e) if e.status == ev::ACCEPTED && e.after.is_some() => {
+                let (depth, after) = (e.pdu.depth, e.after.clone());
+                room.place(id, depth, after.unwrap_or_else(Group::empty));
+                false
+            }
+            _ => true,
+        }
+    });
     if !unknown.is_empty() {
-        // Events this batch stored are not written yet: they answer first.
-        let mut rows: Vec<ev::Placed> = unknown
-            .iter()
-            .filter_map(|id| {
-                let id = ruma::EventId::parse(id).ok()?;
-                let e = room.pending.event(&id)?;
-                Some(ev::Placed {
-                    event_id: id.to_string(),
-                    room_id: room.ctx.room_id.to_string(),
-                    status: e.status.to_owned(),
-                    state_after: e.state_after,
-                    depth: e.pdu.depth,
-                })
-            })
-            .collect();
+        let mut rows: Vec<ev::Placed> = Vec::new();
         let asked: Vec<String> =
             unknown.iter().filter(|id| !rows.iter().any(|r| &r.event_id == *id)).cloned().collect();
         if !asked.is_empty() {

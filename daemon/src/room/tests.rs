@@ -628,3 +628,93 @@ async fn an_event_sent_twice_in_one_batch_is_stored_once() {
     assert_eq!(knocks.len(), 1);
     assert!(n > 0);
 }
+
+// The memo of chain tips may be dropped in the middle of a batch (it has a bound): a chain the
+// batch extended is then known by what the batch holds, not read stale from the store (where
+// two groups would take one place in the chain and the batch could not be written).
+#[tokio::test]
+async fn a_dropped_tip_memo_does_not_place_two_groups_at_one_position() {
+    use super::{
+        accept::{self, Placing, Verdict},
+        effects::Source,
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    let start = f.engine.snapshot(&f.room_id).await.unwrap().unwrap();
+    let placed = f
+        .engine
+        .write(&f.room_id, move |txn| {
+            let mut groups = Vec::new();
+            for i in 0..3 {
+                if i == 2 {
+                    txn.room.forget_tips();
+                }
+                let user = ruma::OwnedUserId::try_from(format!("@t{i}:test.example")).unwrap();
+                let template = EventTemplate::state(
+                    "m.room.member",
+                    user.as_str(),
+                    &user,
+                    json!({ "membership": "knock" }),
+                );
+                let keys = txn.keys;
+                let (conn, _) = txn.engine();
+                let mut fork = start.clone();
+                let (pdu, _) =
+                    local::build(conn, &mut fork, keys, &template, now_ms(), Mode::Look)?;
+                let id = pdu.event_id.clone();
+                let Verdict::Accepted { before } = accept::decide(txn, &pdu)? else {
+                    return Err(StoreError::Corrupt("refused".into()));
+                };
+                let source = Source::Transaction {
+                    origin: "test.example",
+                    content_redacted: false,
+                    knock_state: &[],
+                };
+                let placing = Placing { outlier: false, merge_before: false };
+                accept::store_accepted(txn, pdu, &before, placing, source)?;
+                let after = txn.room.placed(&id).unwrap().after.clone();
+                groups.push(after.ancestry.clone().unwrap()[0]);
+            }
+            Ok::<_, StoreError>(groups)
+        })
+        .await
+        .expect("the batch is written");
+    let mut places = placed.clone();
+    places.sort_unstable();
+    places.dedup();
+    assert_eq!(places.len(), 3, "three groups, three places: {placed:?}");
+}
+
+// An event stored earlier in the same batch and since dropped from the recent states in memory
+// is still found, with the state after it, when a later event cites it.
+#[tokio::test]
+async fn a_held_event_dropped_from_recent_states_can_still_be_cited() {
+    use super::{
+        accept::{self, Verdict},
+        state_before::Mode,
+    };
+    let f = fixture().await;
+    let creator = f.creator.clone();
+    let verdict = f
+        .engine
+        .write(&f.room_id, move |txn| {
+            topic(txn, &creator, "first")?;
+            // The room as it stood after the first event: what a fork from there builds on.
+            let mut then = txn.room.clone();
+            for i in 0..(2 * super::loaded::RECENT_STATES + 10) {
+                topic(txn, &creator, &format!("later {i}"))?;
+            }
+            let template =
+                EventTemplate::state("m.room.topic", "", &creator, json!({ "topic": "a fork" }));
+            let keys = txn.keys;
+            let (conn, _) = txn.engine();
+            let (fork, _) = local::build(conn, &mut then, keys, &template, now_ms(), Mode::Look)?;
+            Ok::<_, StoreError>(match accept::decide(txn, &fork)? {
+                Verdict::Accepted { .. } => "accepted".to_owned(),
+                other => format!("{other:?}"),
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(verdict, "accepted");
+}

@@ -255,16 +255,32 @@ pub async fn show_room(
             let Some(row) = room_store::get(conn, &room_id)? else { return Ok(None) };
             let summary = summary(conn, row)?;
             let ids = crate::store::rooms::current_state_ids(conn, &room_id)?;
-            let mut state: Vec<StateEntry> = load_pdus(conn, &ids)?
-                .into_iter()
-                .map(|p| StateEntry {
-                    event_type: p.event_type.to_string(),
-                    state_key: p.state_key.clone().unwrap_or_default(),
-                    event_id: p.event_id.to_string(),
-                    sender: p.sender.to_string(),
-                    content: serde_json::from_str(p.content.get()).unwrap_or(Value::Null),
-                })
-                .collect();
+            // Only the fields shown, read a thousand events at a time: a room's state may hold
+            // a hundred thousand members, and whole parsed events would cost tens of kilobytes
+            // each.
+            #[derive(serde::Deserialize)]
+            struct Shown {
+                #[serde(rename = "type")]
+                event_type: String,
+                #[serde(default)]
+                state_key: String,
+                sender: String,
+                content: Value,
+            }
+            let mut state: Vec<StateEntry> = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(1_000) {
+                for (event_id, text) in ev::pdus(conn, chunk)? {
+                    let shown: Shown = serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("event {event_id}: {e}")))?;
+                    state.push(StateEntry {
+                        event_type: shown.event_type,
+                        state_key: shown.state_key,
+                        event_id,
+                        sender: shown.sender,
+                        content: shown.content,
+                    });
+                }
+            }
             state.sort_by(|a, b| (&a.event_type, &a.state_key).cmp(&(&b.event_type, &b.state_key)));
             Ok(Some(RoomDetail { summary, state }))
         })
