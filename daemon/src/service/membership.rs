@@ -239,6 +239,11 @@ pub async fn send(
         _ => None,
     };
     let authorised_here = authoriser.is_some();
+    let countersign = |pdu: &mut CanonicalJsonObject| {
+        let (server, pair) = (app.keys.server_name().as_str(), app.keys.pair());
+        ruma::signatures::sign_event(server, pair, pdu, &room.rules.redaction)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))
+    };
     if let Some(authoriser) = &authoriser {
         let join =
             Pdu::from_canonical(event_id.clone(), pdu.clone()).map_err(ServiceError::BadJson)?;
@@ -249,13 +254,7 @@ pub async fn send(
                 joins::check_authorised_join(conn, &keys, &mut snapshot, &join, &authoriser)
             })
             .await?;
-        ruma::signatures::sign_event(
-            app.keys.server_name().as_str(),
-            app.keys.pair(),
-            &mut pdu,
-            &room.rules.redaction,
-        )
-        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        countersign(&mut pdu)?;
     }
     let (pdu, content_redacted) =
         signatures::verify_signatures(&app.keys, &app.remote_keys, &room, pdu)
@@ -266,13 +265,7 @@ pub async fn send(
         // Our signature on what we accept (Synapse does not add it; it does no harm). Made
         // before the room's write: it needs nothing of the room's state, and the write is the
         // part that runs one at a time.
-        ruma::signatures::sign_event(
-            app.keys.server_name().as_str(),
-            app.keys.pair(),
-            &mut pdu,
-            &room.rules.redaction,
-        )
-        .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        countersign(&mut pdu)?;
     }
     let stored = Pdu::from_canonical(event_id.clone(), pdu).map_err(ServiceError::BadJson)?;
     let state_types = app.config.knock_room_state.clone();

@@ -35,22 +35,7 @@ pub fn remove_outlier(conn: &mut DbConn, event_id: &str) -> Result<(), StoreErro
 }
 
 pub fn insert(conn: &mut DbConn, row: &NewEventRow<'_>) -> Result<(), StoreError> {
-    diesel::insert_into(events::table)
-        .values((
-            events::event_id.eq(row.event_id),
-            events::room_id.eq(row.room_id),
-            events::event_type.eq(row.event_type),
-            events::state_key.eq(row.state_key),
-            events::sender.eq(row.sender),
-            events::origin_server_ts.eq(row.origin_server_ts),
-            events::depth.eq(row.depth),
-            events::status.eq(row.status),
-            events::state_before.eq(row.state_before),
-            events::state_after.eq(row.state_after),
-            events::pdu.eq(row.pdu),
-        ))
-        .execute(conn)?;
-    Ok(())
+    insert_many(conn, std::slice::from_ref(row))
 }
 
 /// Events, a few hundred per statement.
