@@ -191,6 +191,49 @@ async fn pending_knocks_per_room_are_capped() {
     }
 }
 
+// The cap holds over /send too (attack: a server with a member in the room sends its users'
+// knocks as PDUs rather than through send_knock): past the cap, each knock is refused in the
+// transaction's answer with M_LIMIT_EXCEEDED and not stored, within one transaction as across.
+#[tokio::test]
+async fn the_pending_cap_holds_over_send() {
+    for backend in backends() {
+        let k = start(&[("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", "2")], backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k).await;
+        let (s, b) = sim.knock(&k.server_name, &room_id, "p0", None).await;
+        assert_eq!(s, StatusCode::OK, "{backend:?}: {b}");
+
+        let mut pdus = Vec::new();
+        let mut ids = Vec::new();
+        for local in ["v", "w", "x"] {
+            let user = sim.user(local);
+            let template = k
+                .template(
+                    &room_id,
+                    user.as_str(),
+                    "m.room.member",
+                    Some(user.as_str()),
+                    json!({ "membership": "knock" }),
+                )
+                .await;
+            let (id, pdu) = sim.sign_event("12", template);
+            ids.push(id.to_string());
+            pdus.push(pdu);
+        }
+        let (s, answer) = sim.send_txn(&k.server_name, "cap1", &pdus, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        assert_eq!(answer["pdus"][&ids[0]], json!({}), "{backend:?}: {answer}");
+        for id in &ids[1..] {
+            let refused = answer["pdus"][id]["error"].as_str().unwrap_or_default();
+            assert!(refused.starts_with("M_LIMIT_EXCEEDED"), "{backend:?}: {answer}");
+            assert!(refused.contains("2 knocks waiting"), "{answer}");
+            assert_eq!(k.event_status(id).await, None, "a refused knock is not stored");
+        }
+        assert_eq!(pending(&k, &room_id).await.len(), 2);
+        k.stop().await;
+    }
+}
+
 // What a joined server sends over /send is not sent on to the room's other servers (the origin
 // sends it to them itself); a knock knockd accepted through send_knock is.
 #[tokio::test]

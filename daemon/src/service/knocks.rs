@@ -1,14 +1,44 @@
-//! Server ACLs on the knock endpoints (the knock queue itself is fed by the room engine's
-//! effects).
+//! Server ACLs and the cap on pending knocks, on every path a knock enters by (the knock queue
+//! itself is fed by the room engine's effects).
 
 use ruma::ServerName;
 
 use super::{AppState, ServiceError};
 use crate::{
     matrix::acl,
-    room::{LoadedRoom, RoomTxn, load_pdus, state_pdus},
+    room::{LoadedRoom, RoomTxn, effects, load_pdus, state_pdus},
     store::{DbConn, events as ev},
 };
+
+/// The wait suggested to a knock refused because the room's queue is full: moderators decide
+/// knocks on their own time, so this is a hint, not a promise.
+pub const PENDING_CAP_RETRY_MS: u64 = 60_000;
+
+/// 429 when the room already has `max_pending` knocks waiting (`user`'s own, which a new knock
+/// replaces, not counted). Inside the room's write, so concurrent knocks cannot both take the
+/// last place, whether they came through send_knock or over /send. `max_pending` 0 is no cap.
+pub fn check_pending_cap(
+    txn: &mut RoomTxn<'_>,
+    user: &str,
+    max_pending: i64,
+) -> Result<(), ServiceError> {
+    if max_pending <= 0 {
+        return Ok(());
+    }
+    let pending = effects::pending_knocks_except(txn, user)?;
+    if pending < max_pending {
+        return Ok(());
+    }
+    let room_id = &txn.room.ctx.room_id;
+    tracing::info!(%room_id, pending, "knock refused: room's queue full");
+    Err(ServiceError::LimitExceeded(
+        format!(
+            "this room has {pending} knocks waiting for a decision, the most it takes; try again \
+             later"
+        ),
+        PENDING_CAP_RETRY_MS,
+    ))
+}
 
 /// [`check_acl`] against the room as the engine holds it (the ACL event is kept in memory; the
 /// store is asked only when it is not).

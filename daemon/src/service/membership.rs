@@ -14,15 +14,11 @@ use crate::{
         LoadedRoom, RoomCtx,
         accept::{self, Placing, Verdict},
         auth_events,
-        effects::{self, Source},
+        effects::Source,
         format, load_pdus, signatures,
     },
     store::{DbConn, StoreError, events as ev},
 };
-
-/// The wait suggested to a knock refused because the room's queue is full: moderators decide
-/// knocks on their own time, so this is a hint, not a promise.
-pub const PENDING_CAP_RETRY_MS: u64 = 60_000;
 
 /// Which handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,21 +291,9 @@ pub async fn send(
                 }
                 None => false,
             };
-            let room_id = txn.room.ctx.room_id.to_string();
-            if kind == Kind::Knock && max_pending > 0 {
-                // Inside the room's write: concurrent knocks cannot both take the last place.
+            if kind == Kind::Knock {
                 let user = stored.state_key.as_deref().unwrap_or_default();
-                let pending = effects::pending_knocks_except(txn, user)?;
-                if pending >= max_pending {
-                    tracing::info!(%room_id, pending, "knock refused: room's queue full");
-                    return Err(ServiceError::LimitExceeded(
-                        format!(
-                            "this room has {pending} knocks waiting for a decision, the most it \
-                             takes; try again later"
-                        ),
-                        PENDING_CAP_RETRY_MS,
-                    ));
-                }
+                knocks::check_pending_cap(txn, user, max_pending)?;
             }
             let refused = |stage: String| {
                 ServiceError::Forbidden(format!("{} refused: {stage}", kind.membership()))

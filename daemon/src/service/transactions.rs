@@ -105,6 +105,8 @@ struct Ready {
     content_redacted: bool,
     /// Its state before came from the origin's `/state_ids` rather than from our graph.
     from_gap: bool,
+    /// The origin sent it in the transaction (rather than we fetched it to fill a gap).
+    sent: bool,
 }
 
 /// The PDUs of one inbound transaction waiting to be stored, per room in the order they came:
@@ -141,6 +143,7 @@ impl Pending {
         for (room_id, ready) in std::mem::take(&mut self.rooms) {
             let origin_name = origin.to_string();
             let state_types = app.config.knock_room_state.clone();
+            let max_pending = app.config.knock_limits.max_pending_per_room;
             let asked = ready.iter().map(|r| r.parsed.event_id.clone()).collect();
             let outcomes = app
                 .rooms
@@ -148,7 +151,11 @@ impl Pending {
                     let mut outcomes = Vec::with_capacity(ready.len());
                     for r in ready {
                         let id = r.parsed.event_id.to_string();
-                        outcomes.push((id, store(txn, r, &origin_name, &state_types)?));
+                        let outcome = match over_pending_cap(txn, &r, max_pending)? {
+                            Some(refused) => Err(refused),
+                            None => store(txn, r, &origin_name, &state_types)?,
+                        };
+                        outcomes.push((id, outcome));
                     }
                     Ok(outcomes)
                 })
@@ -162,6 +169,30 @@ impl Pending {
     }
 }
 
+/// A knock the origin sent when the room's queue is full: refused as send_knock refuses it (one
+/// we fetched to fill a gap is taken: we asked for it).
+fn over_pending_cap(
+    txn: &mut RoomTxn<'_>,
+    ready: &Ready,
+    max_pending: i64,
+) -> Result<Option<String>, StoreError> {
+    let pdu = &ready.parsed;
+    let is_knock = pdu.event_type.to_string() == "m.room.member"
+        && pdu.membership().as_deref() == Some("knock");
+    if !ready.sent || !is_knock {
+        return Ok(None);
+    }
+    let user = pdu.state_key.as_deref().unwrap_or_default();
+    match knocks::check_pending_cap(txn, user, max_pending) {
+        Ok(()) => Ok(None),
+        Err(ServiceError::LimitExceeded(why, ms)) => {
+            Ok(Some(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")))
+        }
+        Err(ServiceError::Store(e)) => Err(e),
+        Err(other) => Ok(Some(other.to_string())),
+    }
+}
+
 /// Steps 4–6 of one PDU and storing it as what it turned out to be.
 fn store(
     txn: &mut RoomTxn<'_>,
@@ -169,7 +200,7 @@ fn store(
     origin: &str,
     knock_state: &[String],
 ) -> Result<Result<(), String>, StoreError> {
-    let Ready { parsed, content_redacted, from_gap } = ready;
+    let Ready { parsed, content_redacted, from_gap, .. } = ready;
     // Known only as part of a gap's state: now it takes its place in the graph (the outlier row
     // stays readable for the checks, then is replaced).
     let outlier = match accept::stored(txn, &parsed.event_id)? {
@@ -374,7 +405,7 @@ async fn handle(
             }
         }
     }
-    Ok(Some(Ready { parsed, content_redacted, from_gap }))
+    Ok(Some(Ready { parsed, content_redacted, from_gap, sent: fetch_depth == FETCH_DEPTH }))
 }
 
 /// `POST /get_missing_events` to the origin for the events between our extremities and `pdu`.
