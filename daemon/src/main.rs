@@ -47,6 +47,25 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The server's signing key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Print the current key ID and public key, and the keys it replaced.
+    Show,
+    /// Replace the signing key with a new one; the old one stays published in old_verify_keys.
+    /// Stop every knockd sharing the key first, and copy signing.key and old_verify_keys to the
+    /// other instances' data dirs before starting them.
+    Rotate {
+        /// Rotate even though a knockd seems to be listening on this configuration's addresses.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +141,15 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             },
+            Err(e) => {
+                eprintln!("knockd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Key { command }) = &cli.command {
+        return match key_command(&config, command) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("knockd: {e}");
                 ExitCode::FAILURE
@@ -227,6 +255,52 @@ async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), St
                 return Err(format!("no live token with id {id}"));
             }
             eprintln!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn key_command(config: &Config, command: &KeyCommand) -> Result<(), String> {
+    use knockd::matrix::keys::{self, KeyRing};
+    let path = config.data_dir.join(knockd::server::SIGNING_KEY_FILE);
+    match command {
+        KeyCommand::Show => {
+            if !path.exists() {
+                return Err(format!(
+                    "no signing key at {} (knockd creates one when it first starts)",
+                    path.display()
+                ));
+            }
+            let ring = KeyRing::load_or_generate(config.server_name.clone(), &path)
+                .map_err(|e| e.to_string())?;
+            println!("{}\t{}\tcurrent", ring.key_id(), ring.public_key_base64());
+            for old in ring.old_keys() {
+                println!("{}\t{}\texpired_ts {}", old.key_id, old.public, old.expired_ts);
+            }
+        }
+        KeyCommand::Rotate { force } => {
+            let timeout = std::time::Duration::from_millis(500);
+            let listening = [config.admin.listen, config.federation.listen]
+                .into_iter()
+                .find(|addr| std::net::TcpStream::connect_timeout(addr, timeout).is_ok());
+            if let (Some(addr), false) = (listening, force) {
+                return Err(format!(
+                    "something listens on {addr}, one of this knockd's addresses: stop knockd \
+                     (every instance sharing this key) before rotating, or pass --force"
+                ));
+            }
+            let done = keys::rotate(&path, knockd::matrix::now_ms().max(0) as u64)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "signing key rotated: {} replaces {} (published as old, expired_ts {}); copy {} \
+                 and {} to every other instance's data dir, then start knockd",
+                done.new_key_id,
+                done.old_key_id,
+                done.expired_ts,
+                path.display(),
+                keys::old_keys_path(&path).display()
+            );
+            println!("{}", done.new_key_id);
         }
     }
     Ok(())

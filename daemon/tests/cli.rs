@@ -234,3 +234,46 @@ fn admin_tokens_can_be_created_listed_and_revoked() {
     assert!(!out.status.success());
     assert!(error_line(&out).contains("not a user of this server"));
 }
+
+// `knockd key show|rotate`: no key yet is a clear error; rotating refuses while something listens
+// on knockd's addresses (unless --force); a rotation prints the new key ID, and `show` lists the
+// replaced key with its expiry.
+#[test]
+fn key_rotate_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let (fed, adm) = (free_port(), free_port());
+    let env = [
+        ("KNOCKD_DATA_DIR", data),
+        ("KNOCKD_FEDERATION_LISTEN", fed.as_str()),
+        ("KNOCKD_ADMIN_LISTEN", adm.as_str()),
+    ];
+    for args in [["key", "show"], ["key", "rotate"]] {
+        let out = run(&args, &env);
+        assert!(!out.status.success());
+        assert!(error_line(&out).contains("knockd creates one when it first starts"), "{out:?}");
+    }
+    std::fs::create_dir_all(data).unwrap();
+    let key = "ed25519 a_old nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A\n";
+    std::fs::write(Path::new(data).join("signing.key"), key).unwrap();
+
+    let busy = TcpListener::bind(adm.as_str()).unwrap();
+    let out = run(&["key", "rotate"], &env);
+    assert!(!out.status.success());
+    assert!(error_line(&out).contains("stop knockd"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(Path::new(data).join("signing.key")).unwrap(), key);
+    drop(busy);
+
+    let out = run(&["key", "rotate"], &env);
+    assert!(out.status.success(), "{out:?}");
+    let new_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(new_id.starts_with("ed25519:a_") && new_id != "ed25519:a_old", "{new_id}");
+    let out = run(&["key", "show"], &env);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(lines[0].starts_with(&format!("{new_id}\t")) && lines[0].ends_with("current"));
+    assert!(lines[1].starts_with("ed25519:a_old\t") && lines[1].contains("expired_ts"), "{shown}");
+}

@@ -47,8 +47,15 @@ impl TestKnockd {
     }
 
     /// Stops knockd and starts it again on the same data dir and database (new ports).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`Self::restart`], running `between` on the data dir while knockd is stopped (as an
+    /// operator's offline command would).
+    pub async fn restart_with(mut self, between: impl FnOnce(&std::path::Path)) -> Self {
         self.shutdown().await;
+        between(&self.data_dir);
         let (db, data) = (self.db.take().expect("db"), self.data.take().expect("data dir"));
         let env = self.extra_env.clone();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -250,13 +250,30 @@ impl SimServer {
         self.slot.read().expect("key slot").clone()
     }
 
-    /// Replaces the signing key with a new one (new key ID).
+    /// Replaces the signing key with a new one (new key ID); the old one is forgotten.
     pub fn rotate_key(&self) {
+        *self.slot.write().expect("key slot") = Arc::new(self.new_key());
+    }
+
+    /// Replaces the signing key with a new one and publishes the replaced one in
+    /// `old_verify_keys`, expired at `expired_ts`; returns the replaced one.
+    pub fn rotate_key_expiring(&self, expired_ts: u64) -> Arc<KeyRing> {
+        let replaced = self.keys();
+        let mut old = replaced.old_keys().to_vec();
+        old.push(knockd::matrix::keys::OldKey {
+            key_id: replaced.key_id(),
+            public: replaced.public_key_base64(),
+            expired_ts,
+        });
+        *self.slot.write().expect("key slot") = Arc::new(self.new_key().with_old_keys(old));
+        replaced
+    }
+
+    fn new_key(&self) -> KeyRing {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("random");
         let version = format!("sim{}", crate::random_hex(3));
-        let keys = KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key");
-        *self.slot.write().expect("key slot") = Arc::new(keys);
+        KeyRing::from_seed(self.server_name.clone(), &version, &seed).expect("key")
     }
 
     /// Makes `/_matrix/key/v2/server` answer 503 (the server's keys cannot be fetched directly).
@@ -460,6 +477,16 @@ impl SimServer {
 
     /// Hashes and signs any event with this server's key.
     pub fn sign_event(&self, version: &str, event: Value) -> (OwnedEventId, CanonicalJsonObject) {
+        self.sign_event_with(&self.keys(), version, event)
+    }
+
+    /// Hashes and signs any event with `keys` (one of this server's, say a replaced one).
+    pub fn sign_event_with(
+        &self,
+        keys: &KeyRing,
+        version: &str,
+        event: Value,
+    ) -> (OwnedEventId, CanonicalJsonObject) {
         let version = RoomVersionId::try_from(version).expect("version");
         let rules = event::rules(&version).expect("rules");
         let mut object: CanonicalJsonObject = serde_json::from_value(event).expect("canonical");
@@ -467,7 +494,7 @@ impl SimServer {
         object.remove("hashes");
         ruma::signatures::hash_and_sign_event(
             self.server_name.as_str(),
-            self.keys().pair(),
+            keys.pair(),
             &mut object,
             &rules.redaction,
         )

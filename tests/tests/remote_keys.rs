@@ -93,3 +93,42 @@ async fn two_rotations_in_a_row_are_both_fetched() {
         k.stop().await;
     }
 }
+
+// Issue 19.7: a server's replaced key, in its `old_verify_keys`, verifies what it signed before the
+// key's `expired_ts` and nothing signed after, even when knockd had cached it as current before
+// the rotation.
+#[tokio::test]
+async fn an_old_key_verifies_only_what_was_signed_before_it_expired() {
+    for backend in backends() {
+        let k = TestKnockd::start(backend).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        let (status, body) = sim.knock(&k.server_name, &room_id, "a", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let expired = knockd::matrix::now_ms() as u64;
+        let old = sim.rotate_key_expiring(expired);
+        // Signed with the new key: knockd fetches the keys again and learns the old one expired.
+        let (status, body) = sim.knock(&k.server_name, &room_id, "b", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        for (local, ts, accepted) in [("c", expired - 1, true), ("d", expired + 1_000, false)] {
+            let user = sim.user(local);
+            let (status, made) = sim.make_knock(&k.server_name, &room_id, user.as_str()).await;
+            assert_eq!(status, StatusCode::OK, "{made}");
+            let mut template = made["event"].clone();
+            template["origin_server_ts"] = ts.into();
+            let version = made["room_version"].as_str().unwrap();
+            let (id, pdu) = sim.sign_event_with(&old, version, template);
+            let (status, body) = sim.send_knock(&k.server_name, &room_id, id.as_str(), &pdu).await;
+            if accepted {
+                assert_eq!(status, StatusCode::OK, "{backend:?}: signed before expiry: {body}");
+            } else {
+                assert_ne!(status, StatusCode::OK, "{backend:?}: signed after expiry: {body}");
+                let error = body["error"].as_str().unwrap_or_default();
+                assert!(error.contains("signature"), "{body}");
+                assert_eq!(k.event_status(id.as_str()).await, None);
+            }
+        }
+        k.stop().await;
+    }
+}

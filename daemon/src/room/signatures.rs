@@ -45,8 +45,12 @@ async fn keys_for(
     at: i64,
 ) -> Result<BTreeMap<String, Base64>, String> {
     if server == keys.server_name() {
-        let key = Base64::<Standard>::parse(keys.public_key_base64()).map_err(|e| e.to_string())?;
-        return Ok(BTreeMap::from([(keys.key_id(), key)]));
+        // Ours: the current key and those we had not yet rotated away when it was signed.
+        return keys
+            .verify_keys_at(at)
+            .into_iter()
+            .map(|(id, key)| Ok((id, Base64::<Standard>::parse(key).map_err(|e| e.to_string())?)))
+            .collect();
     }
     let key_ids: Vec<String> = pdu
         .get("signatures")
