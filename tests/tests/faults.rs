@@ -159,3 +159,161 @@ async fn a_thousand_concurrent_decisions_make_exactly_one_each() {
         k.stop().await;
     }
 }
+
+/// The knock's outcome: 200, or the status of a refusal.
+async fn knock(k: &TestKnockd, sim: &SimServer, room_id: &str, local: &str) -> StatusCode {
+    sim.knock(&k.server_name, room_id, local, None).await.0
+}
+
+// The database refuses writes — PostgreSQL read-only (a role whose new sessions are read-only, and
+// knockd's connections cut), SQLite held by another writer past knockd's busy timeout: knocks and
+// decisions get 5xx, never 200, and nothing of them is stored; once the database takes writes
+// again, knockd recovers without a restart.
+#[tokio::test]
+async fn a_database_refusing_writes_gets_5xx_never_200_and_knockd_recovers() {
+    for backend in backends() {
+        let mut db = TestDb::new(backend);
+        let fault = match backend {
+            knockd_tests::TestBackend::Postgres => Fault::read_only_role(&mut db),
+            knockd_tests::TestBackend::Sqlite => Fault::Sqlite { url: db.url.clone(), held: None },
+        };
+        let mut fault = fault;
+        let k = TestKnockd::start_with(db, &FAST).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        assert_eq!(knock(&k, &sim, &room_id, "before").await, StatusCode::OK);
+        let first = k
+            .admin
+            .list_knocks(&KnockQuery { room_id: Some(room_id.clone()), ..Default::default() })
+            .await
+            .unwrap()
+            .knocks[0]
+            .id;
+
+        fault.start();
+        let status = knock(&k, &sim, &room_id, "during").await;
+        assert!(status.is_server_error(), "{backend:?}: a knock while writes fail: {status}");
+        match k.admin.approve(first, None).await {
+            Err(ClientError::Api { status, .. }) => {
+                assert!(status >= 500, "{backend:?}: approve while writes fail: {status}")
+            }
+            other => panic!("{backend:?}: approve while writes fail: {other:?}"),
+        }
+        fault.stop();
+
+        let pending = |k: &TestKnockd| {
+            let admin = k.admin.clone();
+            let room_id = room_id.clone();
+            async move {
+                let query = KnockQuery {
+                    room_id: Some(room_id),
+                    status: Some("pending".into()),
+                    ..Default::default()
+                };
+                admin.list_knocks(&query).await.unwrap().knocks
+            }
+        };
+        let waiting = pending(&k).await;
+        assert_eq!(waiting.len(), 1, "{backend:?}: only the knock made before: {waiting:?}");
+        assert_eq!(waiting[0].id, first, "{backend:?}: the approval was not half-written");
+        let decisions = k.admin.decisions(&DecisionQuery::default()).await.unwrap().decisions;
+        assert!(decisions.is_empty(), "{backend:?}: {decisions:?}");
+
+        // Recovered: the first request on a fresh connection may still fail, then it works.
+        let mut status = knock(&k, &sim, &room_id, "after").await;
+        for _ in 0..20 {
+            if status == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            status = knock(&k, &sim, &room_id, "after").await;
+        }
+        assert_eq!(status, StatusCode::OK, "{backend:?}: knockd recovers");
+        k.admin.approve(first, None).await.expect("approve after recovery");
+        assert_eq!(pending(&k).await.len(), 1, "{backend:?}: 'after' waits, 'before' approved");
+        k.stop().await;
+        fault.clean_up();
+    }
+}
+
+/// A database that stops taking writes and takes them again.
+enum Fault {
+    /// knockd connects as `role`; read-only is that role's default for new sessions.
+    Postgres { admin_url: String, role: String },
+    /// Another connection holds SQLite's write lock.
+    Sqlite { url: String, held: Option<diesel::SqliteConnection> },
+}
+
+impl Fault {
+    /// A role of its own (so that no other test's database is touched) for knockd on `db`.
+    fn read_only_role(db: &mut TestDb) -> Self {
+        let admin_url = std::env::var("KNOCKD_TEST_DATABASE_URL").unwrap();
+        let role = format!("ro_{}", knockd_tests::random_hex(6));
+        Self::sql(&admin_url, &format!("CREATE ROLE {role} LOGIN SUPERUSER"));
+        let (scheme, rest) = db.url.split_once("://").unwrap();
+        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+        db.url = format!("{scheme}://{role}@{host}");
+        Fault::Postgres { admin_url, role }
+    }
+
+    fn sql(url: &str, sql: &str) {
+        use diesel::{Connection, RunQueryDsl};
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        diesel::sql_query(sql).execute(&mut conn).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Ends the role's sessions: knockd's next connections get the role's new defaults.
+    fn cut(admin_url: &str, role: &str) {
+        Self::sql(
+            admin_url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+            ),
+        );
+    }
+
+    fn start(&mut self) {
+        use diesel::{Connection, RunQueryDsl};
+        match self {
+            Fault::Postgres { admin_url, role } => {
+                Self::sql(
+                    admin_url,
+                    &format!("ALTER ROLE {role} SET default_transaction_read_only = on"),
+                );
+                Self::cut(admin_url, role);
+            }
+            Fault::Sqlite { url, held } => {
+                let path = url.strip_prefix("sqlite://").unwrap();
+                let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+                diesel::sql_query("BEGIN EXCLUSIVE").execute(&mut conn).unwrap();
+                *held = Some(conn);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        use diesel::RunQueryDsl;
+        match self {
+            Fault::Postgres { admin_url, role } => {
+                Self::sql(
+                    admin_url,
+                    &format!("ALTER ROLE {role} RESET default_transaction_read_only"),
+                );
+                Self::cut(admin_url, role);
+            }
+            Fault::Sqlite { held, .. } => {
+                if let Some(mut conn) = held.take() {
+                    diesel::sql_query("ROLLBACK").execute(&mut conn).unwrap();
+                }
+            }
+        }
+    }
+
+    fn clean_up(&self) {
+        if let Fault::Postgres { admin_url, role } = self {
+            Self::cut(admin_url, role);
+            Self::sql(admin_url, &format!("DROP OWNED BY {role}"));
+            Self::sql(admin_url, &format!("DROP ROLE {role}"));
+        }
+    }
+}
