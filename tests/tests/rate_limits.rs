@@ -193,7 +193,8 @@ async fn pending_knocks_per_room_are_capped() {
 
 // The cap holds over /send too (attack: a server with a member in the room sends its users'
 // knocks as PDUs rather than through send_knock): past the cap, each knock is refused in the
-// transaction's answer with M_LIMIT_EXCEEDED and not stored, within one transaction as across.
+// transaction's answer with M_LIMIT_EXCEEDED, within one transaction as across, and kept
+// soft-failed (in the graph, never queued).
 #[tokio::test]
 async fn the_pending_cap_holds_over_send() {
     for backend in backends() {
@@ -227,9 +228,103 @@ async fn the_pending_cap_holds_over_send() {
             let refused = answer["pdus"][id]["error"].as_str().unwrap_or_default();
             assert!(refused.starts_with("M_LIMIT_EXCEEDED"), "{backend:?}: {answer}");
             assert!(refused.contains("2 knocks waiting"), "{answer}");
-            assert_eq!(k.event_status(id).await, None, "a refused knock is not stored");
+            assert_eq!(k.event_status(id).await.as_deref(), Some("soft_failed"));
         }
         assert_eq!(pending(&k, &room_id).await.len(), 2);
+        k.stop().await;
+    }
+}
+
+// Found by review: the cap holds for knocks knockd fetches too. A joined server sends only a
+// message citing the last of a chain of five knocks; knockd fetches the chain through
+// /get_missing_events (the origin chooses what that answers): three fit the cap, the others are
+// soft-failed, and the message itself is taken. In a later transaction a knock refused by the cap
+// and a message citing it: the message is taken (no hole in the graph).
+#[tokio::test]
+async fn the_pending_cap_holds_for_knocks_fetched_to_fill_a_gap() {
+    for backend in backends() {
+        let k = start(&[("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", "3")], backend).await;
+        let sim = SimServer::start().await;
+        let room_id = room(&k).await;
+        // A member of the knocking server: knocked, approved, joined.
+        let (s, b) = sim.knock(&k.server_name, &room_id, "m", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let id = pending(&k, &room_id).await[0].id;
+        k.admin.approve(id, None).await.unwrap();
+        for _ in 0..200 {
+            if k.admin.knock(id).await.unwrap().knock.status == "approved" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (s, b) = sim.membership("join", &k.server_name, &room_id, "m").await;
+        assert_eq!(s, StatusCode::OK, "{backend:?}: {b}");
+
+        let member = sim.user("m");
+        let knock_template = |local: &str| {
+            let user = sim.user(local);
+            let k = &k;
+            let room_id = room_id.clone();
+            async move {
+                k.template(
+                    &room_id,
+                    user.as_str(),
+                    "m.room.member",
+                    Some(user.as_str()),
+                    json!({ "membership": "knock" }),
+                )
+                .await
+            }
+        };
+        let mut chain = Vec::new();
+        let mut prev: Option<String> = None;
+        let mut depth = 0;
+        for local in ["c1", "c2", "c3", "c4", "c5"] {
+            let mut t = knock_template(local).await;
+            if let Some(p) = &prev {
+                t["prev_events"] = json!([p]);
+                t["depth"] = json!(depth + 1);
+            }
+            depth = t["depth"].as_u64().unwrap();
+            let (id, pdu) = sim.sign_event("12", t);
+            prev = Some(id.to_string());
+            chain.push((id.to_string(), pdu));
+        }
+        let mut message = k
+            .template(&room_id, member.as_str(), "m.room.message", None, json!({ "body": "hi" }))
+            .await;
+        message["prev_events"] = json!([prev.clone().unwrap()]);
+        message["depth"] = json!(depth + 1);
+        let (message_id, message) = sim.sign_event("12", message);
+        sim.serve_missing_events(chain.iter().map(|(_, p)| p.clone()).collect());
+        let (s, answer) = sim.send_txn(&k.server_name, "chain", &[message], &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        let mut statuses = Vec::new();
+        for (id, _) in &chain {
+            statuses.push(k.event_status(id).await.unwrap_or_default());
+        }
+        assert_eq!(answer["pdus"][message_id.as_str()], json!({}), "{backend:?}: {answer}");
+        assert_eq!(
+            statuses,
+            ["accepted", "accepted", "accepted", "soft_failed", "soft_failed"],
+            "{backend:?}"
+        );
+        assert_eq!(pending(&k, &room_id).await.len(), 3, "{backend:?}");
+
+        // A knock refused by the cap, and a message citing it, in one transaction.
+        let (refused_id, refused) = sim.sign_event("12", knock_template("c6").await);
+        let mut cites = k
+            .template(&room_id, member.as_str(), "m.room.message", None, json!({ "body": "x" }))
+            .await;
+        cites["prev_events"] = json!([refused_id.as_str()]);
+        let (cites_id, cites) = sim.sign_event("12", cites);
+        let (s, answer) = sim.send_txn(&k.server_name, "cites", &[refused, cites], &[]).await;
+        assert_eq!(s, StatusCode::OK, "{answer}");
+        let error = answer["pdus"][refused_id.as_str()]["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("M_LIMIT_EXCEEDED"), "{backend:?}: {answer}");
+        assert_eq!(answer["pdus"][cites_id.as_str()], json!({}), "{backend:?}: {answer}");
+        assert_eq!(k.event_status(cites_id.as_str()).await.as_deref(), Some("accepted"));
+        assert_eq!(pending(&k, &room_id).await.len(), 3, "{backend:?}");
         k.stop().await;
     }
 }

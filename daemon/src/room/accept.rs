@@ -106,7 +106,7 @@ pub fn store_refused(
             if outlier {
                 persist::remove_outlier(conn, room, &pdu.event_id)?;
             }
-            persist::unaccepted(room, pdu, ev::SOFT_FAILED, before.id)
+            persist::soft_failed(conn, room, pdu, before)
         }
         Verdict::Accepted { .. } | Verdict::MissingPrev(_) => Ok(()),
     }

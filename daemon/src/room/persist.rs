@@ -105,14 +105,7 @@ pub fn accepted(
         remove_outlier(conn, room, &pdu.event_id)?;
     }
     let key = pdu.state_key.as_ref().map(|k| (pdu.event_type.to_string(), k.clone()));
-    let after = match &key {
-        Some(key) => {
-            let changes = [(key.clone(), pdu.event_id.clone())];
-            let stored = store_group(conn, room, Some(before), &changes)?;
-            Group::derived(before, &changes, Some(stored))
-        }
-        None => before.clone(),
-    };
+    let after = state_after(conn, room, pdu, before)?;
     room.pending.add_event(PendingEvent {
         pdu: pdu.clone(),
         status: ev::ACCEPTED,
@@ -177,6 +170,44 @@ pub fn write_rows(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreE
 
 /// Stores an event that is not part of the room's state: rejected, or soft-failed (its state
 /// before is kept for the latter, so later questions about it can be answered), or an outlier.
+/// The state after `pdu`: `before`, and the event itself when it is a state event (stored).
+fn state_after(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    pdu: &Pdu,
+    before: &Arc<Group>,
+) -> Result<Arc<Group>, StoreError> {
+    let Some(key) = &pdu.state_key else { return Ok(before.clone()) };
+    let changes = [((pdu.event_type.to_string(), key.clone()), pdu.event_id.clone())];
+    let stored = store_group(conn, room, Some(before), &changes)?;
+    Ok(Group::derived(before, &changes, Some(stored)))
+}
+
+/// Stores a soft-failed event: not in current state, not a forward extremity, but in the graph
+/// with its state after it, so that events citing it are placed as the spec says ("treated
+/// normally").
+pub fn soft_failed(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    pdu: &Pdu,
+    before: &Arc<Group>,
+) -> Result<(), StoreError> {
+    room.touched = true;
+    let pdu = Arc::new(pdu.clone());
+    let after = state_after(conn, room, &pdu, before)?;
+    room.pending.add_event(PendingEvent {
+        pdu: pdu.clone(),
+        status: ev::SOFT_FAILED,
+        state_before: before.id,
+        state_after: after.id,
+        after: Some(after.clone()),
+    });
+    // Other instances may hold it as an outlier that could be cited: they must forget it too.
+    room.forget_pdu(&pdu.event_id);
+    room.place(pdu.event_id.clone(), pdu.depth, after);
+    Ok(())
+}
+
 pub fn unaccepted(
     room: &mut LoadedRoom,
     pdu: &Pdu,

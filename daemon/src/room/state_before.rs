@@ -26,6 +26,13 @@ pub enum Missing {
     Prev(String),
 }
 
+/// Whether an event of this status is part of the room's graph, which later events may cite as
+/// a prev: accepted, or soft-failed (the spec: an event citing a soft-failed one is treated
+/// normally).
+fn in_graph(status: &str) -> bool {
+    status == ev::ACCEPTED || status == ev::SOFT_FAILED
+}
+
 /// Whether states worked out are stored (inside a room write) or only looked at (a read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -55,7 +62,7 @@ pub fn state_before(
     unknown.retain(|id| {
         let Ok(id) = ruma::EventId::parse(id) else { return true };
         match room.pending.event(&id) {
-            Some(e) if e.status == ev::ACCEPTED && e.after.is_some() => {
+            Some(e) if in_graph(e.status) && e.after.is_some() => {
                 let (depth, after) = (e.pdu.depth, e.after.clone());
                 room.place(id, depth, after.unwrap_or_else(Group::empty));
                 false
@@ -72,14 +79,17 @@ pub fn state_before(
         }
         for id in &unknown {
             let row = rows.iter().find(|p| {
-                &p.event_id == id
-                    && p.status == ev::ACCEPTED
-                    && p.room_id == room.ctx.room_id.as_str()
+                &p.event_id == id && in_graph(&p.status) && p.room_id == room.ctx.room_id.as_str()
             });
             let Some(row) = row else { return Ok(Err(Missing::Prev(id.clone()))) };
-            let group = row
-                .state_after
-                .ok_or_else(|| StoreError::Corrupt(format!("event {id} has no state")))?;
+            let group = match row.state_after {
+                Some(group) => group,
+                // Soft-failed before its state after was kept: as if we did not have it.
+                None if row.status == ev::SOFT_FAILED => {
+                    return Ok(Err(Missing::Prev(id.clone())));
+                }
+                None => return Err(StoreError::Corrupt(format!("event {id} has no state"))),
+            };
             let after = if room.current.id() == Some(group) {
                 room.current.clone()
             } else {

@@ -105,8 +105,9 @@ struct Ready {
     content_redacted: bool,
     /// Its state before came from the origin's `/state_ids` rather than from our graph.
     from_gap: bool,
-    /// The origin sent it in the transaction (rather than we fetched it to fill a gap).
-    sent: bool,
+    /// A knock we fetched to fill a gap while its origin was over its knock rate: kept in the
+    /// graph (later events may cite it) but soft-failed, never queued.
+    over_rate: Option<String>,
 }
 
 /// The PDUs of one inbound transaction waiting to be stored, per room in the order they came:
@@ -151,10 +152,7 @@ impl Pending {
                     let mut outcomes = Vec::with_capacity(ready.len());
                     for r in ready {
                         let id = r.parsed.event_id.to_string();
-                        let outcome = match over_pending_cap(txn, &r, max_pending)? {
-                            Some(refused) => Err(refused),
-                            None => store(txn, r, &origin_name, &state_types)?,
-                        };
+                        let outcome = store(txn, r, &origin_name, &state_types, max_pending)?;
                         outcomes.push((id, outcome));
                     }
                     Ok(outcomes)
@@ -169,27 +167,39 @@ impl Pending {
     }
 }
 
-/// A knock the origin sent when the room's queue is full: refused as send_knock refuses it (one
-/// we fetched to fill a gap is taken: we asked for it).
-fn over_pending_cap(
+/// Why an accepted knock must not join the queue: its origin over its knock rate (a knock we
+/// fetched; one the origin sent was refused before any work) or the room's queue full. Checked
+/// for every knock a transaction brings, sent or fetched: the origin chooses what
+/// `/get_missing_events` answers too.
+fn knock_refusal(
     txn: &mut RoomTxn<'_>,
-    ready: &Ready,
+    pdu: &Pdu,
+    over_rate: Option<String>,
     max_pending: i64,
 ) -> Result<Option<String>, StoreError> {
-    let pdu = &ready.parsed;
     let is_knock = pdu.event_type.to_string() == "m.room.member"
         && pdu.membership().as_deref() == Some("knock");
-    if !ready.sent || !is_knock {
+    if !is_knock {
         return Ok(None);
+    }
+    if over_rate.is_some() {
+        return Ok(over_rate);
     }
     let user = pdu.state_key.as_deref().unwrap_or_default();
     match knocks::check_pending_cap(txn, user, max_pending) {
         Ok(()) => Ok(None),
-        Err(ServiceError::LimitExceeded(why, ms)) => {
-            Ok(Some(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")))
-        }
         Err(ServiceError::Store(e)) => Err(e),
-        Err(other) => Ok(Some(other.to_string())),
+        Err(refused) => Ok(Some(limit_error(refused))),
+    }
+}
+
+/// A PDU's answer for a knock refused by a limit.
+fn limit_error(refused: ServiceError) -> String {
+    match refused {
+        ServiceError::LimitExceeded(why, ms) => {
+            format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -199,8 +209,9 @@ fn store(
     ready: Ready,
     origin: &str,
     knock_state: &[String],
+    max_pending: i64,
 ) -> Result<Result<(), String>, StoreError> {
-    let Ready { parsed, content_redacted, from_gap, .. } = ready;
+    let Ready { parsed, content_redacted, from_gap, over_rate } = ready;
     // Known only as part of a gap's state: now it takes its place in the graph (the outlier row
     // stays readable for the checks, then is replaced).
     let outlier = match accept::stored(txn, &parsed.event_id)? {
@@ -211,6 +222,14 @@ fn store(
     let verdict = accept::decide(txn, &parsed)?;
     match verdict {
         Verdict::Accepted { before } => {
+            if let Some(refused) = knock_refusal(txn, &parsed, over_rate, max_pending)? {
+                // Valid, but not taken into the queue: stored soft-failed, so the events that
+                // cite it still find it, and it never reaches current state or the queue.
+                tracing::info!(event_id = %parsed.event_id, %refused, "knock soft-failed");
+                let verdict = Verdict::SoftFailed { before, reason: refused.clone() };
+                accept::store_refused(txn, &parsed, &verdict, outlier)?;
+                return Ok(Err(refused));
+            }
             // A state event's branch is resolved into current state as it is stored; any other
             // event brings the gap's state in here.
             let placing = Placing { outlier, merge_before: from_gap };
@@ -301,21 +320,26 @@ fn process<'a>(
             }
         };
         let id = event_id.to_string();
-        // A knock the origin sends counts toward the same limits as send_knock (a knock we
-        // fetched to fill a gap does not: we asked for it).
-        if fetch_depth == FETCH_DEPTH && is_knock(&pdu) {
-            let room_id = room.room_id.as_str();
-            if let Err(ServiceError::LimitExceeded(why, ms)) =
-                app.admit_knock(origin.as_str(), room_id)
-            {
-                pending.answer(id, Err(format!("M_LIMIT_EXCEEDED: {why} (retry after {ms} ms)")));
+        // A knock counts toward the same limits as send_knock. One the origin sent is refused
+        // before any work; one we fetched to fill a gap is soft-failed when stored (refusing it
+        // would leave a hole in the graph that the events citing it fall into).
+        let mut over_rate = None;
+        if is_knock(&pdu)
+            && let Err(refused) = app.admit_knock(origin.as_str(), room.room_id.as_str())
+        {
+            if fetch_depth == FETCH_DEPTH {
+                pending.answer(id, Err(limit_error(refused)));
                 return Ok(());
             }
+            over_rate = Some(limit_error(refused));
         }
         let checked =
             handle(app, origin, &loaded, pdu, event_id, budget, fetch_depth, pending).await;
         match checked {
-            Ok(Some(ready)) => pending.push(room.room_id.as_str(), ready),
+            Ok(Some(mut ready)) => {
+                ready.over_rate = over_rate;
+                pending.push(room.room_id.as_str(), ready)
+            }
             Ok(None) => pending.answer(id, Ok(())),
             Err(Failure::Refused(why)) => pending.answer(id, Err(why)),
             Err(Failure::Local(e)) => {
@@ -405,7 +429,7 @@ async fn handle(
             }
         }
     }
-    Ok(Some(Ready { parsed, content_redacted, from_gap, sent: fetch_depth == FETCH_DEPTH }))
+    Ok(Some(Ready { parsed, content_redacted, from_gap, over_rate: None }))
 }
 
 /// `POST /get_missing_events` to the origin for the events between our extremities and `pdu`.
