@@ -300,6 +300,15 @@ fn key_command(config: &Config, command: &KeyCommand) -> Result<(), String> {
                 path.display(),
                 keys::old_keys_path(&path).display()
             );
+            let kept = knockd::matrix::remote_keys::MAX_OLD_VERIFY_KEYS;
+            if done.old_keys > kept {
+                eprintln!(
+                    "note: {} old keys are published; other knockd servers keep only the {kept} \
+                     most recently expired, so they can no longer check events signed with the \
+                     oldest",
+                    done.old_keys
+                );
+            }
             println!("{}", done.new_key_id);
         }
     }

@@ -263,6 +263,8 @@ fn key_rotate_and_show() {
     assert!(!out.status.success());
     assert!(error_line(&out).contains("stop knockd"), "{out:?}");
     assert_eq!(std::fs::read_to_string(Path::new(data).join("signing.key")).unwrap(), key);
+    let out = run(&["key", "rotate", "--force"], &env);
+    assert!(out.status.success(), "--force rotates anyway: {out:?}");
     drop(busy);
 
     let out = run(&["key", "rotate"], &env);
@@ -273,7 +275,8 @@ fn key_rotate_and_show() {
     assert!(out.status.success(), "{out:?}");
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines: Vec<&str> = shown.lines().collect();
-    assert_eq!(lines.len(), 2, "{shown}");
+    assert_eq!(lines.len(), 3, "{shown}");
     assert!(lines[0].starts_with(&format!("{new_id}\t")) && lines[0].ends_with("current"));
     assert!(lines[1].starts_with("ed25519:a_old\t") && lines[1].contains("expired_ts"), "{shown}");
+    assert!(lines[2].contains("expired_ts") && !lines[2].contains("a_old"), "{shown}");
 }

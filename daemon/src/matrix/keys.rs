@@ -54,6 +54,8 @@ pub struct Rotation {
     pub old_key_id: String,
     pub new_key_id: String,
     pub expired_ts: u64,
+    /// How many old keys are published now.
+    pub old_keys: usize,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -97,10 +99,12 @@ impl KeyRing {
     /// the old keys beside it.
     pub fn load_or_generate(server_name: OwnedServerName, path: &Path) -> Result<Self, KeyError> {
         let file_err = |message: String| KeyError::File { path: path.to_owned(), message };
+        let old = read_old_keys(&old_keys_path(path))?;
         let (version, seed) = match fs::read_to_string(path) {
             Ok(text) => parse_key_file(&text).map_err(file_err)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (version, seed) = new_key(&[])?;
+                // A new key never takes the ID of one we signed with before.
+                let (version, seed) = new_key(&old_versions(&old))?;
                 write_private_file(path, key_line(&version, &seed).as_bytes())
                     .map_err(|e| file_err(e.to_string()))?;
                 (version, seed)
@@ -110,10 +114,7 @@ impl KeyRing {
         let mut ring = Self::from_seed(server_name, &version, &seed)?;
         let current = ring.key_id();
         // A rotation stopped between its two writes lists the current key as old too.
-        ring.old = read_old_keys(&old_keys_path(path))?
-            .into_iter()
-            .filter(|k| k.key_id != current)
-            .collect();
+        ring.old = old.into_iter().filter(|k| k.key_id != current).collect();
         Ok(ring)
     }
 
@@ -204,6 +205,15 @@ impl KeyRing {
 /// key in use and also listed as old, which loading ignores; rotating again then finishes.
 pub fn rotate(path: &Path, now_ms: u64) -> Result<Rotation, KeyError> {
     let file_err = |p: &Path, message: String| KeyError::File { path: p.to_owned(), message };
+    // Renaming over a symlink would replace the link, leaving its target with the old key.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(file_err(
+            path,
+            "is a symbolic link, which rotating would replace (its target keeping the old key): \
+             point data_dir at the directory that holds the key itself"
+                .to_owned(),
+        ));
+    }
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -225,8 +235,7 @@ pub fn rotate(path: &Path, now_ms: u64) -> Result<Rotation, KeyError> {
         public: Base64::<Standard, _>::new(public).encode(),
         expired_ts: now_ms,
     });
-    let taken: Vec<&str> = old.iter().map(|k| &k.key_id["ed25519:".len()..]).collect();
-    let (new_version, new_seed) = new_key(&taken)?;
+    let (new_version, new_seed) = new_key(&old_versions(&old))?;
     let mut listing = String::from(
         "# Keys this server signed with before, published as old_verify_keys: \
          ed25519:<version> <public key> <expired_ts>\n",
@@ -241,12 +250,17 @@ pub fn rotate(path: &Path, now_ms: u64) -> Result<Rotation, KeyError> {
         old_key_id: old_id,
         new_key_id: format!("ed25519:{new_version}"),
         expired_ts: now_ms,
+        old_keys: old.len(),
     })
 }
 
 /// The old keys' file of the signing key at `key_path`.
 pub fn old_keys_path(key_path: &Path) -> PathBuf {
     key_path.with_file_name(OLD_KEYS_FILE)
+}
+
+fn old_versions(old: &[OldKey]) -> Vec<&str> {
+    old.iter().filter_map(|k| k.key_id.strip_prefix("ed25519:")).collect()
 }
 
 fn parse_key_file(text: &str) -> Result<(String, [u8; 32]), String> {
@@ -476,5 +490,21 @@ mod tests {
         fs::write(old_keys_path(&path), good).unwrap();
         let ring = KeyRing::load_or_generate(name(), &path).unwrap();
         assert_eq!(ring.old_keys()[0].expired_ts, 5);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_key_is_not_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.key");
+        KeyRing::load_or_generate(name(), &real).unwrap();
+        let link = dir.path().join("signing.key");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let before = fs::read_to_string(&real).unwrap();
+        let err = rotate(&link, 1).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&real).unwrap(), before);
+        assert!(!old_keys_path(&link).exists(), "nothing half-written");
     }
 }
