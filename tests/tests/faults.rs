@@ -317,3 +317,164 @@ impl Fault {
         }
     }
 }
+
+/// A loopback TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones
+/// for a while: to knockd, a database restart.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(upstream: String) -> Self {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (d, l) = (down.clone(), live.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                l.lock().unwrap().push(pipe.abort_handle());
+            }
+        });
+        Self { addr, down, live, task }
+    }
+
+    /// Cuts every connection and refuses new ones until [`Self::up`].
+    fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for pipe in self.live.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.down();
+        self.task.abort();
+    }
+}
+
+// PostgreSQL "restarted" (every connection cut, new ones refused for a second) while knocks
+// stream in from four servers, each retrying what failed with the same signed event: every knock
+// ends up answered 200 (knockd recovers without a restart), each is in the queue once, and the
+// room's state in memory is the stored one.
+#[tokio::test]
+async fn postgres_restarted_while_knocks_stream_in() {
+    use knockd_tests::TestBackend;
+    if !backends().contains(&TestBackend::Postgres) {
+        eprintln!("skipped: KNOCKD_TEST_DATABASE_URL is not set");
+        return;
+    }
+    const PER_SERVER: usize = 25;
+    let mut db = TestDb::new(TestBackend::Postgres);
+    // postgres://user@host:port/db?… → the same through the proxy.
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let proxy = CutProxy::start(host.to_owned()).await;
+    db.url = format!("{scheme}://{user}@{}/{tail}", proxy.addr);
+    let k = TestKnockd::start_with(db, &FAST).await;
+    let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+    let sims = [
+        SimServer::start().await,
+        SimServer::start().await,
+        SimServer::start().await,
+        SimServer::start().await,
+    ];
+
+    let streams = sims.iter().map(|sim| {
+        let (server, room_id) = (k.server_name.clone(), room_id.clone());
+        async move {
+            let mut refused = 0;
+            for i in 0..PER_SERVER {
+                let user = sim.user(&format!("s{i}"));
+                // make_knock, retried until it answers; then the same event until it is taken.
+                let (version, template) = loop {
+                    let (s, made) = sim.make_knock(&server, &room_id, user.as_str()).await;
+                    if s == StatusCode::OK {
+                        break (
+                            made["room_version"].as_str().unwrap().to_owned(),
+                            made["event"].clone(),
+                        );
+                    }
+                    assert!(s.is_server_error(), "make_knock: {s} {made}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let (id, pdu) = sim.sign_template(&version, &template, None);
+                for attempt in 0.. {
+                    let (s, b) = sim.send_knock(&server, &room_id, id.as_str(), &pdu).await;
+                    if s == StatusCode::OK {
+                        break;
+                    }
+                    assert!(
+                        s.is_server_error(),
+                        "send_knock: only 5xx while the database is away: {s} {b}"
+                    );
+                    assert!(attempt < 100, "knockd never recovered: {s} {b}");
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            refused
+        }
+    });
+    let cut = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.down();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        proxy.up();
+    };
+    let (refused, ()) = tokio::join!(join_all(streams), cut);
+    let refused: usize = refused.iter().sum();
+    eprintln!("answers other than 200 while the database was away: {refused}");
+
+    let query =
+        KnockQuery { room_id: Some(room_id.clone()), limit: Some(1000), ..Default::default() };
+    let knocks = k.admin.list_knocks(&query).await.unwrap().knocks;
+    let mut users: Vec<&str> = knocks.iter().map(|n| n.user_id.as_str()).collect();
+    users.sort();
+    let total = users.len();
+    users.dedup();
+    assert_eq!(users.len(), total, "no knock twice");
+    assert_eq!(total, PER_SERVER * sims.len(), "every knock answered 200 is in the queue");
+    assert!(knocks.iter().all(|n| n.status == "pending"));
+
+    let room = k.app.rooms.snapshot(&room_id).await.unwrap().expect("room");
+    let memory: std::collections::BTreeMap<(String, String), String> =
+        room.current.state.iter().map(|(key, id)| (key.clone(), id.to_string())).collect();
+    let r = room_id.clone();
+    let stored: std::collections::BTreeMap<(String, String), String> = k
+        .app
+        .db
+        .read(move |conn| -> Result<_, knockd::store::StoreError> {
+            Ok(knockd::store::rooms::current_state_rows(conn, &r)?
+                .into_iter()
+                .map(|(t, s, id, _)| ((t, s), id))
+                .collect())
+        })
+        .await
+        .unwrap();
+    assert_eq!(memory, stored);
+    let knocking = stored.keys().filter(|(t, _)| t == "m.room.member").count();
+    assert_eq!(knocking, PER_SERVER * sims.len() + 1, "the knocks and the creator");
+    k.stop().await;
+}
