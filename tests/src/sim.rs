@@ -127,7 +127,16 @@ pub struct SimServer {
     /// Where requests for a server name go instead of that name's address (one instance of
     /// several sharing a name).
     routes: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// See [`SimServer::tolerate_unreachable`].
+    tolerate_unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The status a request answers with when knockd could not be reached at all (after
+/// [`SimServer::tolerate_unreachable`]); no HTTP server sends it.
+pub const UNREACHABLE: StatusCode = match StatusCode::from_u16(599) {
+    Ok(s) => s,
+    Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+};
 
 impl SimServer {
     /// Sends requests for `server_name` to `addr` (another instance under that name).
@@ -242,7 +251,14 @@ impl SimServer {
             http,
             stop: Some(stop),
             routes: Arc::default(),
+            tolerate_unreachable: Arc::default(),
         }
+    }
+
+    /// From now on a request that cannot reach knockd (refused, reset: knockd killed) answers
+    /// [`UNREACHABLE`] with the error as `{"error"}`, rather than failing the test.
+    pub fn tolerate_unreachable(&self) {
+        self.tolerate_unreachable.store(true, Ordering::SeqCst);
     }
 
     /// The current signing key.
@@ -433,9 +449,22 @@ impl SimServer {
         if let Some(b) = body {
             r = r.header("Content-Type", "application/json").body(b.to_vec());
         }
-        let response = r.send().await.expect("request sent");
+        let tolerate = self.tolerate_unreachable.load(Ordering::SeqCst);
+        let unreachable = |e: reqwest::Error| {
+            if !tolerate {
+                panic!("request sent: {e:?}");
+            }
+            (UNREACHABLE, serde_json::json!({ "error": e.to_string() }))
+        };
+        let response = match r.send().await {
+            Ok(response) => response,
+            Err(e) => return unreachable(e),
+        };
         let status = response.status();
-        let bytes = response.bytes().await.expect("body");
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => return unreachable(e),
+        };
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 

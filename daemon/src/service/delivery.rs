@@ -144,14 +144,31 @@ async fn attempt(
             if let Some(r) = &decision.reason {
                 content["reason"] = r.as_str().into();
             }
-            let template = EventTemplate::state("m.room.member", user.as_str(), &actor, content);
-            let invite = match local::build(conn, txn_room, keys, &template, now_ms(), Mode::Look) {
-                Ok((p, _)) => p,
-                Err(StoreError::Rejected(why)) => {
-                    fail(conn, &queued, &job, &why)?;
-                    return Ok(Prep::Dropped);
+            let invite = match &job.invite {
+                // Built and kept by an earlier attempt: the same event again.
+                Some(json) => {
+                    let id = event::event_id(json, &room.rules).map_err(StoreError::Corrupt)?;
+                    Pdu::from_canonical(id, json.clone()).map_err(StoreError::Corrupt)?
                 }
-                Err(e) => return Err(e.into()),
+                None => {
+                    let template =
+                        EventTemplate::state("m.room.member", user.as_str(), &actor, content);
+                    let built = local::build(conn, txn_room, keys, &template, now_ms(), Mode::Look);
+                    let invite = match built {
+                        Ok((p, _)) => p,
+                        Err(StoreError::Rejected(why)) => {
+                            fail(conn, &queued, &job, &why)?;
+                            return Ok(Prep::Dropped);
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    // Kept before it leaves (this write commits first).
+                    let kept = InviteJob { invite: Some((*invite.json).clone()), ..job.clone() };
+                    let payload = serde_json::to_string(&kept)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    outbox::set_payload(conn, &queued.lease, queued.item_id, &payload)?;
+                    invite
+                }
             };
             let invite_room_state = invite_state(conn, room.room_id.as_str(), actor.as_str())?;
             Ok(Prep::Ready(Box::new(Prepared { room, invite, invite_room_state, user })))

@@ -17,6 +17,11 @@ use crate::{
 pub struct InviteJob {
     pub knock_id: i64,
     pub decision_id: i64,
+    /// The invite event, once built for its first attempt: every retry (after a timeout, a
+    /// crash) sends this same event, so the knocker's server never gets two invites for one
+    /// approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<ruma::CanonicalJsonObject>,
 }
 
 pub fn decision_view(row: decisions::DecisionRow, user_id: Option<String>) -> Decision {
@@ -143,7 +148,7 @@ pub async fn approve(
             )?;
             let server =
                 knock.user_id.split_once(':').map(|(_, s)| s.to_owned()).unwrap_or_default();
-            let job = serde_json::to_string(&InviteJob { knock_id, decision_id: id })
+            let job = serde_json::to_string(&InviteJob { knock_id, decision_id: id, invite: None })
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, &knock.room_id, now)?;
             let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;

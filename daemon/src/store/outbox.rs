@@ -302,6 +302,20 @@ pub fn delete_item(conn: &mut DbConn, lease: &Lease, item_id: i64) -> Result<(),
     Ok(())
 }
 
+/// Replaces one item's payload (of a destination we hold): what a retry must send the same.
+pub fn set_payload(
+    conn: &mut DbConn,
+    lease: &Lease,
+    item_id: i64,
+    payload: &str,
+) -> Result<(), StoreError> {
+    hold(conn, lease)?;
+    diesel::update(o::table.find(item_id).filter(o::destination.eq(&lease.destination)))
+        .set(o::payload.eq(payload))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// A delivery to the destination worked: no more back-off.
 pub fn succeeded(conn: &mut DbConn, lease: &Lease) -> Result<(), StoreError> {
     hold(conn, lease)?;
