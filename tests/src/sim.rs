@@ -61,6 +61,8 @@ pub enum InviteTamper {
 pub struct Inbox {
     /// Invite events it counter-signed, with the request body.
     pub invites: Vec<Value>,
+    /// `/v2/invite` requests received, whatever the answer (while down, say).
+    pub invite_attempts: usize,
     /// Transactions: (txnId, body).
     pub transactions: Vec<(String, Value)>,
     /// Every signed `/send` as it arrived, answered or not: (txnId, body).
@@ -776,6 +778,7 @@ async fn on_invite(
     req: axum::extract::Request,
 ) -> Reply {
     let req = read_request(req).await;
+    shared.inbox.lock().expect("inbox").invite_attempts += 1;
     let mode = shared.mode.read().expect("mode").clone();
     match mode {
         Mode::Down => {

@@ -478,3 +478,49 @@ async fn postgres_restarted_while_knocks_stream_in() {
     assert_eq!(knocking, PER_SERVER * sims.len() + 1, "the knocks and the creator");
     k.stop().await;
 }
+
+// A knocker's server down for a long time (many back-off rounds at short settings): the approvals
+// wait as delivery_pending, nothing is parked, and when it returns each invite arrives once.
+#[tokio::test]
+async fn a_server_down_for_long_gets_its_invites_when_it_returns() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let sim = SimServer::start().await;
+        let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+        for i in 0..5 {
+            assert_eq!(knock(&k, &sim, &room_id, &format!("d{i}")).await, StatusCode::OK);
+        }
+        let query = KnockQuery { room_id: Some(room_id.clone()), ..Default::default() };
+        let ids: Vec<i64> =
+            k.admin.list_knocks(&query).await.unwrap().knocks.iter().map(|n| n.id).collect();
+        sim.set_mode(knockd_tests::sim::Mode::Down);
+        for id in &ids {
+            k.admin.approve(*id, None).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let attempts = sim.inbox().invite_attempts;
+        assert!(attempts >= 10, "{backend:?}: retried all along: {attempts} attempts");
+        for id in &ids {
+            assert_eq!(k.admin.knock(*id).await.unwrap().knock.status, "delivery_pending");
+        }
+        let outbox = k.admin.outbox().await.unwrap();
+        assert!(outbox.parked.is_empty(), "{backend:?}: {outbox:?}");
+        assert_eq!(outbox.pending, ids.len() as i64, "{backend:?}");
+
+        sim.set_mode(knockd_tests::sim::Mode::Accept);
+        for id in &ids {
+            let mut status = String::new();
+            for _ in 0..200 {
+                status = k.admin.knock(*id).await.unwrap().knock.status;
+                if status == "approved" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(status, "approved", "{backend:?}: knock {id}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sim.inbox().invites.len(), ids.len(), "{backend:?}: each invite once");
+        k.stop().await;
+    }
+}
