@@ -121,6 +121,13 @@ room_state = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avata
 listen = "127.0.0.1:8449"
 # The admin API refuses non-loopback addresses unless this is true.
 allow_remote = false
+
+[metrics]
+# Prometheus metrics (`GET /metrics`, text format) on a listener of their own. Off unless set,
+# e.g. "127.0.0.1:9448". Env: KNOCKD_METRICS_LISTEN
+# listen = "127.0.0.1:9448"
+# The metrics listener refuses non-loopback addresses unless this is true.
+allow_remote = false
 "#;
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +142,8 @@ struct FileConfig {
     federation: FileFederation,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    metrics: FileAdmin,
     #[serde(default)]
     knock: FileKnock,
     #[serde(default)]
@@ -298,6 +307,13 @@ pub struct AdminConfig {
     pub allow_remote: bool,
 }
 
+/// The metrics listener: off when `listen` is none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: Option<SocketAddr>,
+    pub allow_remote: bool,
+}
+
 /// The resolved configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -307,6 +323,7 @@ pub struct Config {
     pub log: String,
     pub federation: FederationConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     /// State types returned in `knock_room_state` (create is always included).
     pub knock_room_state: Vec<String>,
     /// Pending knocks older than this expire; 0 = never.
@@ -623,6 +640,18 @@ impl Config {
             )));
         }
 
+        let metrics_listen = match pick(&None, "KNOCKD_METRICS_LISTEN", parsed.metrics.listen) {
+            Some(addr) => Some(parse_addr("metrics.listen", &addr)?),
+            None => None,
+        };
+        let metrics_remote = parsed.metrics.allow_remote.unwrap_or(false);
+        if let Some(addr) = metrics_listen.filter(|a| !a.ip().is_loopback() && !metrics_remote) {
+            return Err(ConfigError(format!(
+                "metrics.listen = {addr} is not a loopback address; metrics stay on loopback \
+                 unless the config file sets metrics.allow_remote = true"
+            )));
+        }
+
         Ok(Self {
             server_name,
             data_dir,
@@ -638,6 +667,7 @@ impl Config {
                 limits,
             },
             admin: AdminConfig { listen: admin_listen, allow_remote },
+            metrics: MetricsConfig { listen: metrics_listen, allow_remote: metrics_remote },
             knock_room_state,
             knock_expire_after_ms,
             knock_limits,
@@ -730,6 +760,30 @@ mod tests {
         assert_eq!(c.federation.request_timeout_ms, 60_000);
         assert_eq!(c.outbox.lease_ms, 120_000);
         assert_eq!(c.outbox.park_after_refusals, 10);
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_stay_on_loopback() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.metrics.listen, None);
+        let on = env_of(&[("KNOCKD_METRICS_LISTEN", "127.0.0.1:9448")]);
+        let c = Config::load(None, &on, &Overrides::default()).unwrap();
+        assert_eq!(c.metrics.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9448"));
+        let open = env_of(&[("KNOCKD_METRICS_LISTEN", "0.0.0.0:9448")]);
+        let err = Config::load(None, &open, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen = 0.0.0.0:9448") && err.contains("loopback"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("knockd.toml");
+        std::fs::write(
+            &file,
+            "version = 1\n[metrics]\nlisten = \"0.0.0.0:9448\"\nallow_remote = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.metrics.listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9448"));
+        let bad = env_of(&[("KNOCKD_METRICS_LISTEN", "nine")]);
+        let err = Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("metrics.listen"), "{err}");
     }
 
     #[test]

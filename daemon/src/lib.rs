@@ -6,6 +6,8 @@ pub mod config;
 pub mod error;
 pub mod federation;
 pub mod matrix;
+pub mod metrics;
+pub mod metrics_endpoint;
 pub mod room;
 pub mod sender;
 pub mod server;

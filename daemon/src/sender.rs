@@ -133,6 +133,7 @@ async fn serve_destination(app: AppState, lease: Lease) {
 /// Records a failure: back-off with jitter, parking a transaction whose body keeps being refused,
 /// parking everything of a destination failing for too long.
 async fn back_off(app: &AppState, lease: &Lease, error: String, refused: Option<String>) {
+    app.metrics.outbox_failure(&lease.destination);
     let config = &app.config.outbox;
     let (backoff, park_after, refusals) = (
         (config.min_backoff_ms, config.max_backoff_ms),

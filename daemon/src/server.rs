@@ -23,10 +23,12 @@ pub const INSTANCE_ID_FILE: &str = "instance.id";
 #[error("{0}")]
 pub struct StartError(pub String);
 
-/// The two bound listeners. Bind them first so "port in use" fails before anything is created.
+/// The bound listeners. Bind them first so "port in use" fails before anything is created.
 pub struct Listeners {
     pub federation: TcpListener,
     pub admin: TcpListener,
+    /// When `metrics.listen` is set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -40,6 +42,7 @@ impl Listeners {
         Ok(Self {
             federation: bind("federation", config.federation.listen)?,
             admin: bind("admin API", config.admin.listen)?,
+            metrics: config.metrics.listen.map(|addr| bind("metrics", addr)).transpose()?,
         })
     }
 }
@@ -187,10 +190,12 @@ pub async fn serve(
     let config = app.config.clone();
     let fed_handle = axum_server::Handle::new();
     let admin_handle = axum_server::Handle::new();
+    let metrics_handle = axum_server::Handle::new();
     let fed_router = federation::router(app.clone());
     let admin_router = admin::router(app.clone());
+    let metrics_router = crate::metrics_endpoint::router(app.clone());
 
-    let stoppers = (fed_handle.clone(), admin_handle.clone());
+    let stoppers = (fed_handle.clone(), admin_handle.clone(), metrics_handle.clone());
     let federation = async move {
         let limits = config.federation.limits;
         let header_timeout = Duration::from_millis(limits.header_timeout_ms);
@@ -228,17 +233,27 @@ pub async fn serve(
             .await
             .map_err(|e| StartError(format!("admin listener: {e}")))
     };
+    let metrics = async move {
+        let Some(listener) = listeners.metrics else { return Ok(()) };
+        axum_server::from_tcp(listener)
+            .map_err(|e| StartError(format!("metrics listener: {e}")))?
+            .handle(metrics_handle)
+            .serve(metrics_router.into_make_service())
+            .await
+            .map_err(|e| StartError(format!("metrics listener: {e}")))
+    };
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down");
         stoppers.0.graceful_shutdown(Some(Duration::from_secs(10)));
         stoppers.1.graceful_shutdown(Some(Duration::from_secs(10)));
+        stoppers.2.graceful_shutdown(Some(Duration::from_secs(10)));
     });
     let sender = crate::sender::run(app.clone(), app.instance_id.to_string());
     let housekeeping = housekeeping(app.clone());
     // The sender and housekeeping run as long as the listeners do, and stop with them.
     tokio::select! {
-        result = async { tokio::try_join!(federation, admin) } => { result?; }
+        result = async { tokio::try_join!(federation, admin, metrics) } => { result?; }
         () = sender => {}
         () = housekeeping => {}
     }
@@ -253,6 +268,7 @@ pub const INBOUND_TXN_TTL_MS: i64 = 24 * 3_600_000;
 /// items older than `outbox.purge_parked_after_ms`.
 async fn housekeeping(app: AppState) {
     loop {
+        app.metrics.upkeep();
         let cutoff = now_ms() - INBOUND_TXN_TTL_MS;
         match app.db.write(move |conn| crate::store::txns::forget_before(conn, cutoff)).await {
             Ok(n) if n > 0 => tracing::info!(forgotten = n, "forgot old inbound transactions"),

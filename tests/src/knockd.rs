@@ -25,6 +25,8 @@ pub struct TestKnockd {
     pub server_name: String,
     pub data_dir: PathBuf,
     pub app: AppState,
+    /// `http://…/metrics` when started with `KNOCKD_METRICS_LISTEN`.
+    pub metrics_url: Option<String>,
     federation_addr: SocketAddr,
     admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -124,7 +126,15 @@ impl TestKnockd {
         let server_name = config.server_name.to_string();
         let app = knockd::prepare(&config).await.expect("knockd prepare");
         let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = Listeners { federation: fed, admin: adm };
+        // Metrics when the test asks for them (`KNOCKD_METRICS_LISTEN`, port 0 for any).
+        let metrics = config.metrics.listen.map(|addr| {
+            let l = TcpListener::bind(addr).expect("metrics listener");
+            l.set_nonblocking(true).expect("nonblocking");
+            l
+        });
+        let metrics_url =
+            metrics.as_ref().map(|l| format!("http://{}/metrics", l.local_addr().expect("addr")));
+        let listeners = Listeners { federation: fed, admin: adm, metrics };
         let serving = app.clone();
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -146,6 +156,7 @@ impl TestKnockd {
             server_name,
             data_dir: data.path().to_owned(),
             app,
+            metrics_url,
             federation_addr: fed_addr,
             admin_addr: adm_addr,
             stop: Some(stop),

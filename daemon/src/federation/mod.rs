@@ -7,6 +7,7 @@ mod keys;
 mod make_join;
 mod make_knock;
 mod make_leave;
+mod observe;
 mod reads;
 mod send;
 mod send_join;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{V1}/send_leave/{{room_id}}/{{event_id}}"), put(send_leave::send_leave_v1))
         .route(&format!("{V2}/send_leave/{{room_id}}/{{event_id}}"), put(send_leave::send_leave_v2))
         .fallback(unrecognized)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }
 

@@ -7,6 +7,7 @@
 use axum::{
     Json,
     extract::{Path, State, rejection::PathRejection},
+    http::StatusCode,
 };
 use serde_json::{Value, json};
 
@@ -16,6 +17,7 @@ use super::{
 };
 use crate::{
     error::ApiError,
+    metrics::{Refusal, Via},
     service::{
         AppState,
         membership::{self, Answer, Kind},
@@ -29,10 +31,40 @@ pub async fn send_knock(
 ) -> Result<Json<Value>, ApiError> {
     let (room_id, event_id) = path_ids(path)?;
     let origin = request.origin.clone();
-    app.admit_knock(origin.as_str(), &room_id)?;
-    let pdu = request.json()?;
-    match membership::send(&app, &origin, Kind::Knock, room_id, event_id, pdu).await? {
+    let answer = async {
+        app.admit_knock(origin.as_str(), &room_id)?;
+        let pdu = request.json()?;
+        Ok::<_, ApiError>(
+            membership::send(&app, &origin, Kind::Knock, room_id.clone(), event_id, pdu).await?,
+        )
+    }
+    .await;
+    count(&app, &room_id, &answer).await;
+    match answer? {
         Answer::Knock(state) => Ok(Json(json!({ "knock_room_state": state }))),
         _ => Err(ApiError::Internal("send_knock answered a different handshake".to_owned())),
+    }
+}
+
+/// The knock in the metrics, by the room's version and how it ended.
+async fn count(app: &AppState, room_id: &str, answer: &Result<Answer, ApiError>) {
+    let version = match app.rooms.snapshot_unchecked(room_id).await {
+        Ok(Some(room)) => room.ctx.version.to_string(),
+        _ => "unknown".to_owned(),
+    };
+    app.metrics.knock_received(&version, Via::SendKnock);
+    match answer {
+        Ok(_) => app.metrics.knock_accepted(&version, Via::SendKnock),
+        Err(e) => app.metrics.knock_refused(&version, Via::SendKnock, refusal(e)),
+    }
+}
+
+fn refusal(e: &ApiError) -> Refusal {
+    match e.status_and_code().0 {
+        StatusCode::TOO_MANY_REQUESTS => Refusal::Limit,
+        StatusCode::FORBIDDEN | StatusCode::CONFLICT => Refusal::Forbidden,
+        StatusCode::NOT_FOUND => Refusal::NotFound,
+        s if s.is_server_error() => Refusal::Internal,
+        _ => Refusal::Invalid,
     }
 }

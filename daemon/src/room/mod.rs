@@ -382,6 +382,7 @@ pub struct Engine {
     slots: Mutex<BoundedMap<String, Arc<Slot>>>,
     outbox_wake: Arc<tokio::sync::Notify>,
     queue_events: tokio::sync::broadcast::Sender<knockd_shared::QueueEvent>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -404,7 +405,14 @@ impl Engine {
             slots: Mutex::new(BoundedMap::new(MAX_ROOMS)),
             outbox_wake,
             queue_events,
+            metrics: None,
         }
+    }
+
+    /// Counts each batch's writes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Past `threshold` forward extremities a batch ends with a dummy event (0: never).
@@ -480,6 +488,9 @@ impl Engine {
                 let n = jobs.len().min(MAX_BATCH);
                 jobs.drain(..n).collect()
             };
+            if let Some(metrics) = &self.metrics {
+                metrics.room_batch(jobs.len());
+            }
             let batch = tokio::spawn(run_batch(
                 self.db.clone(),
                 self.keys.clone(),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub rooms: Arc<crate::room::Engine>,
     /// Knock requests per origin server and per room (this process's count).
     pub knock_limits: Arc<ratelimit::KnockLimits>,
+    /// This knockd's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -66,6 +68,8 @@ impl AppState {
             config.knock_limits.per_origin,
             config.knock_limits.per_room,
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        db.observe_pool_waits(metrics.pool_waits());
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let queue_events = tokio::sync::broadcast::channel(1024).0;
         let rooms = Arc::new(
@@ -75,7 +79,8 @@ impl AppState {
                 outbox_wake.clone(),
                 queue_events.clone(),
             )
-            .with_dummy_event_threshold(config.dummy_event_threshold),
+            .with_dummy_event_threshold(config.dummy_event_threshold)
+            .with_metrics(metrics.clone()),
         );
         Ok(Self {
             config: Arc::new(config),
@@ -89,6 +94,7 @@ impl AppState {
             rooms,
             origin_locks: Arc::new(transactions::OriginLocks::default()),
             knock_limits,
+            metrics,
         })
     }
 

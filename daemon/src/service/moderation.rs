@@ -112,9 +112,9 @@ pub async fn approve(
     let scope = Scope::of(app, actor);
     let room_id = room_of(app, &scope, knock_id).await?;
     let actor: OwnedUserId = actor.to_owned();
-    let decision = app
+    let (decision, knocked_ms) = app
         .rooms
-        .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
+        .write(&room_id, move |txn| -> Result<(Decision, i64), ServiceError> {
             let knock = pending_knock(txn.conn()?, knock_id)?;
             let now = now_ms();
             // KNOCK-SPEC D.27: only a joined member with invite power approves. Checked now with
@@ -152,10 +152,10 @@ pub async fn approve(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             outbox::enqueue(conn, &server, outbox::KIND_INVITE, &job, &knock.room_id, now)?;
             let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
-            Ok(decision_view(row, Some(knock.user_id)))
+            Ok((decision_view(row, Some(knock.user_id)), knock.received_ms))
         })
         .await?;
-    announce(app, &decision);
+    announce(app, &decision, knocked_ms);
     Ok(decision)
 }
 
@@ -171,9 +171,9 @@ pub async fn deny(
     let scope = Scope::of(app, actor);
     let room_id = room_of(app, &scope, knock_id).await?;
     let actor: OwnedUserId = actor.to_owned();
-    let decision = app
+    let (decision, knocked_ms) = app
         .rooms
-        .write(&room_id, move |txn| -> Result<Decision, ServiceError> {
+        .write(&room_id, move |txn| -> Result<(Decision, i64), ServiceError> {
             let knock = pending_knock(txn.conn()?, knock_id)?;
             let now = now_ms();
             let (status, action) = if ban {
@@ -209,16 +209,19 @@ pub async fn deny(
                 now,
             )?;
             let row = decisions::get(conn, id)?.ok_or(StoreError::NotFound)?;
-            Ok(decision_view(row, Some(knock.user_id)))
+            Ok((decision_view(row, Some(knock.user_id)), knock.received_ms))
         })
         .await?;
-    announce(app, &decision);
+    announce(app, &decision, knocked_ms);
     Ok(decision)
 }
 
-/// Wakes the sender and tells live UIs about a decision just committed.
-fn announce(app: &AppState, decision: &Decision) {
+/// Wakes the sender, tells live UIs and counts a decision just committed on a knock that arrived
+/// at `knocked_ms`.
+fn announce(app: &AppState, decision: &Decision, knocked_ms: i64) {
     app.outbox_wake.notify_one();
+    let waited = (decision.decided_at_ms - knocked_ms).max(0) as u64;
+    app.metrics.decision(&decision.action, std::time::Duration::from_millis(waited));
     let status = match decision.action.as_str() {
         decisions::APPROVE => knocks::DELIVERY_PENDING,
         decisions::BAN => knocks::BANNED,

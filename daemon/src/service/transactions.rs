@@ -17,6 +17,7 @@ use super::{AppState, ServiceError, budget::FetchBudget, knocks};
 use crate::{
     bounded::{BoundedMap, NAME_CACHE_CAPACITY},
     matrix::{Pdu, client::encode_segment, json, now_ms},
+    metrics::{Metrics, Refusal, Via},
     room::{
         LoadedRoom, RoomCtx, RoomTxn,
         accept::{self, Placing, Verdict},
@@ -145,15 +146,20 @@ impl Pending {
             let origin_name = origin.to_string();
             let state_types = app.config.knock_room_state.clone();
             let max_pending = app.config.knock_limits.max_pending_per_room;
+            let metrics = app.metrics.clone();
             let asked = ready.iter().map(|r| r.parsed.event_id.clone()).collect();
             let outcomes = app
                 .rooms
                 .write_events(&room_id, asked, move |txn| -> Result<Vec<Outcome>, StoreError> {
                     let mut outcomes = Vec::with_capacity(ready.len());
                     for r in ready {
-                        let id = r.parsed.event_id.to_string();
+                        let event_id = r.parsed.event_id.clone();
+                        let knock = is_knock_pdu(&r.parsed);
                         let outcome = store(txn, r, &origin_name, &state_types, max_pending)?;
-                        outcomes.push((id, outcome));
+                        if knock {
+                            count_knock(&metrics, txn, &event_id, &outcome);
+                        }
+                        outcomes.push((event_id.to_string(), outcome));
                     }
                     Ok(outcomes)
                 })
@@ -167,6 +173,31 @@ impl Pending {
     }
 }
 
+fn is_knock_pdu(pdu: &Pdu) -> bool {
+    pdu.event_type.to_string() == "m.room.member" && pdu.membership().as_deref() == Some("knock")
+}
+
+/// A knock of a transaction in the metrics: taken, or refused by a limit or the auth rules, as
+/// what it was stored as says.
+fn count_knock(
+    metrics: &Metrics,
+    txn: &RoomTxn<'_>,
+    event_id: &ruma::EventId,
+    outcome: &Result<(), String>,
+) {
+    let version = txn.room.ctx.version.to_string();
+    metrics.knock_received(&version, Via::Transaction);
+    let status = txn.room.pending.event(event_id).map(|e| e.status);
+    match (status, outcome) {
+        (Some(ev::ACCEPTED), _) => metrics.knock_accepted(&version, Via::Transaction),
+        (_, Err(why)) if why.starts_with("M_LIMIT_EXCEEDED") => {
+            metrics.knock_refused(&version, Via::Transaction, Refusal::Limit)
+        }
+        (Some(_), _) => metrics.knock_refused(&version, Via::Transaction, Refusal::Forbidden),
+        (None, _) => metrics.knock_refused(&version, Via::Transaction, Refusal::Invalid),
+    }
+}
+
 /// Why an accepted knock must not join the queue: its origin over its knock rate (a knock we
 /// fetched; one the origin sent was refused before any work) or the room's queue full. Checked
 /// for every knock a transaction brings, sent or fetched: the origin chooses what
@@ -177,9 +208,7 @@ fn knock_refusal(
     over_rate: Option<String>,
     max_pending: i64,
 ) -> Result<Option<String>, StoreError> {
-    let is_knock = pdu.event_type.to_string() == "m.room.member"
-        && pdu.membership().as_deref() == Some("knock");
-    if !is_knock {
+    if !is_knock_pdu(pdu) {
         return Ok(None);
     }
     if over_rate.is_some() {
@@ -328,6 +357,9 @@ fn process<'a>(
             && let Err(refused) = app.admit_knock(origin.as_str(), room.room_id.as_str())
         {
             if fetch_depth == FETCH_DEPTH {
+                let version = room.version.to_string();
+                app.metrics.knock_received(&version, Via::Transaction);
+                app.metrics.knock_refused(&version, Via::Transaction, Refusal::Limit);
                 pending.answer(id, Err(limit_error(refused)));
                 return Ok(());
             }

@@ -254,3 +254,14 @@ pub fn expire_before(conn: &mut DbConn, cutoff_ms: i64, now_ms: i64) -> Result<u
         .set((k::status.eq(EXPIRED), k::updated_ms.eq(now_ms)))
         .execute(conn)?)
 }
+
+/// Per room with pending knocks: how many, and when the oldest arrived (ms).
+pub fn pending_by_room(conn: &mut DbConn) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    use diesel::dsl::{count_star, min};
+    let rows: Vec<(String, i64, Option<i64>)> = k::table
+        .filter(k::status.eq(PENDING))
+        .group_by(k::room_id)
+        .select((k::room_id, count_star(), min(k::received_ms)))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(room, n, oldest)| (room, n, oldest.unwrap_or_default())).collect())
+}

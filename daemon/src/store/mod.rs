@@ -51,6 +51,8 @@ pub struct Db {
     /// SQLite has one writer: serialising write transactions here avoids busy errors on lock
     /// upgrades. PostgreSQL uses row locks instead.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where the wait for a connection is recorded (metrics), once set.
+    pool_waits: Arc<std::sync::OnceLock<metrics::Histogram>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -71,6 +73,7 @@ impl Db {
                 pool: conn::pool(&url),
                 backend: url.backend(),
                 write_lock: Arc::new(tokio::sync::Mutex::new(())),
+                pool_waits: Arc::default(),
             })
         })
         .await
@@ -81,6 +84,11 @@ impl Db {
         self.backend
     }
 
+    /// Records every wait for a connection (and, on SQLite, for the writer's turn) in `waits`.
+    pub fn observe_pool_waits(&self, waits: metrics::Histogram) {
+        let _ = self.pool_waits.set(waits);
+    }
+
     /// Runs read-only work on a pooled connection.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -88,9 +96,23 @@ impl Db {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
+        self.read_since(std::time::Instant::now(), f).await
+    }
+
+    /// [`Db::read`], its wait counted from `asked`.
+    async fn read_since<T, E, F>(&self, asked: std::time::Instant, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
+    {
         let pool = self.pool.clone();
+        let waits = self.pool_waits.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| E::from(StoreError::Pool(e.to_string())))?;
+            if let Some(waits) = waits.get() {
+                waits.record(asked.elapsed().as_secs_f64());
+            }
             f(&mut conn)
         })
         .await
@@ -104,13 +126,14 @@ impl Db {
         E: From<StoreError> + From<diesel::result::Error> + Send + 'static,
         F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
     {
+        let asked = std::time::Instant::now();
         let guard = match self.backend {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
         // The lock goes with the transaction: a caller that gives up waiting (a dropped request)
         // must not let another writer in while its transaction still runs.
-        self.read(move |conn| {
+        self.read_since(asked, move |conn| {
             let _guard = guard;
             conn.transaction(f)
         })

@@ -459,3 +459,14 @@ pub fn pending_count(conn: &mut DbConn, rooms: Option<&[String]>) -> Result<i64,
     }
     Ok(query.count().get_result(conn)?)
 }
+
+/// Per destination with items waiting (not parked): how many, and when the oldest was queued (ms).
+pub fn depth_by_destination(conn: &mut DbConn) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    use diesel::dsl::{count_star, min};
+    let rows: Vec<(String, i64, Option<i64>)> = o::table
+        .filter(o::parked_ms.is_null())
+        .group_by(o::destination)
+        .select((o::destination, count_star(), min(o::created_ms)))
+        .load(conn)?;
+    Ok(rows.into_iter().map(|(d, n, oldest)| (d, n, oldest.unwrap_or_default())).collect())
+}
