@@ -38,6 +38,9 @@ data_dir = "./knockd-data"
 
 # Log filter (tracing EnvFilter syntax). Env: KNOCKD_LOG (RUST_LOG also works)
 log = "info,ruma_state_res=warn"
+# Log lines as text (coloured only on a terminal, never with NO_COLOR set) or "json" (one object
+# per line, for log collectors). Env: KNOCKD_LOG_FORMAT
+log_format = "text"
 
 [federation]
 # The public listener for other homeservers. Env: KNOCKD_FEDERATION_LISTEN
@@ -138,6 +141,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     log: Option<String>,
+    log_format: Option<String>,
     #[serde(default)]
     federation: FileFederation,
     #[serde(default)]
@@ -307,6 +311,15 @@ pub struct AdminConfig {
     pub allow_remote: bool,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable; coloured only on a terminal without `NO_COLOR`.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The metrics listener: off when `listen` is none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsConfig {
@@ -321,6 +334,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database_url: DatabaseUrl,
     pub log: String,
+    pub log_format: LogFormat,
     pub federation: FederationConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
@@ -387,6 +401,15 @@ impl Config {
             };
 
         let log = env("KNOCKD_LOG").or(parsed.log).unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        let log_format = match pick(&None, "KNOCKD_LOG_FORMAT", parsed.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "log_format = {other:?}: must be \"text\" or \"json\""
+                )));
+            }
+        };
 
         let fed_listen =
             pick(&flags.federation_listen, "KNOCKD_FEDERATION_LISTEN", parsed.federation.listen)
@@ -657,6 +680,7 @@ impl Config {
             data_dir,
             database_url,
             log,
+            log_format,
             federation: FederationConfig {
                 listen: fed_listen,
                 tls,

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use knockd::{
-    config::{Config, EXAMPLE, Overrides},
+    config::{Config, EXAMPLE, LogFormat, Overrides},
     server::{Listeners, prepare, serve},
 };
 
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -336,9 +336,19 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| filter.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Fields flattened to the top level, as log collectors expect.
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => {
+            // https://no-color.org: set and not empty means no colour.
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            logs.with_ansi(std::io::stderr().is_terminal() && !no_color).init()
+        }
+    }
 }

@@ -280,3 +280,73 @@ fn key_rotate_and_show() {
     assert!(lines[1].starts_with("ed25519:a_old\t") && lines[1].contains("expired_ts"), "{shown}");
     assert!(lines[2].contains("expired_ts") && !lines[2].contains("a_old"), "{shown}");
 }
+
+/// Starts knockd with `env` (plain HTTP federation), asks it for `/version`, stops it and
+/// returns what it logged.
+fn logs_of(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let mut all = start_env(data.to_str().unwrap(), &fed, &adm);
+    all.retain(|(k, _)| *k != "KNOCKD_LOG");
+    all.extend_from_slice(&[("KNOCKD_LOG", "info"), ("KNOCKD_FEDERATION_TLS", "off")]);
+    all.extend_from_slice(env);
+    let log = dir.path().join("stderr.log");
+    let mut child = knockd(&[], &all)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !healthy(&adm) {
+        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&fed).unwrap();
+        let request =
+            "GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(&log).unwrap()
+}
+
+// log_format = "json": every line is one JSON object, the federation request's access line among
+// them with its fields at the top level. Text off a terminal has no colour codes.
+#[test]
+fn json_logs_and_no_colour_off_a_terminal() {
+    let logs = logs_of(&[("KNOCKD_LOG_FORMAT", "json")]);
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 2, "{logs}");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "knockd::access")
+        .unwrap_or_else(|| panic!("no access line: {logs}"));
+    assert_eq!(access["endpoint"], "/_matrix/federation/v1/version", "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["method"], "GET", "{access}");
+    assert!(access["latency_ms"].is_number(), "{access}");
+
+    let text = logs_of(&[]);
+    assert!(text.contains("knockd::access"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes when stderr is not a terminal: {text}");
+
+    let out = run(&["config", "check"], &[("KNOCKD_LOG_FORMAT", "yaml")]);
+    assert!(!out.status.success());
+    assert!(error_line(&out).contains("log_format"), "{out:?}");
+}
