@@ -147,9 +147,19 @@ fn write_error(e: io::Error) -> CliError {
     }
 }
 
-/// The width to fit tables in: `COLUMNS` if set, else 120.
+/// The width to fit tables in: `COLUMNS` if set, else the terminal's own width when stdout is
+/// one, else 120 (a pipe or a file).
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|w| *w >= 40).unwrap_or(120)
+    use std::io::IsTerminal;
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok());
+    let terminal = || {
+        std::io::stdout()
+            .is_terminal()
+            .then(ratatui::crossterm::terminal::size)
+            .and_then(Result::ok)
+            .map(|(w, _)| usize::from(w))
+    };
+    columns.or_else(terminal).filter(|w| *w >= 40).unwrap_or(120)
 }
 
 /// Untrusted text made safe for a terminal line: control and invisible formatting characters
@@ -185,12 +195,27 @@ fn is_invisible(c: char) -> bool {
 
 /// At most `width` characters: longer text is cut and ends with `…`.
 pub fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+    if display_width(text) <= width {
         return text.to_owned();
     }
-    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    // Columns on a terminal, not characters: a CJK character or an emoji takes two.
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w > width.saturating_sub(1) {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
     out.push('…');
     out
+}
+
+/// The columns `text` takes on a terminal.
+pub fn display_width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
 }
 
 #[cfg(test)]
@@ -211,6 +236,10 @@ mod tests {
         assert_eq!(truncate("hello", 5), "hello");
         assert_eq!(truncate("hello world", 5), "hell…");
         assert_eq!(truncate("ééééé", 3), "éé…");
+        // Wide characters take two columns: the cut counts columns.
+        assert_eq!(truncate("日本語テキスト", 5), "日本…");
+        assert_eq!(display_width(&truncate("日本語テキスト", 6)), 5);
+        assert_eq!(truncate("👋👋👋", 6), "👋👋👋");
     }
 
     #[test]

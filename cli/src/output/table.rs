@@ -1,6 +1,6 @@
 //! Aligned text tables whose cells are always escaped and cut to fit.
 
-use super::{Style, escape, paint, truncate};
+use super::{Style, display_width, escape, paint, truncate};
 
 /// One table cell: escaped text and an optional style.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ impl Table {
                     .rows
                     .iter()
                     .filter_map(|r| r.get(i))
-                    .map(|c| c.text.chars().count())
+                    .map(|c| display_width(&c.text))
                     .max()
                     .unwrap_or(0);
                 longest.max(header.len()).min(*max)
@@ -87,7 +87,7 @@ impl Table {
                 let (text, style) =
                     row.get(i).map(|c| (c.text.as_str(), c.style)).unwrap_or(("", None));
                 let text = truncate(text, *width);
-                let pad = if last { 0 } else { width - text.chars().count() + GAP };
+                let pad = if last { 0 } else { width.saturating_sub(display_width(&text)) + GAP };
                 match style {
                     Some(s) => line.push_str(&paint(color, s, &text)),
                     None => line.push_str(&text),
@@ -116,6 +116,18 @@ mod tests {
         assert_eq!(lines[1], "1   short");
         assert_eq!(lines[2].chars().count(), 40);
         assert!(lines[2].ends_with('…'));
+    }
+
+    #[test]
+    fn wide_characters_align_by_columns() {
+        let mut t = Table::new(&[("USER", 20), ("NOTE", 30)]);
+        t.row(vec![Cell::new("@日本語:example.org"), Cell::new("a")]);
+        t.row(vec![Cell::new("@bob:example.org"), Cell::new("b")]);
+        t.row(vec![Cell::new("👋👋"), Cell::new("c")]);
+        let text = t.render(false, 80);
+        let notes: Vec<usize> =
+            text.lines().map(|l| display_width(&l[..l.rfind("  ").unwrap() + 2])).collect();
+        assert!(notes.iter().all(|w| *w == notes[0]), "{text}");
     }
 
     #[test]

@@ -238,33 +238,17 @@ pub fn parse_query(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A form-encoded query value: `+` is a space, `%XX` a byte.
 fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
 /// The X-Matrix parameters with every value quoted and no blanks around the commas. The spec
 /// allows unquoted values such as `origin=example.org:8448` and blanks around `,` (as RFC 9110's
 /// auth-param does), and Synapse sends or accepts them; ruma's parser takes values as RFC 7235
 /// tokens, which cannot hold a `:`. Quoting them first keeps ruma the only X-Matrix parser.
-fn quote_params(header: &str) -> std::borrow::Cow<'_, str> {
+pub fn quote_params(header: &str) -> std::borrow::Cow<'_, str> {
     let Some((scheme, params)) = header.trim().split_once(char::is_whitespace) else {
         return header.into();
     };

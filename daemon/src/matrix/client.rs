@@ -418,15 +418,4 @@ async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Byte
 }
 
 /// Percent-encodes one path segment the way Synapse does (everything but unreserved characters).
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use knockd_shared::client::encode as encode_segment;
