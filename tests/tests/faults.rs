@@ -177,7 +177,26 @@ async fn a_database_refusing_writes_gets_5xx_never_200_and_knockd_recovers() {
             knockd_tests::TestBackend::Postgres => Fault::read_only_role(&mut db),
             knockd_tests::TestBackend::Sqlite => Fault::Sqlite { url: db.url.clone(), held: None },
         };
-        let mut fault = fault;
+        refusing_writes(db, fault).await;
+    }
+}
+
+// The database full: every insert into the tables a knock or a decision writes fails as a full
+// disk does (PostgreSQL's SQLSTATE 53100 disk_full, SQLite's "database or disk is full", raised by
+// triggers the test adds and then drops): 5xx, never 200, nothing half-written, and knockd
+// recovers once there is room again.
+#[tokio::test]
+async fn a_full_database_gets_5xx_never_200_and_knockd_recovers() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let fault = Fault::Full { url: db.url.clone(), backend };
+        refusing_writes(db, fault).await;
+    }
+}
+
+async fn refusing_writes(db: TestDb, mut fault: Fault) {
+    let backend = db.backend;
+    {
         let k = TestKnockd::start_with(db, &FAST).await;
         let sim = SimServer::start().await;
         let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
@@ -242,7 +261,12 @@ enum Fault {
     Postgres { admin_url: String, role: String },
     /// Another connection holds SQLite's write lock.
     Sqlite { url: String, held: Option<diesel::SqliteConnection> },
+    /// Inserts fail as on a full disk (triggers on knockd's tables in `url`'s database).
+    Full { url: String, backend: knockd_tests::TestBackend },
 }
+
+/// The tables a knock, a knock's event or a decision inserts into.
+const FULL_TABLES: [&str; 3] = ["events", "knocks", "decisions"];
 
 impl Fault {
     /// A role of its own (so that no other test's database is touched) for knockd on `db`.
@@ -288,7 +312,44 @@ impl Fault {
                 diesel::sql_query("BEGIN EXCLUSIVE").execute(&mut conn).unwrap();
                 *held = Some(conn);
             }
+            Fault::Full { url, backend: knockd_tests::TestBackend::Postgres } => {
+                let mut sql = String::from(
+                    "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                     RAISE EXCEPTION 'could not extend file: No space left on device' \
+                     USING ERRCODE = '53100'; END $$;",
+                );
+                for t in FULL_TABLES {
+                    sql.push_str(&format!(
+                        "CREATE TRIGGER full_{t} BEFORE INSERT ON {t} FOR EACH ROW \
+                         EXECUTE FUNCTION disk_full();"
+                    ));
+                }
+                Self::batch_pg(url, &sql);
+            }
+            Fault::Full { url, backend: knockd_tests::TestBackend::Sqlite } => {
+                let mut sql = String::new();
+                for t in FULL_TABLES {
+                    sql.push_str(&format!(
+                        "CREATE TRIGGER full_{t} BEFORE INSERT ON {t} \
+                         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;"
+                    ));
+                }
+                Self::batch_sqlite(url, &sql);
+            }
         }
+    }
+
+    fn batch_pg(url: &str, sql: &str) {
+        use diesel::{Connection, connection::SimpleConnection};
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn batch_sqlite(url: &str, sql: &str) {
+        use diesel::{Connection, connection::SimpleConnection};
+        let path = url.strip_prefix("sqlite://").unwrap();
+        let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+        conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     fn stop(&mut self) {
@@ -304,6 +365,20 @@ impl Fault {
             Fault::Sqlite { held, .. } => {
                 if let Some(mut conn) = held.take() {
                     diesel::sql_query("ROLLBACK").execute(&mut conn).unwrap();
+                }
+            }
+            Fault::Full { url, backend } => {
+                let drops: String =
+                    FULL_TABLES.iter().map(|t| format!("DROP TRIGGER full_{t} ON {t};")).collect();
+                match backend {
+                    knockd_tests::TestBackend::Postgres => {
+                        Self::batch_pg(url, &format!("{drops} DROP FUNCTION disk_full();"))
+                    }
+                    knockd_tests::TestBackend::Sqlite => {
+                        let drops = drops.replace(" ON events", "").replace(" ON knocks", "");
+                        let drops = drops.replace(" ON decisions", "");
+                        Self::batch_sqlite(url, &drops)
+                    }
                 }
             }
         }
