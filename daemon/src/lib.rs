@@ -13,6 +13,7 @@ pub mod sender;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 
 pub use server::{Listeners, StartError, prepare, serve};

@@ -47,6 +47,9 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Exit 0 when the knockd of this configuration is ready (its admin listener's /readyz), 1
+    /// otherwise: for probes.
+    Healthcheck,
     /// The server's signing key.
     Key {
         #[command(subcommand)]
@@ -147,6 +150,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Healthcheck) = &cli.command {
+        return match healthcheck(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("knockd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Key { command }) = &cli.command {
         return match key_command(&config, command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -195,7 +207,41 @@ async fn run(config: Config) -> Result<(), knockd::StartError> {
         "knockd started; admin token in {}",
         config.data_dir.join(knockd_shared::ADMIN_TOKEN_FILE).display()
     );
-    serve(app, listeners, shutdown_signal()).await
+    let shutdown = async {
+        shutdown_signal().await;
+        knockd::systemd::notify("STOPPING=1");
+    };
+    if let Some(interval) = knockd::systemd::watchdog_interval() {
+        tokio::spawn(knockd::systemd::watchdog(interval));
+    }
+    // The listeners are bound: connections wait in their backlog until served.
+    knockd::systemd::notify("READY=1");
+    serve(app, listeners, shutdown).await
+}
+
+/// `knockd healthcheck`: asks the admin listener's `/readyz` (database reachable, migrations
+/// applied, key loaded), as a container or systemd probe would.
+fn healthcheck(config: &Config) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = config.admin.listen;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("not ready: nothing answers on {addr} ({e})"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("not ready: {e}"))?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.trim()).unwrap_or_default();
+    if status.starts_with("HTTP/1.1 200") {
+        println!("ready: {body}");
+        Ok(())
+    } else if status.is_empty() {
+        Err(format!("not ready: no answer from {addr}"))
+    } else {
+        Err(format!("not ready: {status}: {body}"))
+    }
 }
 
 async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), String> {

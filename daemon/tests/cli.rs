@@ -350,3 +350,92 @@ fn json_logs_and_no_colour_off_a_terminal() {
     assert!(!out.status.success());
     assert!(error_line(&out).contains("log_format"), "{out:?}");
 }
+
+// systemd's protocol: READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, STOPPING=1 on
+// SIGTERM, all to $NOTIFY_SOCKET. `knockd healthcheck` answers 0 while it runs, 1 before and after.
+#[cfg(target_os = "linux")]
+#[test]
+fn systemd_notifications_and_healthcheck() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut env = start_env(data.to_str().unwrap(), &fed, &adm);
+    let health_env = env.clone();
+    let out = run(&["healthcheck"], &health_env);
+    assert!(!out.status.success(), "not running yet");
+    assert!(error_line(&out).contains("not ready"), "{out:?}");
+
+    let socket_env = socket_path.to_str().unwrap().to_owned();
+    env.push(("NOTIFY_SOCKET", &socket_env));
+    env.push(("WATCHDOG_USEC", "200000"));
+    let mut child = knockd(&[], &env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let received = |wanted: &str| {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = socket.recv(&mut buf).expect("a notification within 30 s");
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == wanted) {
+                return;
+            }
+        }
+    };
+    received("READY=1");
+    assert!(healthy(&adm), "READY=1 means it serves");
+    received("WATCHDOG=1");
+    received("WATCHDOG=1");
+    let out = run(&["healthcheck"], &health_env);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ready"), "{out:?}");
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    received("STOPPING=1");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!run(&["healthcheck"], &health_env).status.success());
+}
+
+/// contrib/, from this crate's directory.
+fn contrib(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib").join(path)
+}
+
+// contrib/knockd.toml is what `knockd config example` prints (regenerate it with
+// `knockd config example > contrib/knockd.toml`).
+#[test]
+fn the_example_config_in_contrib_is_current() {
+    let out = run(&["config", "example"], &[]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let kept = std::fs::read_to_string(contrib("knockd.toml")).unwrap();
+    assert!(
+        kept == printed,
+        "contrib/knockd.toml is stale: knockd config example > contrib/knockd.toml"
+    );
+}
+
+// The systemd unit passes `systemd-analyze verify` with no warning, run on the built binary
+// (skipped, saying so, where systemd-analyze is missing).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(contrib("systemd/knockd.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="), "{unit}");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("knockd.service");
+    std::fs::write(&copy, unit.replace("/usr/bin/knockd", env!("CARGO_BIN_EXE_knockd"))).unwrap();
+    let out = match Command::new("systemd-analyze").arg("verify").arg(&copy).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: systemd-analyze is not available ({e})");
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
