@@ -212,6 +212,7 @@ pub async fn serve(
         match tls::ensure_certificate(&config).map_err(StartError)? {
             Some((cert, key)) => {
                 let tls_config = tls::rustls_config(&cert, &key).await.map_err(StartError)?;
+                tokio::spawn(tls::reload_on_sighup(tls_config.clone(), cert, key));
                 let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls_config)
                     .handshake_timeout(header_timeout);
                 let acceptor = federation::connections::Limited::new(tls, connections);

@@ -53,3 +53,29 @@ pub async fn rustls_config(cert: &Path, key: &Path) -> Result<RustlsConfig, Stri
         .await
         .map_err(|e| format!("TLS certificate {} / key {}: {e}", cert.display(), key.display()))
 }
+
+/// On every SIGHUP, reads the certificate and key again: new connections get them, open ones keep
+/// theirs. A file that does not load leaves the certificate in use as it was (and says why).
+pub async fn reload_on_sighup(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP cannot be caught: the certificate is not reloaded on SIGHUP");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match config.reload_from_pem_file(&cert, &key).await {
+                Ok(()) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
+                Err(e) => tracing::error!(
+                    cert = %cert.display(),
+                    key = %key.display(),
+                    error = %e,
+                    "TLS certificate not reloaded; the previous one stays in use"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (config, cert, key);
+}

@@ -439,3 +439,175 @@ fn the_systemd_unit_verifies() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }
+
+/// TLS to knockd that accepts any certificate and records the one it was shown.
+mod tls_probe {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpStream,
+        sync::{Arc, Mutex},
+    };
+
+    use rustls::{
+        ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned,
+        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        pki_types::{CertificateDer, ServerName, UnixTime},
+    };
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Option<Vec<u8>>>);
+
+    impl ServerCertVerifier for Recorder {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            *self.0.lock().unwrap() = Some(end_entity.to_vec());
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// A kept-alive TLS connection, and the certificate its handshake showed.
+    pub struct Probe {
+        stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+        pub cert: Vec<u8>,
+    }
+
+    impl Probe {
+        pub fn connect(addr: &str) -> Self {
+            let recorder = Arc::new(Recorder::default());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(recorder.clone())
+                .with_no_client_auth();
+            let name = ServerName::try_from("localhost").unwrap();
+            let conn = ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut stream = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+            while stream.conn.is_handshaking() {
+                stream.conn.complete_io(&mut stream.sock).unwrap();
+            }
+            let cert = recorder.0.lock().unwrap().clone().expect("a certificate");
+            Self { stream: BufReader::new(stream), cert }
+        }
+
+        /// `GET /version` on this connection: its status.
+        pub fn version(&mut self) -> u16 {
+            let request = "GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            self.stream.get_mut().write_all(request.as_bytes()).unwrap();
+            let mut status = String::new();
+            self.stream.read_line(&mut status).unwrap();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                self.stream.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            self.stream.read_exact(&mut body).unwrap();
+            status.split_whitespace().nth(1).unwrap_or_default().parse().unwrap_or(0)
+        }
+    }
+}
+
+// SIGHUP reloads the certificate and key: new connections get the new certificate, a connection
+// opened before keeps working, and files that do not load leave the certificate in use.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (fed, adm) = (free_port(), free_port());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let write_cert = || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        made.cert.der().to_vec()
+    };
+    let first = write_cert();
+    let config = dir.path().join("knockd.toml");
+    let toml = format!(
+        "version = 1\n[federation]\ntls = \"files\"\ncert = {:?}\nkey = {:?}\n",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut child = knockd(
+        &["--config", config.to_str().unwrap()],
+        &start_env(data.to_str().unwrap(), &fed, &adm),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !healthy(&adm) {
+        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut open = tls_probe::Probe::connect(&fed);
+    assert_eq!(open.cert, first);
+    assert_eq!(open.version(), 200);
+
+    let hangup = |pid: u32| {
+        assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    };
+    let second = write_cert();
+    hangup(child.id());
+    let start = Instant::now();
+    while tls_probe::Probe::connect(&fed).cert != second {
+        assert!(start.elapsed() < Duration::from_secs(10), "the new certificate never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(open.version(), 200, "the connection opened before the reload still works");
+
+    std::fs::write(&cert, "not a certificate").unwrap();
+    hangup(child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "a bad file does not stop knockd");
+    assert_eq!(tls_probe::Probe::connect(&fed).cert, second, "the last good certificate stays");
+    assert_eq!(open.version(), 200);
+
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
