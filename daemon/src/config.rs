@@ -23,6 +23,8 @@ pub const DEFAULT_LOG: &str = "info,ruma_state_res=warn";
 /// The commented example printed by `knockd config example`. A test keeps it valid.
 pub const EXAMPLE: &str = r#"# knockd configuration. Every key is optional except `version`.
 # Precedence: built-in defaults < this file < KNOCKD_* environment variables < command-line flags.
+# Every setting can also come from KNOCKD_<SECTION>__<KEY> (KNOCKD_OUTBOX__POLL_MS); the flat names
+# given below win over those. Settings in milliseconds (*_ms) also take durations: "30s", "1h".
 version = 1
 
 # The Matrix server name of this knockd (users are @name:<server_name>). Env: KNOCKD_SERVER_NAME
@@ -89,6 +91,8 @@ park_after_refusals = 10
 # How long one knockd holds a server's outbound lease without renewing it. At least twice
 # federation.request_timeout_ms (the default), so a request always ends before its lease does.
 # lease_ms = 120000
+# How often the sender looks for due items when nothing woke it. Env: KNOCKD_OUTBOX_POLL_MS
+poll_ms = 1000
 # Parked items older than this are deleted (checked every minute); 0 keeps them forever.
 # Env: KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS
 purge_parked_after_ms = 604800000
@@ -168,12 +172,18 @@ pub const DEFAULT_DUMMY_EVENT_THRESHOLD: usize = 20;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileOutbox {
+    #[serde(default, deserialize_with = "millis")]
     min_backoff_ms: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     max_backoff_ms: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     park_after_ms: Option<i64>,
     park_after_refusals: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     lease_ms: Option<i64>,
-    poll_ms: Option<u64>,
+    #[serde(default, deserialize_with = "millis")]
+    poll_ms: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     purge_parked_after_ms: Option<i64>,
 }
 
@@ -198,6 +208,7 @@ pub struct OutboxConfig {
 #[serde(deny_unknown_fields)]
 struct FileKnock {
     room_state: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "millis")]
     expire_after_ms: Option<i64>,
     rate_per_origin: Option<f64>,
     burst_per_origin: Option<i64>,
@@ -245,8 +256,11 @@ struct FileFederation {
     trusted_key_servers: Option<Vec<String>>,
     ip_range_blocklist: Option<Vec<String>>,
     ip_range_allowlist: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "millis")]
     request_timeout_ms: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     header_timeout_ms: Option<i64>,
+    #[serde(default, deserialize_with = "millis")]
     body_timeout_ms: Option<i64>,
     max_connections: Option<i64>,
     max_connections_per_address: Option<i64>,
@@ -360,10 +374,16 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let parsed = match file {
+        let mut table = match file {
             Some(path) => read_file(path)?,
-            None => FileConfig { version: Some(CONFIG_VERSION), ..FileConfig::default() },
+            None => toml::Table::from_iter([("version".to_owned(), toml::Value::from(1))]),
         };
+        overlay_section_env(&mut table, env)?;
+        let parsed = FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let origin =
+                file.map_or_else(|| "the environment".to_owned(), |p| p.display().to_string());
+            ConfigError(format!("{origin}: {}", e.message()))
+        })?;
         let origin = file.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
         match parsed.version {
             Some(CONFIG_VERSION) => {}
@@ -401,6 +421,9 @@ impl Config {
             };
 
         let log = env("KNOCKD_LOG").or(parsed.log).unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(ConfigError(format!("log = {log:?} is not a log filter: {e}")));
+        }
         let log_format = match pick(&None, "KNOCKD_LOG_FORMAT", parsed.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -481,6 +504,11 @@ impl Config {
 
         let num = |var: &str, file: Option<i64>, default: i64| -> Result<i64, ConfigError> {
             match env(var) {
+                Some(v) if var.ends_with("_MS") => parse_millis(&v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{var} = {v:?}: expected milliseconds, or a duration like 30s, 5m, 1h, 7d"
+                    ))
+                }),
                 Some(v) => {
                     v.parse().map_err(|_| ConfigError(format!("{var} = {v:?}: expected a number")))
                 }
@@ -571,8 +599,7 @@ impl Config {
             )?
             .max(1),
             lease_ms,
-            poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms.map(|p| p as i64), 1_000)?
-                .max(10) as u64,
+            poll_ms: num("KNOCKD_OUTBOX_POLL_MS", parsed.outbox.poll_ms, 1_000)?.max(10) as u64,
             purge_parked_after_ms: num(
                 "KNOCKD_OUTBOX_PURGE_PARKED_AFTER_MS",
                 parsed.outbox.purge_parked_after_ms,
@@ -718,21 +745,126 @@ fn knock_var(key: &str) -> String {
     format!("KNOCKD_KNOCK_{}", key.to_ascii_uppercase())
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// Every setting of the example, as `KNOCKD_<SECTION>__<KEY>` (`KNOCKD_OUTBOX__POLL_MS`), put
+/// over what the file says. A value is read as TOML when it is one (`42`, `true`, `["a", "b"]`),
+/// as text otherwise. The flat names (`KNOCKD_OUTBOX_POLL_MS`) still work and win over these.
+fn overlay_section_env(
+    table: &mut toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (section, key) in section_keys() {
+        let var = format!("KNOCKD_{}__{}", section.to_uppercase(), key.to_uppercase());
+        let Some(text) = env(&var).filter(|v| !v.is_empty()) else { continue };
+        let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(text.clone()));
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_owned(), value);
+            }
+            _ => return Err(ConfigError(format!("{var}: [{section}] is not a section"))),
+        }
+    }
+    Ok(())
+}
+
+/// `(section, key)` of every setting in [`EXAMPLE`], commented out or not.
+pub fn section_keys() -> Vec<(&'static str, &'static str)> {
+    let mut section = "";
+    let mut keys = Vec::new();
+    for line in EXAMPLE.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+            continue;
+        }
+        let setting = line.strip_prefix("# ").unwrap_or(line);
+        let Some((key, _)) = setting.split_once(" = ") else { continue };
+        if !section.is_empty()
+            && !key.is_empty()
+            && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            keys.push((section, key));
+        }
+    }
+    keys
+}
+
+/// Milliseconds as a number, or a duration with units: `500ms`, `30s`, `5m`, `1h`, `7d`, `1h30m`.
+pub fn parse_millis(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let factor = match rest[..unit_len].trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(factor)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+/// A `*_ms` setting in the file: milliseconds, or a duration with units as text ("30s").
+fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => parse_millis(&t).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{t:?} is not milliseconds or a duration like 30s, 5m, 1h, 7d"
+            ))
+        }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError(format!("cannot read config file {}: {}", path.display(), describe_io(&e)))
     })?;
-    toml::from_str(&text).map_err(|e| {
-        let message = e.message().to_owned();
-        let at = e
-            .span()
-            .map(|span| {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!(" (line {line})")
-            })
-            .unwrap_or_default();
-        ConfigError(format!("config file {}{at}: {message}", path.display()))
-    })
+    // Checked as the settings first, for errors that name their line; then kept as a table for
+    // the environment to go over.
+    toml::from_str::<FileConfig>(&text).and_then(|_| toml::from_str::<toml::Table>(&text)).map_err(
+        |e| {
+            let message = e.message().to_owned();
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError(format!("config file {}{at}: {message}", path.display()))
+        },
+    )
 }
 
 fn describe_io(e: &std::io::Error) -> String {
@@ -784,6 +916,108 @@ mod tests {
         assert_eq!(c.federation.request_timeout_ms, 60_000);
         assert_eq!(c.outbox.lease_ms, 120_000);
         assert_eq!(c.outbox.park_after_refusals, 10);
+    }
+
+    #[test]
+    fn every_setting_has_an_environment_name_and_durations_take_units() {
+        let env = env_of(&[
+            ("KNOCKD_OUTBOX__POLL_MS", "250"),
+            ("KNOCKD_OUTBOX__MAX_BACKOFF_MS", "2h"),
+            ("KNOCKD_FEDERATION__REQUEST_TIMEOUT_MS", "\"90s\""),
+            ("KNOCKD_FEDERATION__TRUSTED_KEY_SERVERS", "[\"notary.example\"]"),
+            ("KNOCKD_KNOCK__ROOM_STATE", "[\"m.room.name\"]"),
+            ("KNOCKD_METRICS__LISTEN", "127.0.0.1:9448"),
+            ("KNOCKD_ADMIN__LISTEN", "127.0.0.1:9000"),
+            ("KNOCKD_ROOMS__DUMMY_EVENT_THRESHOLD", "7"),
+            ("KNOCKD_KNOCK__EXPIRE_AFTER_MS", "1d"),
+        ]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.poll_ms, 250);
+        assert_eq!(c.outbox.max_backoff_ms, 2 * 3_600_000);
+        assert_eq!(c.federation.request_timeout_ms, 90_000);
+        assert_eq!(c.federation.trusted_key_servers.len(), 1);
+        assert!(c.knock_room_state.contains(&"m.room.name".to_owned()));
+        assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9448));
+        assert_eq!(c.admin.listen.port(), 9000);
+        assert_eq!(c.dummy_event_threshold, 7);
+        assert_eq!(c.knock_expire_after_ms, 86_400_000);
+
+        // The flat names still work, and win.
+        let both = env_of(&[
+            ("KNOCKD_ADMIN__LISTEN", "127.0.0.1:9000"),
+            ("KNOCKD_ADMIN_LISTEN", "127.0.0.1:9001"),
+        ]);
+        let c = Config::load(None, &both, &Overrides::default()).unwrap();
+        assert_eq!(c.admin.listen.port(), 9001);
+        let flat = env_of(&[("KNOCKD_OUTBOX_POLL_MS", "1m")]);
+        assert_eq!(
+            Config::load(None, &flat, &Overrides::default()).unwrap().outbox.poll_ms,
+            60_000
+        );
+
+        // Durations in the file too; a bad one names the setting.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("knockd.toml");
+        std::fs::write(&file, "version = 1\n[outbox]\nmin_backoff_ms = \"1h30m\"\n").unwrap();
+        let c = Config::load(Some(&file), &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.outbox.min_backoff_ms, 90 * 60_000);
+        std::fs::write(&file, "version = 1\n[outbox]\nmin_backoff_ms = \"soon\"\n").unwrap();
+        let err = Config::load(Some(&file), &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("soon") && err.to_string().contains("30s"), "{err}");
+        let bad = env_of(&[("KNOCKD_OUTBOX_POLL_MS", "fast")]);
+        let err = Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("KNOCKD_OUTBOX_POLL_MS") && err.contains("duration"), "{err}");
+        let bad = env_of(&[("KNOCKD_OUTBOX__POLL_MS", "fast")]);
+        let err = Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("fast"), "{err}");
+    }
+
+    #[test]
+    fn every_example_setting_is_a_real_one() {
+        // Uncommented, every setting of the example (commented ones too) is accepted.
+        let all: String = EXAMPLE
+            .lines()
+            .map(|l| {
+                let setting = l.strip_prefix("# ").filter(|s| !s.contains("...")).filter(|s| {
+                    s.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
+                });
+                format!("{}\n", setting.unwrap_or(l))
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("all.toml");
+        std::fs::write(&file, &all).unwrap();
+        Config::load(Some(&file), &env_of(&[]), &Overrides::default())
+            .unwrap_or_else(|e| panic!("{e}\n{all}"));
+        assert!(section_keys().len() >= 30, "{:?}", section_keys());
+        assert!(section_keys().contains(&("outbox", "lease_ms")));
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_an_error() {
+        let bad = env_of(&[("KNOCKD_LOG", "info,knockd=loud")]);
+        let err = Config::load(None, &bad, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("log filter"), "{err}");
+    }
+
+    #[test]
+    fn millis_with_units() {
+        for (text, ms) in [
+            ("250", 250),
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("2h", 7_200_000),
+            ("7d", 604_800_000),
+            ("1h30m", 5_400_000),
+        ] {
+            assert_eq!(parse_millis(text), Some(ms), "{text}");
+        }
+        for text in ["", "s", "5x", "1.5h", "-", "99999999999999999999d"] {
+            assert_eq!(parse_millis(text), None, "{text}");
+        }
     }
 
     #[test]

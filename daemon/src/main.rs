@@ -97,8 +97,13 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate the configuration without binding ports or touching the database.
-    Check,
+    /// Validate the configuration (ranges, the log filter, TLS files) without binding ports or
+    /// touching the database.
+    Check {
+        /// Answer as JSON: {"ok": true, …the resolved settings} or {"ok": false, "error": …}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a commented example configuration.
     Example,
 }
@@ -117,24 +122,43 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let env = |name: &str| std::env::var(name).ok();
-    let config = match Config::load(cli.config.as_deref(), &env, &overrides) {
+    let loaded = Config::load(cli.config.as_deref(), &env, &overrides).map_err(|e| e.to_string());
+    if let Some(Command::Config { command: ConfigCommand::Check { json } }) = &cli.command {
+        let checked = loaded.and_then(|c| check_tls_files(&c).map(|()| c));
+        return match (checked, json) {
+            (Ok(c), true) => {
+                println!("{}", settings_json(&c));
+                ExitCode::SUCCESS
+            }
+            (Ok(c), false) => {
+                println!(
+                    "configuration ok: server_name {}, federation {} (tls {:?}), admin {}, \
+                     database {}",
+                    c.server_name,
+                    c.federation.listen,
+                    c.federation.tls,
+                    c.admin.listen,
+                    c.database_url
+                );
+                ExitCode::SUCCESS
+            }
+            (Err(e), true) => {
+                println!("{}", serde_json::json!({ "ok": false, "error": e }));
+                ExitCode::FAILURE
+            }
+            (Err(e), false) => {
+                eprintln!("knockd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("knockd: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Config { command: ConfigCommand::Check }) = &cli.command {
-        println!(
-            "configuration ok: server_name {}, federation {} (tls {:?}), admin {}, database {}",
-            config.server_name,
-            config.federation.listen,
-            config.federation.tls,
-            config.admin.listen,
-            config.database_url
-        );
-        return ExitCode::SUCCESS;
-    }
     if let Some(Command::Admin { command: AdminCommand::Token { command } }) = &cli.command {
         return match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => match rt.block_on(token_command(&config, command)) {
@@ -304,6 +328,54 @@ async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// With `federation.tls = "files"`: both files readable and PEM.
+fn check_tls_files(config: &Config) -> Result<(), String> {
+    if let knockd::config::TlsMode::Files { cert, key } = &config.federation.tls {
+        for (what, path) in [("federation.cert", cert), ("federation.key", key)] {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{what} = {}: {e}", path.display()))?;
+            if !text.contains("-----BEGIN ") {
+                return Err(format!("{what} = {}: not a PEM file", path.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The resolved settings an operator checks (the database URL without its password).
+fn settings_json(c: &Config) -> serde_json::Value {
+    let tls = match &c.federation.tls {
+        knockd::config::TlsMode::Off => "off".to_owned(),
+        knockd::config::TlsMode::SelfSigned => "self-signed".to_owned(),
+        knockd::config::TlsMode::Files { .. } => "files".to_owned(),
+    };
+    serde_json::json!({
+        "ok": true,
+        "server_name": c.server_name.as_str(),
+        "data_dir": c.data_dir.display().to_string(),
+        "database_url": c.database_url.to_string(),
+        "log": c.log,
+        "log_format": format!("{:?}", c.log_format).to_lowercase(),
+        "federation": {
+            "listen": c.federation.listen.to_string(),
+            "tls": tls,
+            "request_timeout_ms": c.federation.request_timeout_ms,
+        },
+        "admin": { "listen": c.admin.listen.to_string() },
+        "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
+        "outbox": {
+            "min_backoff_ms": c.outbox.min_backoff_ms,
+            "max_backoff_ms": c.outbox.max_backoff_ms,
+            "park_after_ms": c.outbox.park_after_ms,
+            "poll_ms": c.outbox.poll_ms,
+        },
+        "knock": {
+            "expire_after_ms": c.knock_expire_after_ms,
+            "max_pending_per_room": c.knock_limits.max_pending_per_room,
+        },
+    })
 }
 
 fn key_command(config: &Config, command: &KeyCommand) -> Result<(), String> {

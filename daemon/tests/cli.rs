@@ -611,3 +611,53 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+// `knockd config check --json`: the resolved settings (every setting from KNOCKD_<SECTION>__<KEY>
+// too, durations with units), or {"ok": false, "error"} and exit 1: a bad value, a TLS file that
+// is missing or not PEM.
+#[test]
+fn config_check_json() {
+    let ok = run(
+        &["config", "check", "--json"],
+        &[
+            ("KNOCKD_ADMIN__LISTEN", "127.0.0.1:9101"),
+            ("KNOCKD_OUTBOX__MAX_BACKOFF_MS", "2h"),
+            ("KNOCKD_DATABASE_URL", "postgres://knockd:secret@127.0.0.1/knockd"),
+        ],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["admin"]["listen"], "127.0.0.1:9101");
+    assert_eq!(answer["outbox"]["max_backoff_ms"], 7_200_000);
+    assert!(!answer.to_string().contains("secret"), "no password: {answer}");
+
+    let bad = run(&["config", "check", "--json"], &[("KNOCKD_OUTBOX__POLL_MS", "soon")]);
+    assert!(!bad.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(answer["ok"], false);
+    assert!(answer["error"].as_str().unwrap().contains("soon"), "{answer}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("knockd.toml");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not pem").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[federation]\ntls = \"files\"\ncert = {:?}\nkey = {:?}\n",
+            cert.to_str().unwrap(),
+            dir.path().join("missing.pem").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = run(&["--config", config.to_str().unwrap(), "config", "check"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        error_line(&out).contains("federation.cert") && error_line(&out).contains("PEM"),
+        "{out:?}"
+    );
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let out = run(&["--config", config.to_str().unwrap(), "config", "check"], &[]);
+    assert!(error_line(&out).contains("federation.key"), "{out:?}");
+}
