@@ -599,3 +599,39 @@ async fn a_server_down_for_long_gets_its_invites_when_it_returns() {
         k.stop().await;
     }
 }
+
+// Found by the test above: a server knockd had never seen, asking while PostgreSQL was away, was
+// answered 401 (as if its signature were bad) because its key could not be looked up. Our own
+// failure is a 503, so that the server tries again; once the database is back, it is served.
+#[tokio::test]
+async fn a_new_server_asking_while_the_database_is_away_gets_503_not_401() {
+    use knockd_tests::TestBackend;
+    if !backends().contains(&TestBackend::Postgres) {
+        eprintln!("skipped: KNOCKD_TEST_DATABASE_URL is not set");
+        return;
+    }
+    let mut db = TestDb::new(TestBackend::Postgres);
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (user, rest) = rest.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let proxy = CutProxy::start(host.to_owned()).await;
+    db.url = format!("{scheme}://{user}@{}/{tail}", proxy.addr);
+    let k = TestKnockd::start_with(db, &FAST).await;
+    let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
+    let stranger = SimServer::start().await;
+    proxy.down();
+    let user = stranger.user("new");
+    let (status, body) = stranger.make_knock(&k.server_name, &room_id, user.as_str()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    proxy.up();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = stranger.make_knock(&k.server_name, &room_id, user.as_str()).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+    k.stop().await;
+}

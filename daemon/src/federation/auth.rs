@@ -13,7 +13,7 @@ use ruma::{OwnedServerName, api::federation::authentication::XMatrix};
 
 use crate::{
     error::ApiError,
-    matrix::{json, now_ms},
+    matrix::{json, now_ms, remote_keys::KeyFetchError},
     service::AppState,
 };
 
@@ -141,6 +141,11 @@ async fn origin_and_key(
         return Err(unauthorized(format!("this request is for another server, not {ours}")));
     }
     let map = app.remote_keys.key_map(&x.origin, x.key.as_str(), now_ms()).await.map_err(|e| {
+        if let KeyFetchError::Store(why) = &e {
+            // Our failure, not the request's: the sender should try again, not give up.
+            tracing::warn!(origin = %x.origin, error = %why, "key store unavailable");
+            return ApiError::Unavailable("the key store is unavailable; try again".to_owned());
+        }
         // The cause (a refused address, a connection error) stays in our log: the answer
         // must not make this listener a port scanner for whoever names an origin.
         tracing::info!(origin = %x.origin, key = %x.key, error = %e, "origin's key not found");

@@ -51,6 +51,10 @@ struct CachedKey {
 pub enum KeyFetchError {
     #[error("no valid key {key_id} for {server}: {reason}")]
     Unavailable { server: String, key_id: String, reason: String },
+    /// Our database did not answer: nothing is known about the key either way (a 5xx, not a
+    /// refusal of the request).
+    #[error("the key store is unavailable: {0}")]
+    Store(String),
 }
 
 /// The remote key cache.
@@ -142,7 +146,7 @@ impl RemoteKeys {
             .db
             .read(move |conn| server_keys::for_server(conn, &name))
             .await
-            .map_err(|e: StoreError| unavailable(e.to_string()))?;
+            .map_err(|e: StoreError| KeyFetchError::Store(e.to_string()))?;
         self.remember(&rows);
         if let Some(k) = self.cached(server, key_id, at_ms) {
             return Ok(k);
@@ -168,15 +172,19 @@ impl RemoteKeys {
                 .map_err(|n| unavailable(format!("{direct}; {n}")))?,
         };
         let stored = fetched.clone();
-        self.db
-            .write(move |conn| {
+        let kept = self
+            .db
+            .write(move |conn| -> Result<(), StoreError> {
                 for row in &stored {
                     server_keys::upsert(conn, row)?;
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e: StoreError| unavailable(e.to_string()))?;
+            .await;
+        // The response was checked: a key not kept in the database is still good in memory.
+        if let Err(e) = kept {
+            tracing::warn!(server = %server, error = %e, "fetched keys not stored; kept in memory");
+        }
         self.remember(&fetched);
         self.cached(server, key_id, at_ms)
             .ok_or_else(|| unavailable("not in the server's key response".to_owned()))
