@@ -111,8 +111,12 @@ pub enum Command {
     Rooms(RoomsCommand),
     /// The decision log, newest first.
     Log(LogArgs),
-    /// The outbound federation queue: items pending and items parked after failing too long.
-    Outbox,
+    /// The outbound federation queue: items pending and items parked after failing too long;
+    /// `retry ID` puts a parked item back in the queue, `drop ID` deletes it.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxCommand>,
+    },
     /// Stream queue changes as JSON lines (one event per line) until interrupted.
     Watch,
     /// The interactive terminal UI (also what knockctl without a command opens on a terminal).
@@ -204,6 +208,21 @@ pub struct LogArgs {
     /// At most this many decisions (0: all of them).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: usize,
+}
+
+/// `outbox …`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Put a parked item back in the queue; its server is tried at once.
+    Retry {
+        /// Item ID (from `knockctl outbox`).
+        id: i64,
+    },
+    /// Delete a parked item; a dropped invite ends its approval as approve_failed.
+    Drop {
+        /// Item ID (from `knockctl outbox`).
+        id: i64,
+    },
 }
 
 /// `rooms …`

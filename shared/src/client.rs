@@ -297,6 +297,16 @@ impl AdminClient {
         self.call::<(), _>(Method::GET, "/outbox", None).await
     }
 
+    /// `POST /outbox/{id}/retry`: a parked item back in the queue.
+    pub async fn outbox_retry(&self, id: i64) -> Result<crate::OutboxAction, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/outbox/{id}/retry"), None).await
+    }
+
+    /// `DELETE /outbox/{id}`: a parked item dropped.
+    pub async fn outbox_drop(&self, id: i64) -> Result<crate::OutboxAction, ClientError> {
+        self.call::<(), _>(Method::DELETE, &format!("/outbox/{id}"), None).await
+    }
+
     /// `GET /events`: the queue-change stream as a raw response (server-sent events).
     pub async fn events(&self) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{ADMIN_PREFIX}/events", self.base);

@@ -421,6 +421,15 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// `POST /outbox/{id}/retry` and `DELETE /outbox/{id}` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxAction {
+    /// The item.
+    pub id: i64,
+    /// `requeued` or `dropped`.
+    pub status: String,
+}
+
 /// `GET /outbox` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxStatus {

@@ -269,6 +269,11 @@ impl TestKnockd {
     /// An admin client with a new token of a local user (created if needed), as
     /// `knockd admin token create --user` makes one.
     pub async fn client_for(&self, user: &str) -> AdminClient {
+        AdminClient::new(self.admin_url.clone(), self.token_for(user).await)
+    }
+
+    /// A new admin token of a local user (created if needed).
+    pub async fn token_for(&self, user: &str) -> String {
         let token = knockd::server::new_token().expect("token");
         let (user, stored) = (user.to_owned(), token.clone());
         self.app
@@ -281,7 +286,7 @@ impl TestKnockd {
             })
             .await
             .expect("token stored");
-        AdminClient::new(self.admin_url.clone(), token)
+        token
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Deny(args) => deny::run(ctx, &args).await,
         Command::Rooms(command) => rooms::run(ctx, command).await,
         Command::Log(args) => log::run(ctx, &args).await,
-        Command::Outbox => outbox::run(ctx).await,
+        Command::Outbox { action } => outbox::run(ctx, action.as_ref()).await,
         Command::Watch => watch::run(ctx).await,
         Command::Tui => crate::tui::run(ctx).await,
         Command::Completions { shell } => completions::run(ctx, shell),

@@ -2,11 +2,24 @@
 
 use super::Ctx;
 use crate::{
+    cli::OutboxCommand,
     exit::CliError,
     output::{Cell, Style, Table, age},
 };
 
-pub async fn run(ctx: &Ctx) -> Result<(), CliError> {
+pub async fn run(ctx: &Ctx, action: Option<&OutboxCommand>) -> Result<(), CliError> {
+    let done = match action {
+        None => return status(ctx).await,
+        Some(OutboxCommand::Retry { id }) => ctx.client()?.outbox_retry(*id).await?,
+        Some(OutboxCommand::Drop { id }) => ctx.client()?.outbox_drop(*id).await?,
+    };
+    if ctx.out.json {
+        return ctx.out.json(&done);
+    }
+    ctx.out.line(&format!("outbox item {} {}", done.id, done.status))
+}
+
+async fn status(ctx: &Ctx) -> Result<(), CliError> {
     let status = ctx.client()?.outbox().await?;
     if ctx.out.json {
         return ctx.out.json(&status);

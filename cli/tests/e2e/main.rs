@@ -3,6 +3,7 @@
 
 mod common;
 mod errors;
+mod outbox;
 mod queue;
 mod rooms;
 mod tui;

@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/decisions", get(decide::decisions))
         .route("/events", get(events::stream))
         .route("/outbox", get(outbox::status))
+        .route("/outbox/{id}", axum::routing::delete(outbox::drop))
+        .route("/outbox/{id}/retry", post(outbox::retry))
         .fallback(not_found);
     Router::new()
         .nest(knockd_shared::ADMIN_PREFIX, api)

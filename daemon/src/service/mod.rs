@@ -8,6 +8,7 @@ pub mod joins;
 pub mod knocks;
 pub mod membership;
 pub mod moderation;
+pub mod outbox_items;
 pub mod queue;
 pub mod ratelimit;
 pub mod reads;

@@ -470,3 +470,38 @@ pub fn depth_by_destination(conn: &mut DbConn) -> Result<Vec<(String, i64, i64)>
         .load(conn)?;
     Ok(rows.into_iter().map(|(d, n, oldest)| (d, n, oldest.unwrap_or_default())).collect())
 }
+
+/// A parked item of the given rooms (`None`: any), if there is one with this id.
+pub fn parked_item(
+    conn: &mut DbConn,
+    item_id: i64,
+    rooms: Option<&[String]>,
+) -> Result<Option<Item>, StoreError> {
+    let mut query = o::table.find(item_id).filter(o::parked_ms.is_not_null()).into_boxed();
+    if let Some(rooms) = rooms {
+        query = query.filter(o::room_id.eq_any(rooms));
+    }
+    optional(query.first(conn))
+}
+
+/// Puts a parked item back in the queue, and lets its destination be tried at once (its
+/// back-off forgotten). False when there is no such parked item.
+pub fn unpark(conn: &mut DbConn, item_id: i64) -> Result<bool, StoreError> {
+    let Some(item) = optional(o::table.find(item_id).first::<Item>(conn))? else {
+        return Ok(false);
+    };
+    let n = diesel::update(o::table.find(item_id).filter(o::parked_ms.is_not_null()))
+        .set((o::parked_ms.eq(None::<i64>), o::last_error.eq(None::<String>)))
+        .execute(conn)?;
+    if n > 0 {
+        reset_backoff(conn, &item.destination)?;
+    }
+    Ok(n > 0)
+}
+
+/// Deletes a parked item. False when there is no such parked item.
+pub fn drop_parked(conn: &mut DbConn, item_id: i64) -> Result<bool, StoreError> {
+    let n =
+        diesel::delete(o::table.find(item_id).filter(o::parked_ms.is_not_null())).execute(conn)?;
+    Ok(n > 0)
+}
