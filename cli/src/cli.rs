@@ -121,6 +121,8 @@ pub enum Command {
     Watch,
     /// The interactive terminal UI (also what knockctl without a command opens on a terminal).
     Tui,
+    /// knockctl's version and the version of the knockd it talks to.
+    Version,
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.

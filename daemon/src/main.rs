@@ -47,6 +47,13 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Print a shell completion script for knockd.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print knockd's man page (roff).
+    Man,
     /// Exit 0 when the knockd of this configuration is ready (its admin listener's /readyz), 1
     /// otherwise: for probes.
     Healthcheck,
@@ -88,6 +95,9 @@ enum TokenCommand {
         user: String,
         #[arg(long)]
         label: Option<String>,
+        /// The token stops working after this long: "30d", "12h", "90m" (default: never).
+        #[arg(long)]
+        expires_in: Option<String>,
     },
     /// List tokens (ids, users, labels; never the tokens themselves).
     List,
@@ -120,6 +130,26 @@ fn main() -> ExitCode {
     if let Some(Command::Config { command: ConfigCommand::Example }) = &cli.command {
         print!("{EXAMPLE}");
         return ExitCode::SUCCESS;
+    }
+    // Neither needs a configuration.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "knockd", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("knockd: cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let env = |name: &str| std::env::var(name).ok();
     let loaded = Config::load(cli.config.as_deref(), &env, &overrides).map_err(|e| e.to_string());
@@ -275,7 +305,18 @@ async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), St
     };
     let db = Db::connect(&config.database_url).await.map_err(|e| e.to_string())?;
     match command {
-        TokenCommand::Create { user, label } => {
+        TokenCommand::Create { user, label, expires_in } => {
+            let expires_ms = match expires_in {
+                None => None,
+                Some(text) => match knockd::config::parse_millis(text) {
+                    Some(ms) if ms > 0 => Some(now_ms().saturating_add(ms)),
+                    _ => {
+                        return Err(format!(
+                            "--expires-in {text:?}: expected a duration like 30d, 12h, 90m"
+                        ));
+                    }
+                },
+            };
             let user_id =
                 ruma::UserId::parse(user).map_err(|e| format!("{user:?} is not a user ID: {e}"))?;
             if user_id.server_name() != config.server_name {
@@ -289,7 +330,7 @@ async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), St
             let id = db
                 .write(move |conn| -> Result<String, StoreError> {
                     users::ensure_user(conn, &u, now_ms())?;
-                    users::add_token(conn, &t, &u, l.as_deref(), now_ms())
+                    users::add_token_expiring(conn, &t, &u, l.as_deref(), now_ms(), expires_ms)
                 })
                 .await
                 .map_err(|e| e.to_string())?;
@@ -301,15 +342,18 @@ async fn token_command(config: &Config, command: &TokenCommand) -> Result<(), St
                 .read(|conn| -> Result<_, StoreError> { users::tokens(conn) })
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("ID\tUSER\tLABEL\tCREATED_MS\tREVOKED_MS");
+            println!("ID\tUSER\tLABEL\tCREATED_MS\tREVOKED_MS\tEXPIRES_MS");
+            let or_dash =
+                |v: Option<i64>| v.map(|m| m.to_string()).unwrap_or_else(|| "-".to_owned());
             for r in rows {
-                let revoked = r.revoked_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".to_owned());
                 println!(
-                    "{}\t{}\t{}\t{}\t{revoked}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     r.token_id,
                     r.user_id,
                     r.label.unwrap_or_default(),
-                    r.created_ms
+                    r.created_ms,
+                    or_dash(r.revoked_ms),
+                    or_dash(r.expires_ms)
                 );
             }
         }

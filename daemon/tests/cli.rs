@@ -233,6 +233,22 @@ fn admin_tokens_can_be_created_listed_and_revoked() {
     let out = run(&["admin", "token", "create", "--user", "@mod:other.example"], &env);
     assert!(!out.status.success());
     assert!(error_line(&out).contains("not a user of this server"));
+
+    // A token with an expiry: the list says when.
+    let args = ["admin", "token", "create", "--user", "@ops:example.org", "--expires-in", "1h"];
+    let out = run(&args, &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing =
+        String::from_utf8_lossy(&run(&["admin", "token", "list"], &env).stdout).to_string();
+    assert!(listing.lines().next().unwrap().ends_with("EXPIRES_MS"), "{listing}");
+    let ops = listing.lines().find(|l| l.contains("@ops")).unwrap();
+    let expires: i64 = ops.rsplit('\t').next().unwrap().parse().unwrap();
+    let created: i64 = ops.split('\t').nth(3).unwrap().parse().unwrap();
+    assert!((expires - created - 3_600_000).abs() < 60_000, "{ops}");
+    let args = ["admin", "token", "create", "--user", "@ops:example.org", "--expires-in", "soon"];
+    let out = run(&args, &env);
+    assert!(!out.status.success());
+    assert!(error_line(&out).contains("--expires-in"), "{out:?}");
 }
 
 // `knockd key show|rotate`: no key yet is a clear error; rotating refuses while something listens
@@ -660,4 +676,21 @@ fn config_check_json() {
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\n").unwrap();
     let out = run(&["--config", config.to_str().unwrap(), "config", "check"], &[]);
     assert!(error_line(&out).contains("federation.key"), "{out:?}");
+}
+
+// `knockd completions SHELL` and `knockd man` need no configuration.
+#[test]
+fn completions_and_man_page() {
+    let out = run(&["completions", "bash"], &[("KNOCKD_LOG", "not a filter!")]);
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("knockd") && script.contains("healthcheck"), "{script}");
+    let out = run(&["man"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH knockd") && page.contains("rotate") || page.contains("key"),
+        "{page}"
+    );
+    assert!(!run(&["completions", "cmd.exe"], &[]).status.success());
 }

@@ -297,6 +297,11 @@ impl AdminClient {
         self.call::<(), _>(Method::GET, "/outbox", None).await
     }
 
+    /// `GET /version`: the daemon's version.
+    pub async fn version(&self) -> Result<crate::ServerVersion, ClientError> {
+        self.call::<(), _>(Method::GET, "/version", None).await
+    }
+
     /// `POST /outbox/{id}/retry`: a parked item back in the queue.
     pub async fn outbox_retry(&self, id: i64) -> Result<crate::OutboxAction, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/outbox/{id}/retry"), None).await

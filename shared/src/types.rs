@@ -421,6 +421,15 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// `GET /version` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerVersion {
+    /// `knockd`.
+    pub server: String,
+    /// Its version.
+    pub version: String,
+}
+
 /// `POST /outbox/{id}/retry` and `DELETE /outbox/{id}` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxAction {

@@ -229,3 +229,41 @@ async fn other_rooms_answer_as_if_they_did_not_exist() {
         k.stop().await;
     }
 }
+
+// A token made with an expiry works until then and is refused after, as a revoked one is
+// (401 M_UNKNOWN_TOKEN).
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    for backend in backends() {
+        let k = TestKnockd::start_with(TestDb::new(backend), &FAST).await;
+        let user = k.admin_user();
+        let now = knockd::matrix::now_ms();
+        let admin_url = k.admin_url.clone();
+        let make = |token: &'static str, expires_ms: i64| {
+            let user = user.clone();
+            let db = k.app.db.clone();
+            let admin_url = admin_url.clone();
+            async move {
+                db.write(move |conn| -> Result<String, knockd::store::StoreError> {
+                    knockd::store::users::add_token_expiring(
+                        conn,
+                        token,
+                        &user,
+                        None,
+                        now,
+                        Some(expires_ms),
+                    )
+                })
+                .await
+                .unwrap();
+                AdminClient::new(admin_url, token)
+            }
+        };
+        let live = make("kd_test_token_live_for_an_hour", now + 3_600_000).await;
+        let expired = make("kd_test_token_expired_a_second_ago", now - 1_000).await;
+        live.list_rooms(None, None).await.expect("a token before its expiry works");
+        let (status, errcode) = api_error(expired.list_rooms(None, None).await.unwrap_err());
+        assert_eq!((status, errcode.as_str()), (401, "M_UNKNOWN_TOKEN"), "{backend:?}");
+        k.stop().await;
+    }
+}

@@ -83,8 +83,20 @@ pub async fn run(command: Command, ctx: &Ctx) -> Result<(), CliError> {
         Command::Log(args) => log::run(ctx, &args).await,
         Command::Outbox { action } => outbox::run(ctx, action.as_ref()).await,
         Command::Watch => watch::run(ctx).await,
+        Command::Version => version(ctx).await,
         Command::Tui => crate::tui::run(ctx).await,
         Command::Completions { shell } => completions::run(ctx, shell),
         Command::Man { out_dir } => man::run(ctx, out_dir.as_deref()),
     }
+}
+
+/// `knockctl version`: its own version, and knockd's (exit 6 when knockd cannot be reached).
+async fn version(ctx: &Ctx) -> Result<(), CliError> {
+    let own = env!("CARGO_PKG_VERSION");
+    let server = ctx.client()?.version().await?;
+    if ctx.out.json {
+        return ctx.out.json(&serde_json::json!({ "knockctl": own, "knockd": server.version }));
+    }
+    ctx.out.line(&format!("knockctl {own}"))?;
+    ctx.out.line(&format!("{} {}", server.server, server.version))
 }

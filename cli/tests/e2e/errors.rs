@@ -79,3 +79,15 @@ async fn an_unreachable_daemon_exits_6() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// `knockctl version`: its own version and the daemon's, as text and JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_names_both() {
+    let k = start(knockd_tests::TestBackend::Sqlite).await;
+    let json = knockctl(&k, &["version", "--json"]).await.expect(0).json();
+    assert_eq!(json["knockctl"], env!("CARGO_PKG_VERSION"), "{json}");
+    assert!(json["knockd"].as_str().is_some_and(|v| !v.is_empty()), "{json}");
+    let text = knockctl(&k, &["version"]).await.expect(0);
+    assert!(text.stdout.starts_with("knockctl ") && text.stdout.contains("\nknockd "), "{text:?}");
+    k.stop().await;
+}

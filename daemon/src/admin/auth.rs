@@ -42,9 +42,10 @@ impl FromRequestParts<AppState> for AdminUser {
                 )
             })?
             .to_owned();
-        let user = state.db.read(move |conn| users::user_for_token(conn, &token)).await?;
+        let now = crate::matrix::now_ms();
+        let user = state.db.read(move |conn| users::user_for_token(conn, &token, now)).await?;
         let user = user.ok_or_else(|| {
-            ApiError::Token("M_UNKNOWN_TOKEN", "unknown or revoked token".to_owned())
+            ApiError::Token("M_UNKNOWN_TOKEN", "unknown, revoked or expired token".to_owned())
         })?;
         OwnedUserId::try_from(user)
             .map(AdminUser)

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (database and key ready).
+//! `GET /healthz` (the process answers), `GET /readyz` (database and key ready) and the admin
+//! API's `GET /version`.
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
@@ -25,4 +26,12 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
             )
         }
     }
+}
+
+/// `GET /_knockd/admin/v1/version` (with a token).
+pub async fn version(_user: super::AdminUser) -> Json<knockd_shared::ServerVersion> {
+    Json(knockd_shared::ServerVersion {
+        server: "knockd".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
 }

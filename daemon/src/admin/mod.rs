@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/knocks/{id}/deny", post(decide::deny))
         .route("/decisions", get(decide::decisions))
         .route("/events", get(events::stream))
+        .route("/version", get(health::version))
         .route("/outbox", get(outbox::status))
         .route("/outbox/{id}", axum::routing::delete(outbox::drop))
         .route("/outbox/{id}/retry", post(outbox::retry))

@@ -103,6 +103,7 @@ diesel::table! {
         label -> Nullable<Text>,
         created_ms -> BigInt,
         revoked_ms -> Nullable<BigInt>,
+        expires_ms -> Nullable<BigInt>,
     }
 }
 

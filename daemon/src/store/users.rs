@@ -34,6 +34,18 @@ pub fn add_token(
     label: Option<&str>,
     now_ms: i64,
 ) -> Result<String, StoreError> {
+    add_token_expiring(conn, token, user_id, label, now_ms, None)
+}
+
+/// [`add_token`] for a token that stops working at `expires_ms` (`None`: never).
+pub fn add_token_expiring(
+    conn: &mut DbConn,
+    token: &str,
+    user_id: &str,
+    label: Option<&str>,
+    now_ms: i64,
+    expires_ms: Option<i64>,
+) -> Result<String, StoreError> {
     let hash = hash_token(token);
     let token_id = hash[..12].to_owned();
     diesel::insert_into(admin_tokens::table)
@@ -43,6 +55,7 @@ pub fn add_token(
             admin_tokens::user_id.eq(user_id),
             admin_tokens::label.eq(label),
             admin_tokens::created_ms.eq(now_ms),
+            admin_tokens::expires_ms.eq(expires_ms),
         ))
         .execute(conn)?;
     Ok(token_id)
@@ -59,12 +72,17 @@ pub fn token_live(conn: &mut DbConn, token: &str) -> Result<Option<bool>, StoreE
     Ok(revoked.map(|r| r.is_none()))
 }
 
-/// The user a live token belongs to.
-pub fn user_for_token(conn: &mut DbConn, token: &str) -> Result<Option<String>, StoreError> {
+/// The user a live token belongs to: neither revoked nor expired at `now_ms`.
+pub fn user_for_token(
+    conn: &mut DbConn,
+    token: &str,
+    now_ms: i64,
+) -> Result<Option<String>, StoreError> {
     optional(
         admin_tokens::table
             .filter(admin_tokens::token_hash.eq(hash_token(token)))
             .filter(admin_tokens::revoked_ms.is_null())
+            .filter(admin_tokens::expires_ms.is_null().or(admin_tokens::expires_ms.gt(now_ms)))
             .select(admin_tokens::user_id)
             .first(conn),
     )
@@ -77,6 +95,7 @@ pub struct TokenRow {
     pub label: Option<String>,
     pub created_ms: i64,
     pub revoked_ms: Option<i64>,
+    pub expires_ms: Option<i64>,
 }
 
 pub fn tokens(conn: &mut DbConn) -> Result<Vec<TokenRow>, StoreError> {
@@ -87,6 +106,7 @@ pub fn tokens(conn: &mut DbConn) -> Result<Vec<TokenRow>, StoreError> {
             admin_tokens::label,
             admin_tokens::created_ms,
             admin_tokens::revoked_ms,
+            admin_tokens::expires_ms,
         ))
         .order(admin_tokens::created_ms.asc())
         .load(conn)?)
