@@ -753,6 +753,10 @@ fn overlay_section_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
     for (section, key) in section_keys() {
+        // Opening a listener beyond loopback stays a decision of the config file.
+        if key == "allow_remote" {
+            continue;
+        }
         let var = format!("KNOCKD_{}__{}", section.to_uppercase(), key.to_uppercase());
         let Some(text) = env(&var).filter(|v| !v.is_empty()) else { continue };
         let value = toml::from_str::<toml::Table>(&format!("v = {text}"))

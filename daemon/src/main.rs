@@ -268,6 +268,18 @@ async fn run(config: Config) -> Result<(), knockd::StartError> {
     if let Some(interval) = knockd::systemd::watchdog_interval() {
         tokio::spawn(knockd::systemd::watchdog(interval));
     }
+    // SIGHUP (systemctl reload) must never end knockd, TLS or not: caught from here on (the
+    // TLS listener reloads its certificate on it).
+    #[cfg(unix)]
+    if let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        && config.federation.tls == knockd::config::TlsMode::Off
+    {
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: no TLS certificate to reload (federation.tls = \"off\")");
+            }
+        });
+    }
     // The listeners are bound: connections wait in their backlog until served.
     knockd::systemd::notify("READY=1");
     serve(app, listeners, shutdown).await

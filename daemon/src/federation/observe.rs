@@ -42,7 +42,8 @@ pub async fn observe(State(app): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// The `origin` parameter of an X-Matrix header, quoted or not; at most 255 bytes of it.
+/// The `origin` parameter of an X-Matrix header, quoted or not; `invalid` when it is not shaped
+/// like a server name.
 fn claimed_origin(header: &str) -> Option<String> {
     let params = header.trim_start().get(8..).filter(|_| {
         header.trim_start().get(..8).is_some_and(|s| s.eq_ignore_ascii_case("x-matrix"))
@@ -50,8 +51,14 @@ fn claimed_origin(header: &str) -> Option<String> {
     params.split(',').find_map(|param| {
         let (name, value) = param.split_once('=')?;
         (name.trim() == "origin").then(|| {
+            // Only what a server name may hold; anything else could forge log fields.
             let value = value.trim().trim_matches('"');
-            value.chars().take(255).filter(|c| !c.is_control()).collect()
+            let name_like = |c: char| c.is_ascii_alphanumeric() || "-.:[]_".contains(c);
+            if !value.is_empty() && value.len() <= 255 && value.chars().all(name_like) {
+                value.to_owned()
+            } else {
+                "invalid".to_owned()
+            }
         })
     })
 }
@@ -68,5 +75,7 @@ mod tests {
         assert_eq!(claimed_origin(bare).as_deref(), Some("a.example"));
         assert_eq!(claimed_origin("Bearer abc"), None);
         assert_eq!(claimed_origin("X-Matrix key=k"), None);
+        let forged = r#"X-Matrix origin="x status=200 endpoint=/admin",key="k",sig="s""#;
+        assert_eq!(claimed_origin(forged).as_deref(), Some("invalid"));
     }
 }

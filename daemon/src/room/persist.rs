@@ -32,6 +32,18 @@ pub fn store_group(
     parent: Option<&Group>,
     changes: &[(StateKey, OwnedEventId)],
 ) -> Result<Stored, StoreError> {
+    store_group_on(conn, room, parent, changes, true)
+}
+
+/// [`store_group`]; with `may_extend` false the group always starts a chain of its own, so that a
+/// side state (after a soft-failed event) never takes the tip the room's next states extend.
+fn store_group_on(
+    conn: &mut DbConn,
+    room: &mut LoadedRoom,
+    parent: Option<&Group>,
+    changes: &[(StateKey, OwnedEventId)],
+    may_extend: bool,
+) -> Result<Stored, StoreError> {
     let delta: Vec<(StateKey, String)> =
         changes.iter().map(|(k, id)| (k.clone(), id.to_string())).collect();
     let parent: Option<(i64, Ancestry)> =
@@ -41,7 +53,7 @@ pub fn store_group(
             None => None,
         };
     let parent_ancestry: &[(i64, i64)] = parent.as_ref().map_or(&[], |(_, a)| &a[..]);
-    let extend = match parent_ancestry.first() {
+    let extend = match parent_ancestry.first().filter(|_| may_extend) {
         Some(&(chain, pos)) => {
             // What the batch holds first (the memo of tips may have been dropped since), then
             // the memo, then the store.
@@ -105,7 +117,7 @@ pub fn accepted(
         remove_outlier(conn, room, &pdu.event_id)?;
     }
     let key = pdu.state_key.as_ref().map(|k| (pdu.event_type.to_string(), k.clone()));
-    let after = state_after(conn, room, pdu, before)?;
+    let after = state_after(conn, room, pdu, before, true)?;
     room.pending.add_event(PendingEvent {
         pdu: pdu.clone(),
         status: ev::ACCEPTED,
@@ -170,16 +182,18 @@ pub fn write_rows(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreE
 
 /// Stores an event that is not part of the room's state: rejected, or soft-failed (its state
 /// before is kept for the latter, so later questions about it can be answered), or an outlier.
-/// The state after `pdu`: `before`, and the event itself when it is a state event (stored).
+/// The state after `pdu`: `before`, and the event itself when it is a state event (stored; on a
+/// chain of its own unless `on_main_line`).
 fn state_after(
     conn: &mut DbConn,
     room: &mut LoadedRoom,
     pdu: &Pdu,
     before: &Arc<Group>,
+    on_main_line: bool,
 ) -> Result<Arc<Group>, StoreError> {
     let Some(key) = &pdu.state_key else { return Ok(before.clone()) };
     let changes = [((pdu.event_type.to_string(), key.clone()), pdu.event_id.clone())];
-    let stored = store_group(conn, room, Some(before), &changes)?;
+    let stored = store_group_on(conn, room, Some(before), &changes, on_main_line)?;
     Ok(Group::derived(before, &changes, Some(stored)))
 }
 
@@ -194,7 +208,7 @@ pub fn soft_failed(
 ) -> Result<(), StoreError> {
     room.touched = true;
     let pdu = Arc::new(pdu.clone());
-    let after = state_after(conn, room, &pdu, before)?;
+    let after = state_after(conn, room, &pdu, before, false)?;
     room.pending.add_event(PendingEvent {
         pdu: pdu.clone(),
         status: ev::SOFT_FAILED,

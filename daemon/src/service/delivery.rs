@@ -19,6 +19,7 @@ use crate::{
     room::{
         RoomCtx,
         accept::{self, Placing, Verdict},
+        auth_events,
         effects::Source,
         load_pdus, local,
         state_before::Mode,
@@ -144,12 +145,22 @@ async fn attempt(
             if let Some(r) = &decision.reason {
                 content["reason"] = r.as_str().into();
             }
-            let invite = match &job.invite {
-                // Built and kept by an earlier attempt: the same event again.
-                Some(json) => {
-                    let id = event::event_id(json, &room.rules).map_err(StoreError::Corrupt)?;
-                    Pdu::from_canonical(id, json.clone()).map_err(StoreError::Corrupt)?
+            // Built and kept by an earlier attempt: the same event again, as long as the room as
+            // it is now still allows it (else a new one: the old one would never be accepted).
+            let mut kept = None;
+            if let Some(json) = &job.invite {
+                let id = event::event_id(json, &room.rules).map_err(StoreError::Corrupt)?;
+                let pdu = Pdu::from_canonical(id, json.clone()).map_err(StoreError::Corrupt)?;
+                let current = txn_room.current.state.clone();
+                match auth_events::check_state(conn, txn_room, &pdu, &current)? {
+                    Ok(()) => kept = Some(pdu),
+                    Err(why) => {
+                        tracing::info!(event_id = %pdu.event_id, %why, "kept invite outdated; a new one");
+                    }
                 }
+            }
+            let invite = match kept {
+                Some(pdu) => pdu,
                 None => {
                     let template =
                         EventTemplate::state("m.room.member", user.as_str(), &actor, content);

@@ -57,9 +57,27 @@ pub async fn drop(app: &AppState, actor: &UserId, item_id: i64) -> Result<Done, 
                 item.last_error.unwrap_or_default()
             );
             let from = [knocks::DELIVERY_PENDING];
-            knocks::transition(conn, job.knock_id, &from, knocks::APPROVE_FAILED, now_ms())?;
-            decisions::set_delivery(conn, job.decision_id, decisions::FAILED, None, Some(&why))?;
-            Ok(Some((job.knock_id, item.room_id)))
+            if knocks::transition(conn, job.knock_id, &from, knocks::APPROVE_FAILED, now_ms())? {
+                decisions::set_delivery(
+                    conn,
+                    job.decision_id,
+                    decisions::FAILED,
+                    None,
+                    Some(&why),
+                )?;
+                Ok(Some((job.knock_id, item.room_id)))
+            } else {
+                // The knock moved on meanwhile (rescinded, joined): the approval is only dropped.
+                let why = format!("{why}; the knock had moved on");
+                decisions::set_delivery(
+                    conn,
+                    job.decision_id,
+                    decisions::DROPPED,
+                    None,
+                    Some(&why),
+                )?;
+                Ok(None)
+            }
         })
         .await?;
     if let Some((knock_id, room_id)) = ended {
