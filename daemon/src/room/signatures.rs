@@ -10,7 +10,27 @@ use ruma::{
 };
 
 use super::RoomCtx;
-use crate::matrix::{KeyRing, event, remote_keys::RemoteKeys};
+use crate::matrix::{
+    KeyRing, event,
+    remote_keys::{KeyFetchError, RemoteKeys},
+};
+
+/// Why the signatures were not checked through.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    /// Missing, wrong, or no key to check them with: the event is refused.
+    #[error("{0}")]
+    Refused(String),
+    /// Our key store (the database) did not answer: nothing is known either way; try again.
+    #[error("{0}")]
+    KeyStore(String),
+}
+
+impl From<String> for SignatureError {
+    fn from(why: String) -> Self {
+        Self::Refused(why)
+    }
+}
 
 /// Verifies the event; on a hash mismatch the redacted event comes back, flagged `true`.
 pub async fn verify_signatures(
@@ -18,7 +38,7 @@ pub async fn verify_signatures(
     remote_keys: &RemoteKeys,
     room: &RoomCtx,
     pdu: CanonicalJsonObject,
-) -> Result<(CanonicalJsonObject, bool), String> {
+) -> Result<(CanonicalJsonObject, bool), SignatureError> {
     let servers =
         ruma::signatures::required_server_signatures_to_verify_event(&pdu, &room.rules.signatures)
             .map_err(|e| e.to_string())?;
@@ -43,13 +63,16 @@ async fn keys_for(
     pdu: &CanonicalJsonObject,
     server: &ServerName,
     at: i64,
-) -> Result<BTreeMap<String, Base64>, String> {
+) -> Result<BTreeMap<String, Base64>, SignatureError> {
     if server == keys.server_name() {
         // Ours: the current key and those we had not yet rotated away when it was signed.
         return keys
             .verify_keys_at(at)
             .into_iter()
-            .map(|(id, key)| Ok((id, Base64::<Standard>::parse(key).map_err(|e| e.to_string())?)))
+            .map(|(id, key)| {
+                let key = Base64::<Standard>::parse(key).map_err(|e| e.to_string())?;
+                Ok((id, key))
+            })
             .collect();
     }
     let key_ids: Vec<String> = pdu
@@ -60,7 +83,7 @@ async fn keys_for(
         .map(|keys| keys.keys().filter(|k| k.starts_with("ed25519:")).cloned().collect())
         .unwrap_or_default();
     if key_ids.is_empty() {
-        return Err(format!("the event is not signed by {server}"));
+        return Err(format!("the event is not signed by {server}").into());
     }
     let mut last = String::new();
     for key_id in key_ids {
@@ -69,8 +92,9 @@ async fn keys_for(
                 let key = Base64::<Standard>::parse(&key).map_err(|e| e.to_string())?;
                 return Ok(BTreeMap::from([(key_id, key)]));
             }
+            Err(KeyFetchError::Store(why)) => return Err(SignatureError::KeyStore(why)),
             Err(e) => last = e.to_string(),
         }
     }
-    Err(format!("cannot verify the signature of {server}: {last}"))
+    Err(format!("cannot verify the signature of {server}: {last}").into())
 }

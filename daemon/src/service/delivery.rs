@@ -10,6 +10,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{AppState, ServiceError, moderation::InviteJob};
+use crate::matrix::remote_keys::KeyFetchError;
 use crate::{
     matrix::{
         EventTemplate, Pdu,
@@ -224,7 +225,9 @@ async fn attempt(
     };
     let signed = match check_countersigned(app, &room, &invite, &server, &bytes).await {
         Ok(p) => p,
-        Err(why) => {
+        // Our key store did not answer: nothing is known about the answer; the same invite again.
+        Err(Countersign::KeyStore(why)) => return Ok(Outcome::Retry(why)),
+        Err(Countersign::Wrong(why)) => {
             failed(app, format!("the invite came back wrong: {why}")).await?;
             return Ok(Outcome::Done);
         }
@@ -280,6 +283,26 @@ fn invite_state(conn: &mut DbConn, room_id: &str, inviter: &str) -> Result<Vec<V
         .collect())
 }
 
+/// Why an invite's answer was not taken.
+enum Countersign {
+    /// Not our event with a valid signature of the invitee's server added.
+    Wrong(String),
+    /// Our key store did not answer.
+    KeyStore(String),
+}
+
+impl From<String> for Countersign {
+    fn from(why: String) -> Self {
+        Self::Wrong(why)
+    }
+}
+
+impl From<&str> for Countersign {
+    fn from(why: &str) -> Self {
+        Self::Wrong(why.to_owned())
+    }
+}
+
 /// The returned event must be ours with only the invitee server's signature added, and that one
 /// valid. What we store and relay is our own event plus that signature: nothing else of the
 /// answer is taken over. Its `unsigned` is ignored rather than refused (Synapse puts `age` and
@@ -291,7 +314,7 @@ async fn check_countersigned(
     ours: &Pdu,
     server: &ServerName,
     bytes: &[u8],
-) -> Result<Pdu, String> {
+) -> Result<Pdu, Countersign> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let event = value.get("event").cloned().ok_or("no `event` in the answer")?;
     let returned: CanonicalJsonObject =
@@ -303,7 +326,7 @@ async fn check_countersigned(
         o
     };
     if strip(&returned) != strip(&ours.json) {
-        return Err("fields other than signatures changed".to_owned());
+        return Err(Countersign::Wrong("fields other than signatures changed".to_owned()));
     }
     let signatures = |o: &CanonicalJsonObject| -> CanonicalJsonObject {
         o.get("signatures").and_then(CanonicalJsonValue::as_object).cloned().unwrap_or_default()
@@ -311,15 +334,17 @@ async fn check_countersigned(
     let (mut added, original) = (signatures(&returned), signatures(&ours.json));
     for (signer, sigs) in &original {
         if added.remove(signer).as_ref() != Some(sigs) {
-            return Err(format!("the signature of {signer} changed"));
+            return Err(Countersign::Wrong(format!("the signature of {signer} changed")));
         }
     }
     if let Some(other) = added.keys().find(|s| *s != server.as_str()) {
-        return Err(format!("signed by {other}, a server the invite was not sent to"));
+        return Err(Countersign::Wrong(format!(
+            "signed by {other}, a server the invite was not sent to"
+        )));
     }
     let id = event::event_id(&returned, &room.rules)?;
     if id != ours.event_id {
-        return Err("the event ID changed".to_owned());
+        return Err(Countersign::Wrong("the event ID changed".to_owned()));
     }
     let theirs = returned
         .get("signatures")
@@ -337,6 +362,7 @@ async fn check_countersigned(
         let Some(sig) = sig.as_str() else { continue };
         let key = match app.remote_keys.key(server, key_id, ts.min(now_ms())).await {
             Ok(k) => k,
+            Err(KeyFetchError::Store(why)) => return Err(Countersign::KeyStore(why)),
             Err(e) => {
                 last = e.to_string();
                 continue;
@@ -358,10 +384,10 @@ async fn check_countersigned(
                 let only = CanonicalJsonObject::from([(key_id.clone(), theirs[key_id].clone())]);
                 all.insert(server.to_string(), CanonicalJsonValue::Object(only));
                 stored.insert("signatures".to_owned(), CanonicalJsonValue::Object(all));
-                return Pdu::from_canonical(id, stored);
+                return Ok(Pdu::from_canonical(id, stored)?);
             }
             Err(e) => last = format!("bad signature from {server}: {e}"),
         }
     }
-    Err(last)
+    Err(Countersign::Wrong(last))
 }

@@ -15,7 +15,8 @@ use crate::{
         accept::{self, Placing, Verdict},
         auth_events,
         effects::Source,
-        format, load_pdus, signatures,
+        format, load_pdus,
+        signatures::{self, SignatureError},
     },
     store::{DbConn, StoreError, events as ev},
 };
@@ -253,9 +254,15 @@ pub async fn send(
         countersign(&mut pdu)?;
     }
     let (pdu, content_redacted) =
-        signatures::verify_signatures(&app.keys, &app.remote_keys, &room, pdu)
-            .await
-            .map_err(|e| ServiceError::Invalid(format!("signature check failed: {e}")))?;
+        signatures::verify_signatures(&app.keys, &app.remote_keys, &room, pdu).await.map_err(
+            |e| match e {
+                // Our database, not the event: 503, try again.
+                SignatureError::KeyStore(why) => ServiceError::Store(StoreError::Pool(why)),
+                SignatureError::Refused(why) => {
+                    ServiceError::Invalid(format!("signature check failed: {why}"))
+                }
+            },
+        )?;
     let mut pdu = pdu;
     if !authorised_here {
         // Our signature on what we accept (Synapse does not add it; it does no harm). Made

@@ -302,6 +302,18 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<signatures::SignatureError> for Failure {
+    fn from(e: signatures::SignatureError) -> Self {
+        match e {
+            signatures::SignatureError::Refused(why) => Self::Refused(why),
+            // Our key store did not answer: the transaction is answered 5xx and sent again.
+            signatures::SignatureError::KeyStore(why) => {
+                Self::Local(ServiceError::Store(StoreError::Pool(why)))
+            }
+        }
+    }
+}
+
 impl From<ServiceError> for Failure {
     fn from(e: ServiceError) -> Self {
         match e {
