@@ -527,6 +527,16 @@ impl Engine {
     /// The room as this engine last wrote it, possibly behind another instance's writes (no
     /// version read): for checks the room's write repeats. Read as [`Engine::snapshot`] when
     /// not held.
+    /// The room's version if the room is in memory (no database read: for labels and logs).
+    pub fn version_in_memory(&self, room_id: &str) -> Option<String> {
+        let held = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.get(room_id).cloned()
+        }?;
+        let snapshot = held.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.as_ref().map(|room| room.ctx.version.to_string())
+    }
+
     pub async fn snapshot_unchecked(
         &self,
         room_id: &str,
