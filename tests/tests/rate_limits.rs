@@ -235,6 +235,95 @@ async fn the_pending_cap_holds_over_send() {
     }
 }
 
+/// A room with a joined member `local` of `sim`'s server: knocked, approved, joined.
+async fn room_with_member(k: &TestKnockd, sim: &SimServer, local: &str) -> String {
+    let room_id = room(k).await;
+    let (s, b) = sim.knock(&k.server_name, &room_id, local, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let id = pending(k, &room_id).await[0].id;
+    k.admin.approve(id, None).await.unwrap();
+    for _ in 0..200 {
+        if k.admin.knock(id).await.unwrap().knock.status == "approved" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, b) = sim.membership("join", &k.server_name, &room_id, local).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    room_id
+}
+
+/// A knock template of `sim`'s user `local`.
+async fn knock_template(k: &TestKnockd, sim: &SimServer, room_id: &str, local: &str) -> Value {
+    let user = sim.user(local);
+    let content = json!({ "membership": "knock" });
+    k.template(room_id, user.as_str(), "m.room.member", Some(user.as_str()), content).await
+}
+
+/// `member` sends only a message citing the last of a chain of `n` knocks, which knockd fetches
+/// through /get_missing_events; the message must be taken. The chain's statuses, in order.
+async fn send_knock_chain(
+    k: &TestKnockd,
+    sim: &SimServer,
+    room_id: &str,
+    member: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut prev: Option<String> = None;
+    let mut depth = 0;
+    for i in 1..=n {
+        let mut t = knock_template(k, sim, room_id, &format!("c{i}")).await;
+        if let Some(p) = &prev {
+            t["prev_events"] = json!([p]);
+            t["depth"] = json!(depth + 1);
+        }
+        depth = t["depth"].as_u64().unwrap();
+        let (id, pdu) = sim.sign_event("12", t);
+        prev = Some(id.to_string());
+        chain.push((id.to_string(), pdu));
+    }
+    let member = sim.user(member);
+    let mut message =
+        k.template(room_id, member.as_str(), "m.room.message", None, json!({ "body": "hi" })).await;
+    message["prev_events"] = json!([prev.clone().unwrap()]);
+    message["depth"] = json!(depth + 1);
+    let (message_id, message) = sim.sign_event("12", message);
+    sim.serve_missing_events(chain.iter().map(|(_, p)| p.clone()).collect());
+    let (s, answer) = sim.send_txn(&k.server_name, "chain", &[message], &[]).await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    assert_eq!(answer["pdus"][message_id.as_str()], json!({}), "{answer}");
+    let mut statuses = Vec::new();
+    for (id, _) in &chain {
+        statuses.push(k.event_status(id).await.unwrap_or_default());
+    }
+    statuses
+}
+
+// A knock fetched to fill a gap takes a token from its origin's bucket too: past the burst, the
+// fetched knocks are soft-failed (in the graph, not queued) and the message citing them is taken.
+#[tokio::test]
+async fn knocks_fetched_to_fill_a_gap_count_against_the_origin_rate() {
+    for backend in backends() {
+        let k = start(
+            &[("KNOCKD_KNOCK_RATE_PER_ORIGIN", "0.001"), ("KNOCKD_KNOCK_BURST_PER_ORIGIN", "6")],
+            backend,
+        )
+        .await;
+        let sim = SimServer::start().await;
+        let room_id = room_with_member(&k, &sim, "m").await;
+        let statuses = send_knock_chain(&k, &sim, &room_id, "m", 6).await;
+        let taken = statuses.iter().take_while(|s| *s == "accepted").count();
+        assert!(taken < 6, "{backend:?}: the burst runs out: {statuses:?}");
+        assert!(
+            statuses[taken..].iter().all(|s| s == "soft_failed"),
+            "{backend:?}: past the burst, soft-failed: {statuses:?}"
+        );
+        assert_eq!(pending(&k, &room_id).await.len(), taken, "{backend:?}");
+        k.stop().await;
+    }
+}
+
 // Found by review: the cap holds for knocks knockd fetches too. A joined server sends only a
 // message citing the last of a chain of five knocks; knockd fetches the chain through
 // /get_missing_events (the origin chooses what that answers): three fit the cap, the others are
@@ -245,65 +334,9 @@ async fn the_pending_cap_holds_for_knocks_fetched_to_fill_a_gap() {
     for backend in backends() {
         let k = start(&[("KNOCKD_KNOCK_MAX_PENDING_PER_ROOM", "3")], backend).await;
         let sim = SimServer::start().await;
-        let room_id = room(&k).await;
-        // A member of the knocking server: knocked, approved, joined.
-        let (s, b) = sim.knock(&k.server_name, &room_id, "m", None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        let id = pending(&k, &room_id).await[0].id;
-        k.admin.approve(id, None).await.unwrap();
-        for _ in 0..200 {
-            if k.admin.knock(id).await.unwrap().knock.status == "approved" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let (s, b) = sim.membership("join", &k.server_name, &room_id, "m").await;
-        assert_eq!(s, StatusCode::OK, "{backend:?}: {b}");
-
+        let room_id = room_with_member(&k, &sim, "m").await;
         let member = sim.user("m");
-        let knock_template = |local: &str| {
-            let user = sim.user(local);
-            let k = &k;
-            let room_id = room_id.clone();
-            async move {
-                k.template(
-                    &room_id,
-                    user.as_str(),
-                    "m.room.member",
-                    Some(user.as_str()),
-                    json!({ "membership": "knock" }),
-                )
-                .await
-            }
-        };
-        let mut chain = Vec::new();
-        let mut prev: Option<String> = None;
-        let mut depth = 0;
-        for local in ["c1", "c2", "c3", "c4", "c5"] {
-            let mut t = knock_template(local).await;
-            if let Some(p) = &prev {
-                t["prev_events"] = json!([p]);
-                t["depth"] = json!(depth + 1);
-            }
-            depth = t["depth"].as_u64().unwrap();
-            let (id, pdu) = sim.sign_event("12", t);
-            prev = Some(id.to_string());
-            chain.push((id.to_string(), pdu));
-        }
-        let mut message = k
-            .template(&room_id, member.as_str(), "m.room.message", None, json!({ "body": "hi" }))
-            .await;
-        message["prev_events"] = json!([prev.clone().unwrap()]);
-        message["depth"] = json!(depth + 1);
-        let (message_id, message) = sim.sign_event("12", message);
-        sim.serve_missing_events(chain.iter().map(|(_, p)| p.clone()).collect());
-        let (s, answer) = sim.send_txn(&k.server_name, "chain", &[message], &[]).await;
-        assert_eq!(s, StatusCode::OK, "{answer}");
-        let mut statuses = Vec::new();
-        for (id, _) in &chain {
-            statuses.push(k.event_status(id).await.unwrap_or_default());
-        }
-        assert_eq!(answer["pdus"][message_id.as_str()], json!({}), "{backend:?}: {answer}");
+        let statuses = send_knock_chain(&k, &sim, &room_id, "m", 5).await;
         assert_eq!(
             statuses,
             ["accepted", "accepted", "accepted", "soft_failed", "soft_failed"],
@@ -312,7 +345,8 @@ async fn the_pending_cap_holds_for_knocks_fetched_to_fill_a_gap() {
         assert_eq!(pending(&k, &room_id).await.len(), 3, "{backend:?}");
 
         // A knock refused by the cap, and a message citing it, in one transaction.
-        let (refused_id, refused) = sim.sign_event("12", knock_template("c6").await);
+        let (refused_id, refused) =
+            sim.sign_event("12", knock_template(&k, &sim, &room_id, "c6").await);
         let mut cites = k
             .template(&room_id, member.as_str(), "m.room.message", None, json!({ "body": "x" }))
             .await;
