@@ -165,11 +165,7 @@ fn first_start_creates_key_and_token_and_sigterm_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !healthy(&adm) {
-        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(&adm);
     for file in ["signing.key", "admin.token", "knockd.db"] {
         assert!(data.join(file).exists(), "{file}");
     }
@@ -179,18 +175,32 @@ fn first_start_creates_key_and_token_and_sigterm_stops_cleanly() {
         let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file}");
     }
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    let status = stop_gracefully(&mut child);
+    assert!(status.success(), "exit status {status}");
+    assert!(Path::new(&data).exists());
+}
+
+/// Waits (30 s at most) until knockd's admin listener at `adm` answers `/healthz`.
+fn wait_healthy(adm: &str) {
+    let start = Instant::now();
+    while !healthy(adm) {
+        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then waits (20 s at most) for the exit.
+fn stop_gracefully(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
+            return status;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(Path::new(&data).exists());
 }
 
 fn healthy(addr: &str) -> bool {
@@ -313,11 +323,7 @@ fn logs_of(env: &[(&str, &str)]) -> String {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !healthy(&adm) {
-        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(&adm);
     {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&fed).unwrap();
@@ -328,12 +334,7 @@ fn logs_of(env: &[(&str, &str)]) -> String {
         let _ = s.read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop_gracefully(&mut child);
     std::fs::read_to_string(&log).unwrap()
 }
 
@@ -407,13 +408,8 @@ fn systemd_notifications_and_healthcheck() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("ready"), "{out:?}");
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    stop_gracefully(&mut child);
     received("STOPPING=1");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(!run(&["healthcheck"], &health_env).status.success());
 }
 
@@ -592,11 +588,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let start = Instant::now();
-    while !healthy(&adm) {
-        assert!(start.elapsed() < Duration::from_secs(30), "knockd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(&adm);
     let mut open = tls_probe::Probe::connect(&fed);
     assert_eq!(open.cert, first);
     assert_eq!(open.version(), 200);
@@ -620,12 +612,7 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(tls_probe::Probe::connect(&fed).cert, second, "the last good certificate stays");
     assert_eq!(open.version(), 200);
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no graceful shutdown");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    stop_gracefully(&mut child);
 }
 
 // `knockd config check --json`: the resolved settings (every setting from KNOCKD_<SECTION>__<KEY>

@@ -428,6 +428,17 @@ impl CutProxy {
         Self { addr, down, live, task }
     }
 
+    /// A proxy in front of `db`'s PostgreSQL, `db` pointed at it
+    /// (`postgres://user@host:port/db?…` → the same through the proxy).
+    async fn in_front_of(db: &mut TestDb) -> Self {
+        let (scheme, rest) = db.url.split_once("://").unwrap();
+        let (user, rest) = rest.split_once('@').unwrap();
+        let (host, tail) = rest.split_once('/').unwrap();
+        let proxy = Self::start(host.to_owned()).await;
+        db.url = format!("{scheme}://{user}@{}/{tail}", proxy.addr);
+        proxy
+    }
+
     /// Cuts every connection and refuses new ones until [`Self::up`].
     fn down(&self) {
         self.down.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -461,12 +472,7 @@ async fn postgres_restarted_while_knocks_stream_in() {
     }
     const PER_SERVER: usize = 25;
     let mut db = TestDb::new(TestBackend::Postgres);
-    // postgres://user@host:port/db?… → the same through the proxy.
-    let (scheme, rest) = db.url.split_once("://").unwrap();
-    let (user, rest) = rest.split_once('@').unwrap();
-    let (host, tail) = rest.split_once('/').unwrap();
-    let proxy = CutProxy::start(host.to_owned()).await;
-    db.url = format!("{scheme}://{user}@{}/{tail}", proxy.addr);
+    let proxy = CutProxy::in_front_of(&mut db).await;
     let k = TestKnockd::start_with(db, &FAST).await;
     let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
     let sims = [
@@ -611,11 +617,7 @@ async fn a_new_server_asking_while_the_database_is_away_gets_503_not_401() {
         return;
     }
     let mut db = TestDb::new(TestBackend::Postgres);
-    let (scheme, rest) = db.url.split_once("://").unwrap();
-    let (user, rest) = rest.split_once('@').unwrap();
-    let (host, tail) = rest.split_once('/').unwrap();
-    let proxy = CutProxy::start(host.to_owned()).await;
-    db.url = format!("{scheme}://{user}@{}/{tail}", proxy.addr);
+    let proxy = CutProxy::in_front_of(&mut db).await;
     let k = TestKnockd::start_with(db, &FAST).await;
     let room_id = k.admin.create_room(&CreateRoomRequest::default()).await.unwrap().room_id;
     let stranger = SimServer::start().await;

@@ -117,14 +117,7 @@ pub fn accepted(
         remove_outlier(conn, room, &pdu.event_id)?;
     }
     let key = pdu.state_key.as_ref().map(|k| (pdu.event_type.to_string(), k.clone()));
-    let after = state_after(conn, room, pdu, before, true)?;
-    room.pending.add_event(PendingEvent {
-        pdu: pdu.clone(),
-        status: ev::ACCEPTED,
-        state_before: before.id,
-        state_after: after.id,
-        after: Some(after.clone()),
-    });
+    let after = hold_in_graph(conn, room, pdu, before, ev::ACCEPTED)?;
     for p in &pdu.prev_events {
         room.extremities.remove(p);
     }
@@ -182,19 +175,33 @@ pub fn write_rows(conn: &mut DbConn, room: &mut LoadedRoom) -> Result<(), StoreE
 
 /// Stores an event that is not part of the room's state: rejected, or soft-failed (its state
 /// before is kept for the latter, so later questions about it can be answered), or an outlier.
-/// The state after `pdu`: `before`, and the event itself when it is a state event (stored; on a
-/// chain of its own unless `on_main_line`).
-fn state_after(
+/// Holds `pdu` for the batch's write as an event of the graph (accepted or soft-failed) with the
+/// state after it: `before`, and the event itself when it is a state event, stored on a chain of
+/// its own when soft-failed (a side state never takes the tip the room's next states extend).
+fn hold_in_graph(
     conn: &mut DbConn,
     room: &mut LoadedRoom,
-    pdu: &Pdu,
+    pdu: &Arc<Pdu>,
     before: &Arc<Group>,
-    on_main_line: bool,
+    status: &'static str,
 ) -> Result<Arc<Group>, StoreError> {
-    let Some(key) = &pdu.state_key else { return Ok(before.clone()) };
-    let changes = [((pdu.event_type.to_string(), key.clone()), pdu.event_id.clone())];
-    let stored = store_group_on(conn, room, Some(before), &changes, on_main_line)?;
-    Ok(Group::derived(before, &changes, Some(stored)))
+    let after = match &pdu.state_key {
+        None => before.clone(),
+        Some(key) => {
+            let changes = [((pdu.event_type.to_string(), key.clone()), pdu.event_id.clone())];
+            let main_line = status == ev::ACCEPTED;
+            let stored = store_group_on(conn, room, Some(before), &changes, main_line)?;
+            Group::derived(before, &changes, Some(stored))
+        }
+    };
+    room.pending.add_event(PendingEvent {
+        pdu: pdu.clone(),
+        status,
+        state_before: before.id,
+        state_after: after.id,
+        after: Some(after.clone()),
+    });
+    Ok(after)
 }
 
 /// Stores a soft-failed event: not in current state, not a forward extremity, but in the graph
@@ -208,14 +215,7 @@ pub fn soft_failed(
 ) -> Result<(), StoreError> {
     room.touched = true;
     let pdu = Arc::new(pdu.clone());
-    let after = state_after(conn, room, &pdu, before, false)?;
-    room.pending.add_event(PendingEvent {
-        pdu: pdu.clone(),
-        status: ev::SOFT_FAILED,
-        state_before: before.id,
-        state_after: after.id,
-        after: Some(after.clone()),
-    });
+    let after = hold_in_graph(conn, room, &pdu, before, ev::SOFT_FAILED)?;
     // Other instances may hold it as an outlier that could be cited: they must forget it too.
     room.forget_pdu(&pdu.event_id);
     room.place(pdu.event_id.clone(), pdu.depth, after);
